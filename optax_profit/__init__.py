@@ -1,0 +1,35 @@
+"""optax-profit: PROFIT, the proximal fine-tuning optimizer, for Optax.
+
+Example:
+  >>> import optax, optax_profit
+  >>> tx = optax_profit.profit(optax.adamw(1e-4), ref=1e-5)
+"""
+
+from optax_profit._profit import (
+    ProfitSpec,
+    ProfitState,
+    ProfitTransformation,
+    profit,
+    profit_spec,
+)
+from optax_profit._projection import Projection, project_conflicting
+from optax_profit._train_step import (
+    check_stacked_batches,
+    make_train_step,
+    profit_diagnostics,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "ProfitSpec",
+    "ProfitState",
+    "ProfitTransformation",
+    "Projection",
+    "check_stacked_batches",
+    "make_train_step",
+    "profit",
+    "profit_diagnostics",
+    "profit_spec",
+    "project_conflicting",
+)

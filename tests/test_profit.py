@@ -1,0 +1,236 @@
+"""API contract of `optax_profit.profit`: errors, dtypes, jit, optax harness."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_profit
+
+
+def quadratic_loss(params, target):
+  return sum(jnp.sum((p - target) ** 2) for p in jax.tree.leaves(params))
+
+
+PARAMS = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.1])}
+
+
+# ------------------------------------------------------------------ errors
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(n_ref=0), ValueError, "n_ref"),
+        (dict(n_ref=-2), ValueError, "n_ref"),
+        (dict(n_ref=1.0), TypeError, "n_ref"),
+        (dict(n_ref=True), TypeError, "n_ref"),
+        (dict(n_ref="2"), TypeError, "n_ref"),
+        (dict(warmup_steps=-1), ValueError, "warmup_steps"),
+        (dict(warmup_steps=2.5), TypeError, "warmup_steps"),
+        (dict(ref=-1e-3), ValueError, "ref"),
+        (dict(ref=float("nan")), ValueError, "ref"),
+        (dict(ref="sgd"), TypeError, "ref"),
+        (dict(main=lambda: None), TypeError, "main"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, error, match):
+  args = dict(main=optax.adam(1e-3), ref=1e-4)
+  args.update(kwargs)
+  with pytest.raises(error, match=match):
+    optax_profit.profit(**args)
+
+
+def test_numpy_integer_n_ref_is_accepted():
+  tx = optax_profit.profit(optax.sgd(0.1), ref=0.01, n_ref=np.int64(2))
+  assert int(tx.spec.n_ref) == 2
+
+
+def test_update_without_params_raises():
+  tx = optax_profit.profit(optax.sgd(0.1), ref=0.01)
+  state = tx.init(PARAMS)
+  with pytest.raises(ValueError, match="params"):
+    tx.update(PARAMS, state)
+  with pytest.raises(ValueError, match="params"):
+    jax.jit(tx.update)(PARAMS, state)
+
+
+# ------------------------------------------------------------------ state
+def test_state_fields_and_tree_get():
+  tx = optax_profit.profit(optax.adam(0.1), ref=0.01)
+  state = tx.init(PARAMS)
+  assert isinstance(state, optax_profit.ProfitState)
+  chex.assert_trees_all_equal(state.theta_ref, PARAMS)
+  for name in ("omega", "projected", "delta_norm"):
+    chex.assert_shape(optax.tree.get(state, name), ())
+  chex.assert_shape(state.count, ())
+  assert optax.tree.get(state, "projected").dtype == jnp.bool_
+  # theta_ref is a copy, not an alias (callers donate params and state).
+  for p, t in zip(jax.tree.leaves(PARAMS), jax.tree.leaves(state.theta_ref), strict=False):
+    assert p.unsafe_buffer_pointer() != t.unsafe_buffer_pointer()
+
+
+def test_donating_params_and_state_works():
+  tx = optax_profit.profit(optax.adamw(0.1), ref=0.01)
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, state, target):
+    grads = jax.grad(quadratic_loss)(params, target)
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = jax.tree.map(jnp.copy, PARAMS)
+  state = tx.init(params)
+  for t in range(4):
+    params, state = step(params, state, jnp.float32(t))
+  assert int(state.count) == 4
+
+
+# ------------------------------------------------------------------ dtypes
+@pytest.mark.parametrize("main", [optax.sgd(0.1), optax.adamw(0.1)])
+def test_bfloat16_params_keep_bfloat16(main):
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), PARAMS)
+  tx = optax_profit.profit(main, ref=0.05)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  for t in range(4):
+    grads = jax.grad(quadratic_loss)(params, jnp.bfloat16(t))
+    updates, state = update(grads, state, params)
+    for u in jax.tree.leaves(updates):
+      assert u.dtype == jnp.bfloat16
+    params = optax.apply_updates(params, updates)
+  for leaf in jax.tree.leaves((params, state.theta_ref)):
+    assert leaf.dtype == jnp.bfloat16
+  assert state.omega.dtype == jnp.float32
+  assert state.delta_norm.dtype == jnp.float32
+  assert np.isfinite(float(state.omega)) and float(state.delta_norm) > 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_state_shape_dtype_stability_under_cond(dtype):
+  """As optax's contrib harness: the state survives a `lax.cond` round trip."""
+  with jax.enable_x64(dtype == jnp.float64):
+    tx = optax_profit.profit(optax.adam(0.1), ref=0.01)
+    params = jnp.array([-1.0, 10.0, 1.0], dtype=dtype)
+
+    @jax.jit
+    def step(params, state):
+      grads = jax.grad(lambda p: jnp.sum((p - 1.0) ** 2))(params)
+      pred = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
+      updates, state = jax.lax.cond(
+          pred, lambda: tx.update(grads, state, params), lambda: (params, state)
+      )
+      return optax.apply_updates(params, updates), state
+
+    state = tx.init(params)
+    for _ in range(3):
+      params, state = step(params, state)
+      assert params.dtype == dtype
+
+
+# ------------------------------------------------------------------ degenerate
+def test_zero_reference_rate_and_zero_gradients_give_no_nan():
+  tx = optax_profit.profit(optax.adam(0.1), ref=0.0)
+  state = tx.init(PARAMS)
+  params = PARAMS
+  update = jax.jit(tx.update)
+  for t in range(4):
+    grads = jax.grad(quadratic_loss)(params, jnp.float32(t))
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  assert float(state.delta_norm) == 0.0 and not bool(state.projected)
+  zeros = jax.tree.map(jnp.zeros_like, PARAMS)
+  for _ in range(2):
+    updates, state = update(zeros, state, params)
+    chex.assert_tree_all_finite(updates)
+    params = optax.apply_updates(params, updates)
+  chex.assert_tree_all_finite((params, state))
+
+
+# ------------------------------------------------------------------ harness
+def test_extra_args_are_accepted_and_no_recompilation():
+  """As optax's contrib harness: unexpected extra args; one compilation."""
+  tx = optax_profit.profit(optax.adam(0.1), ref=0.01, n_ref=2)
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(quadratic_loss)(params, 1.0)
+    updates, state = tx.update(
+        grads, state, params, unexpected_extra_args_your_optimizer_doesnt_expect=1
+    )
+    return optax.apply_updates(params, updates), state
+
+  params, state = step(PARAMS, tx.init(PARAMS))
+  for _ in range(4):  # every phase of the cycle, through the same executable
+    params, state = step(params, state)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
+
+def test_extra_args_reach_the_main_optimizer():
+  """`value` is forwarded: optax.contrib.reduce_on_plateau needs it."""
+  main = optax.chain(optax.sgd(1.0), optax.contrib.reduce_on_plateau(patience=0))
+  tx = optax_profit.profit(main, ref=0.01)
+  state = tx.init(PARAMS)
+  params = PARAMS
+  for t in range(2):
+    grads = jax.grad(quadratic_loss)(params, 0.0)
+    updates, state = tx.update(grads, state, params, value=jnp.float32(10.0 - t))
+    params = optax.apply_updates(params, updates)
+  assert float(optax.tree.get(state.main_state, "best_value")) == 9.0
+
+
+def test_inject_hyperparams_around_profit():
+  """`ref` injected as a hyperparameter (n_ref static) matches plain profit."""
+  factory = optax.inject_hyperparams(optax_profit.profit, static_args=("n_ref",))
+  tx_inject = factory(main=optax.adam(0.1), ref=0.01, n_ref=2)
+  tx_plain = optax_profit.profit(optax.adam(0.1), ref=0.01, n_ref=2)
+  s_inject, s_plain = jax.jit(tx_inject.init)(PARAMS), jax.jit(tx_plain.init)(PARAMS)
+  p_inject = p_plain = PARAMS
+  for t in range(6):
+    g = jax.grad(quadratic_loss)(p_plain, jnp.float32(t))
+    u_inject, s_inject = jax.jit(tx_inject.update)(g, s_inject, p_inject)
+    u_plain, s_plain = jax.jit(tx_plain.update)(g, s_plain, p_plain)
+    chex.assert_trees_all_close(u_inject, u_plain, rtol=1e-6, atol=1e-7)
+    p_inject = optax.apply_updates(p_inject, u_inject)
+    p_plain = optax.apply_updates(p_plain, u_plain)
+  # The injected reference rate can be changed between steps.
+  assert float(s_inject.hyperparams["ref"]) == pytest.approx(0.01)
+
+
+def test_traced_n_ref_under_inject_hyperparams():
+  """Without static_args, n_ref is traced: the phase arithmetic still works."""
+  factory = optax.inject_hyperparams(optax_profit.profit)
+  tx_inject = factory(main=optax.sgd(0.1), ref=0.01, n_ref=2)
+  tx_plain = optax_profit.profit(optax.sgd(0.1), ref=0.01, n_ref=2)
+  s_inject, s_plain = tx_inject.init(PARAMS), tx_plain.init(PARAMS)
+  p = PARAMS
+  for t in range(6):
+    g = jax.grad(quadratic_loss)(p, jnp.float32(t))
+    u_inject, s_inject = jax.jit(tx_inject.update)(g, s_inject, p)
+    u_plain, s_plain = jax.jit(tx_plain.update)(g, s_plain, p)
+    chex.assert_trees_all_close(u_inject, u_plain, rtol=1e-6, atol=1e-7)
+    p = optax.apply_updates(p, u_plain)
+
+
+def test_vmap_over_reference_rates():
+  """A sweep of reference rates in one vmapped update."""
+  tx = lambda lr: optax_profit.profit(optax.sgd(0.1), ref=lr)
+  rates = jnp.array([0.0, 0.01, 0.1])
+
+  def run(lr):
+    t = tx(lr)
+    params, state = PARAMS, t.init(PARAMS)
+    for i in range(4):
+      g = jax.grad(quadratic_loss)(params, jnp.float32(i))
+      u, state = t.update(g, state, params)
+      params = optax.apply_updates(params, u)
+    return params
+
+  batched = jax.jit(jax.vmap(run))(rates)
+  for i, lr in enumerate([0.0, 0.01, 0.1]):
+    single = run(jnp.float32(lr))
+    chex.assert_trees_all_close(
+        jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6
+    )

@@ -1,0 +1,47 @@
+"""Repository hygiene: ruff is clean and the docstring examples run."""
+
+import doctest
+import importlib
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_ruff_is_clean():
+  beside_python = pathlib.Path(sys.executable).with_name("ruff")
+  ruff = str(beside_python) if beside_python.exists() else shutil.which("ruff")
+  if ruff is None:
+    pytest.skip("ruff is not installed (it comes with the [test] extra)")
+  result = subprocess.run(
+      [ruff, "check", str(ROOT)], capture_output=True, text=True, check=False
+  )
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "optax_profit",
+        "optax_profit._inplace",
+        "optax_profit._profit",
+        "optax_profit._projection",
+        "optax_profit._train_step",
+    ],
+)
+def test_docstring_examples(module):
+  result = doctest.testmod(
+      importlib.import_module(module), optionflags=doctest.ELLIPSIS
+  )
+  assert result.failed == 0
+
+
+def test_ci_runs_the_readme_test_command():
+  readme = (ROOT / "README.md").read_text()
+  ci = (ROOT / ".ci" / "run").read_text()
+  assert readme.count("<!-- test-command -->") == 1
+  assert "<!-- test-command -->" in ci

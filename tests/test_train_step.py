@@ -1,0 +1,114 @@
+"""`make_train_step`: one scanned PROFIT cycle per call."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_profit
+from tests import numpy_reference as ref_impl
+from tests.test_algorithm import assert_trajectories_close, jax_loss
+
+
+def stack(batches):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+  with jax.enable_x64(True):
+    yield
+
+
+@pytest.mark.parametrize("n_ref", [1, 3])
+@pytest.mark.parametrize("warmup_steps", [0, 4])
+def test_equals_numpy_algorithm_and_per_batch_loop(n_ref, warmup_steps):
+  cycle = n_ref + 1
+  num_calls = 5
+  batches = ref_impl.make_batches(num_calls * cycle, seed=21 + n_ref)
+  p0 = ref_impl.init_params()
+  rec = ref_impl.run_profit(
+      p0, lambda th, i: ref_impl.grad(th, batches[i]), len(batches),
+      main=ref_impl.Adam(0.05, wd=0.3), ref=ref_impl.SGD(0.05), n_ref=n_ref,
+      warmup_steps=warmup_steps,
+  )
+  tx = optax_profit.profit(
+      optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref,
+      warmup_steps=warmup_steps,
+  )
+  step = optax_profit.make_train_step(jax_loss, tx)
+  params = jax.tree.map(jnp.asarray, p0)
+  opt_state = tx.init(params)
+  traj = []
+  for c in range(num_calls):
+    chunk = batches[c * cycle : (c + 1) * cycle]
+    params, opt_state, metrics = step(params, opt_state, stack(chunk))
+    traj.append(jax.tree.map(np.array, params))  # params are donated next
+    # Per-batch losses at the params each batch saw.
+    want = [
+        ref_impl.loss(rec.params[c * cycle + j - 1] if c * cycle + j else p0, b)
+        for j, b in enumerate(chunk)
+    ]
+    np.testing.assert_allclose(metrics["loss"], want, rtol=1e-10)
+  assert_trajectories_close(traj, ref_impl.Record(params=rec.params[cycle - 1 :: cycle]))
+  assert int(opt_state.count) == num_calls * cycle
+  # The diagnostics of the last main step.
+  np.testing.assert_allclose(float(metrics["omega"]), rec.omegas[-1], rtol=1e-9)
+  assert bool(metrics["projected"]) == rec.projected[-1]
+
+
+def test_has_aux_and_chain_with_cycle_length():
+  def loss_with_aux(params, batch):
+    loss = jax_loss(params, batch)
+    return loss, {"twice": 2 * loss}
+
+  batches = ref_impl.make_batches(4, seed=30)
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  tx = optax.chain(
+      optax.clip_by_global_norm(1.0),
+      optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=1),
+  )
+  with pytest.raises(TypeError, match="cycle_length"):
+    optax_profit.make_train_step(loss_with_aux, tx, has_aux=True)
+  step = optax_profit.make_train_step(loss_with_aux, tx, has_aux=True, cycle_length=2)
+  state = tx.init(p0)
+  _params, state, metrics = step(p0, state, stack(batches[:2]))
+  np.testing.assert_allclose(metrics["aux"]["twice"], 2 * metrics["loss"], rtol=1e-12)
+  assert set(metrics) == {"loss", "aux", "omega", "projected", "delta_norm"}
+
+
+def test_plain_optimizer_has_no_diagnostics():
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  tx = optax.adamw(1e-3)
+  step = optax_profit.make_train_step(jax_loss, tx, cycle_length=3)
+  _, _, metrics = step(p0, tx.init(p0), stack(ref_impl.make_batches(3, seed=1)))
+  assert set(metrics) == {"loss"}
+
+
+def test_wrong_leading_size_and_ragged_batches():
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  tx = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=2)
+  step = optax_profit.make_train_step(jax_loss, tx)
+  state = tx.init(p0)
+  batches = stack(ref_impl.make_batches(2, seed=2))
+  with pytest.raises(ValueError, match=r"leading size 2.*3 batches"):
+    step(p0, state, batches)
+  ragged = {"x": jnp.zeros((3, 4, 3)), "y": jnp.zeros((2, 4, 2))}
+  with pytest.raises(ValueError, match=r"ragged.*\['x'\]: 3.*\['y'\]: 2"):
+    step(p0, state, ragged)
+  with pytest.raises(ValueError, match="scalar"):
+    step(p0, state, {"x": jnp.zeros((3, 4, 3)), "y": jnp.float32(0)})
+  with pytest.raises(ValueError, match="no array leaves"):
+    step(p0, state, {})
+  with pytest.raises(ValueError, match="cycle_length"):
+    optax_profit.make_train_step(jax_loss, tx, cycle_length=0)
+
+
+def test_params_and_state_are_donated():
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  tx = optax_profit.profit(optax.adam(0.05), ref=0.05)
+  step = optax_profit.make_train_step(jax_loss, tx)
+  state = tx.init(p0)
+  _params, state, _ = step(p0, state, stack(ref_impl.make_batches(2, seed=3)))
+  assert all(x.is_deleted() for x in jax.tree.leaves(p0))
