@@ -1,0 +1,1 @@
+"""Runnable Flax examples of optax-profit (run them as `python -m examples.<name>.main`)."""
