@@ -7,13 +7,17 @@ copy of it, on every call. A ``while_loop`` whose body runs zero times or once
 updates its carry in place instead (XLA aliases the carry of a while loop with
 its result), so an untouched pytree costs nothing.
 
-Measured on CPU with 10M float32 params and donated buffers (see
-``benchmarks/``): selecting the PROFIT phase with ``lax.cond`` costs about 4x
-``optax.adamw``'s update per call, with :func:`run_if` about 1.75x.
+Measured on CPU with 10M float32 params and donated buffers: selecting the
+PROFIT phase with ``lax.cond`` costs about 4x ``optax.adamw``'s update per
+call, with :func:`run_if` about 1.75x (``benchmarks/RESULTS.md`` has the
+current numbers).
 
-The price: reverse-mode differentiation through a ``while_loop`` is not
+The prices: reverse-mode differentiation through a ``while_loop`` is not
 supported by JAX, so an update built on :func:`run_if` cannot be
-differentiated with ``jax.grad`` (forward mode and ``vmap`` work).
+differentiated with ``jax.grad`` (forward mode and ``vmap`` work); and on GPU
+each loop copies its predicate to the host and waits for it, a pipeline stall
+that costs more than a small update itself, which is why
+:func:`optax_profit.make_train_step` runs aligned cycles without any.
 """
 
 from collections.abc import Callable

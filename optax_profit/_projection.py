@@ -7,11 +7,14 @@ reference. Then ``g`` is replaced by its component orthogonal to ``delta``:
 ``g - (omega / ||delta||^2) * delta``. Otherwise ``g`` is left as it is.
 """
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import optax
+
+T = TypeVar("T")
 
 
 class Projection(NamedTuple):
@@ -72,6 +75,69 @@ def global_vdot(a: optax.Updates, b: optax.Updates, dtype: jnp.dtype) -> jax.Arr
   return sum(sums, jnp.zeros((), dtype))
 
 
+def separate(tree: T, tag: int) -> T:
+  """Returns ``tree`` unchanged, behind an XLA optimization barrier.
+
+  XLA merges identical subexpressions. When the displacement ``params -
+  theta_ref`` feeds two reductions and an elementwise update, the merged
+  subtraction has several users and XLA materialises it in a temporary
+  parameter-sized buffer (on CPU the reductions are library kernels that
+  cannot absorb a shared producer). Computing it from ``separate(x, k)`` with
+  a different ``tag`` per use keeps one subtraction per user, fused into it:
+  no temporary, and one pass less over memory.
+
+  Args:
+    tree: a pytree of arrays.
+    tag: a small int, different for each use that must stay separate.
+
+  Returns:
+    ``tree``, with the same values.
+  """
+  if tag == 0:
+    return tree
+  _, out = jax.lax.optimization_barrier((jnp.int32(tag), tree))
+  return out
+
+
+def project_conflicting_with(
+    updates: optax.Updates,
+    make_delta: Callable[[int], optax.Updates],
+) -> Projection:
+  """:func:`project_conflicting` with the displacement built per use.
+
+  Args:
+    updates: the gradient ``g`` (any float dtypes).
+    make_delta: ``make_delta(tag)`` returns the displacement ``delta`` (same
+      structure as ``updates``); it is called once for each of the three uses
+      (``omega``, ``||delta||^2`` and the projected gradient) with tags 0, 1
+      and 2, so that a displacement computed from :func:`separate` inputs is
+      fused into each use instead of being materialised.
+
+  Returns:
+    The :class:`Projection`, as :func:`project_conflicting` computes it.
+  """
+  dtype = accumulation_dtype((updates, make_delta(0)))
+  omega = global_vdot(make_delta(0), updates, dtype)
+  delta_sq = make_delta(1)
+  delta_sq_norm = global_vdot(delta_sq, delta_sq, dtype)
+  projected = (omega < 0) & (delta_sq_norm > 0)
+  # A scalar `lax.cond`: no division is ever evaluated on a zero norm, and
+  # when the projection does not fire the coefficient is an exact zero.
+  coef = jax.lax.cond(
+      projected,
+      lambda: omega / delta_sq_norm,
+      lambda: jnp.zeros((), dtype),
+  )
+
+  def project_leaf(g, d):
+    return jnp.where(
+        projected, g.astype(dtype) - coef * d.astype(dtype), g
+    ).astype(g.dtype)
+
+  new_updates = jax.tree.map(project_leaf, updates, make_delta(2))
+  return Projection(new_updates, omega, delta_sq_norm, projected)
+
+
 def project_conflicting(
     updates: optax.Updates, delta: optax.Updates
 ) -> Projection:
@@ -99,22 +165,4 @@ def project_conflicting(
     >>> project_conflicting(g, delta).updates["w"]
     Array([0., 1.], dtype=float32)
   """
-  dtype = accumulation_dtype((updates, delta))
-  omega = global_vdot(delta, updates, dtype)
-  delta_sq_norm = global_vdot(delta, delta, dtype)
-  projected = (omega < 0) & (delta_sq_norm > 0)
-  # A scalar `lax.cond`: no division is ever evaluated on a zero norm, and
-  # when the projection does not fire the coefficient is an exact zero.
-  coef = jax.lax.cond(
-      projected,
-      lambda: omega / delta_sq_norm,
-      lambda: jnp.zeros((), dtype),
-  )
-
-  def project_leaf(g, d):
-    return jnp.where(
-        projected, g.astype(dtype) - coef * d.astype(dtype), g
-    ).astype(g.dtype)
-
-  new_updates = jax.tree.map(project_leaf, updates, delta)
-  return Projection(new_updates, omega, delta_sq_norm, projected)
+  return project_conflicting_with(updates, lambda _: delta)

@@ -48,9 +48,13 @@ def test_projection_properties(gd):
   )
   new = flat(jax.tree.map(np.asarray, out.updates))
   np.testing.assert_allclose(float(out.omega), omega, rtol=1e-12, atol=1e-9)
+  scale = np.linalg.norm(g64) * np.linalg.norm(d64) + 1e-300
+  if abs(omega) <= 1e-12 * scale:
+    # The sign of a (numerically) zero omega is summation-order noise: the
+    # rule is then judged on the library's own omega, checked close above.
+    omega = float(out.omega)
   fires = omega < 0 and float(d64 @ d64) > 0
   assert bool(out.projected) == fires
-  scale = np.linalg.norm(g64) * np.linalg.norm(d64) + 1e-300
   if fires:
     # Orthogonal to delta after projection.
     assert abs(new @ d64) <= 1e-9 * scale

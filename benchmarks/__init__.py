@@ -1,0 +1,1 @@
+"""Benchmarks of optax-profit against optax.adamw: ``python -m benchmarks.run``."""
