@@ -1,0 +1,1 @@
+"""Configurations of the toy example: ``default`` (paper scale) and ``quick``."""
