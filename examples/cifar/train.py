@@ -1,0 +1,718 @@
+"""Pre-training on CIFAR-10, fine-tuning on CIFAR-100, and the Table 2 sweep.
+
+The model is a backbone with two linear heads (``models.py``). Pre-training
+trains backbone + CIFAR-10 head with Adam (paper: lr 1e-4) and is checkpointed
+with orbax under ``<workdir>/pretrain/<name>``; every fine-tuning run with the
+same pre-training settings reuses it. Fine-tuning trains backbone + a new
+CIFAR-100 head (or the head alone with ``head_only``); the CIFAR-10 head is
+kept out of the optimizer, so it is bit-identical after fine-tuning. "CIFAR-10
+accuracy after fine-tuning" is the fine-tuned backbone with that frozen
+CIFAR-10 head (the paper does not spell out how it measures it).
+
+Every optimizer goes through ``optax_profit.make_train_step``: one call
+consumes ``n_ref + 1`` stacked batches (one PROFIT cycle; for the other
+optimizers simply ``n_ref + 1`` ordinary steps), so every optimizer sees the
+same batches in the same order. Runs checkpoint after every epoch with an orbax
+``CheckpointManager`` and resume from the latest checkpoint; a finished run
+leaves ``result.json`` and is not run again.
+"""
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import flax.linen as nn
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import tqdm
+
+import optax_profit
+from examples.cifar import input_pipeline, models, optimizers, reporting
+from examples.cifar.configs import default
+
+Params = Any
+Metrics = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The splits of one experiment.
+
+  Attributes:
+    c10_train: CIFAR-10 training images (pre-training).
+    c10_test: CIFAR-10 test images (retention).
+    c100_train: CIFAR-100 training images minus the validation images.
+    c100_val: CIFAR-100 training images held out to select learning rates.
+    c100_test: CIFAR-100 test images (transfer).
+  """
+
+  c10_train: input_pipeline.Split
+  c10_test: input_pipeline.Split
+  c100_train: input_pipeline.Split
+  c100_val: input_pipeline.Split
+  c100_test: input_pipeline.Split
+
+  def sizes(self) -> dict[str, int]:
+    """Number of examples per split."""
+    return {f.name: len(getattr(self, f.name).labels) for f in dataclasses.fields(self)}
+
+
+def load_data(config: default.Config) -> Data:
+  """Loads CIFAR-10 and CIFAR-100 (``config.data_dir``) into memory.
+
+  Args:
+    config: supplies ``data_dir``, ``train_examples``, ``test_examples`` and
+      ``val_examples``.
+
+  Returns:
+    The :class:`Data`.
+  """
+  def load(dataset: str, split: str, n: int | None) -> input_pipeline.Split:
+    return input_pipeline.take(
+        input_pipeline.load_split(dataset, split, config.data_dir), n
+    )
+
+  c100_train, c100_val = input_pipeline.holdout(
+      load("cifar100", "train", config.train_examples), config.val_examples
+  )
+  return Data(
+      c10_train=load("cifar10", "train", config.train_examples),
+      c10_test=load("cifar10", "test", config.test_examples),
+      c100_train=c100_train,
+      c100_val=c100_val,
+      c100_test=load("cifar100", "test", config.test_examples),
+  )
+
+
+# ----------------------------------------------------------------------------
+# Model functions.
+
+
+def _backbone(config: default.Config) -> nn.Module:
+  return models.create_backbone(config.model, cnn_width=config.cnn_width)
+
+
+@functools.lru_cache(maxsize=16)
+def _initializers(model: str, cnn_width: int, num_classes: int):
+  """Jitted ``key -> params`` of the backbone and of a head (cached)."""
+  backbone = models.create_backbone(model, cnn_width=cnn_width)
+  images = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  init_backbone = jax.jit(lambda key: backbone.init(key, images)["params"])
+  features = jax.eval_shape(
+      lambda key: backbone.apply({"params": init_backbone(key)}, images),
+      jax.random.key(0),
+  )
+  head = models.Head(num_classes)
+  init_head = jax.jit(
+      lambda key: head.init(key, jnp.zeros(features.shape, features.dtype))["params"]
+  )
+  return init_backbone, init_head
+
+
+def init_params(
+    config: default.Config, num_classes: int, key: jax.Array
+) -> Params:
+  """Fresh ``{"backbone": ..., "head": ...}`` params for ``num_classes``.
+
+  Args:
+    config: supplies the model.
+    num_classes: the head's classes.
+    key: the PRNG key.
+
+  Returns:
+    The params.
+  """
+  init_backbone, init_head = _initializers(config.model, config.cnn_width, num_classes)
+  key_backbone, key_head = jax.random.split(key)
+  return {"backbone": init_backbone(key_backbone), "head": init_head(key_head)}
+
+
+def init_head(config: default.Config, num_classes: int, key: jax.Array) -> Params:
+  """Fresh head params (as ``init_params(config, num_classes, key)["head"]``)."""
+  _, init = _initializers(config.model, config.cnn_width, num_classes)
+  return init(jax.random.split(key)[1])
+
+
+def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
+  """Logits of uint8 ``images`` under ``{"backbone", "head"}`` params.
+
+  Args:
+    backbone: the backbone module.
+    params: ``{"backbone": ..., "head": ...}``.
+    images: uint8 ``[batch, 32, 32, 3]``.
+
+  Returns:
+    Logits ``[batch, num_classes]``.
+  """
+  features = backbone.apply(
+      {"params": params["backbone"]}, models.normalize_images(images)
+  )
+  num_classes = params["head"]["Dense_0"]["kernel"].shape[-1]
+  return models.Head(num_classes).apply({"params": params["head"]}, features)
+
+
+def make_loss_fn(config: default.Config, view=lambda p: p):
+  """``loss_fn(params, batch) -> (mean cross-entropy, {"accuracy"})``.
+
+  Args:
+    config: supplies the model.
+    view: maps the optimizer's params to ``{"backbone", "head"}`` (Lookahead's
+      fast weights).
+
+  Returns:
+    The loss function for ``optax_profit.make_train_step(..., has_aux=True)``.
+  """
+
+  backbone = _backbone(config)
+
+  def loss_fn(params: Params, batch: Metrics) -> tuple[jax.Array, Metrics]:
+    logits = logits_fn(backbone, view(params), batch["image"])
+    labels = batch["label"]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return loss, {"accuracy": accuracy}
+
+  return loss_fn
+
+
+@functools.lru_cache(maxsize=16)
+def _eval_step(model: str, cnn_width: int):
+  backbone = models.create_backbone(model, cnn_width=cnn_width)
+
+  @jax.jit
+  def step(params: Params, batch: Metrics) -> tuple[jax.Array, jax.Array]:
+    logits = logits_fn(backbone, params, batch["image"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = jnp.argmax(logits, -1) == batch["label"]
+    mask = batch["mask"]
+    return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(correct & mask)
+
+  return step
+
+
+def evaluate(
+    config: default.Config, params: Params, split: input_pipeline.Split
+) -> dict[str, float]:
+  """Mean cross-entropy and accuracy of ``params`` on every image of ``split``.
+
+  Args:
+    config: supplies the model and ``eval_batch_size``.
+    params: ``{"backbone": ..., "head": ...}``.
+    split: the examples (not augmented).
+
+  Returns:
+    ``{"loss": ..., "accuracy": ...}`` (NaN for an empty split).
+  """
+  n = len(split.labels)
+  if n == 0:
+    return {"loss": float("nan"), "accuracy": float("nan")}
+  step = _eval_step(config.model, config.cnn_width)
+  totals = [step(params, batch) for batch in
+            input_pipeline.eval_dataset(split, min(config.eval_batch_size, n))]
+  loss, correct = jax.device_get(jax.tree.map(lambda *x: sum(x), *totals))
+  return {"loss": float(loss) / n, "accuracy": float(correct) / n}
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints and bookkeeping.
+
+
+def _digest(payload: Any) -> str:
+  text = json.dumps(payload, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      directory.absolute() / "checkpoints",
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True, enable_async_checkpointing=False
+      ),
+  )
+
+
+def _save(manager: ocp.CheckpointManager, epoch: int, state: Params,
+          history: list[Metrics]) -> None:
+  manager.save(
+      epoch,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          history=ocp.args.JsonSave(history),
+      ),
+  )
+  manager.wait_until_finished()
+
+
+def _restore(manager: ocp.CheckpointManager, target: Params):
+  """``(epoch, state, history)`` of the latest checkpoint, or None."""
+  epoch = manager.latest_step()
+  if epoch is None:
+    return None
+  restored = manager.restore(
+      epoch,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target),
+          history=ocp.args.JsonRestore(),
+      ),
+  )
+  return epoch, restored["state"], list(restored["history"])
+
+
+def _checkpoint_due(config: default.Config, epoch: int, last: int) -> bool:
+  return epoch % config.checkpoint_every == 0 or epoch == last
+
+
+def _iterate(ds: grain.MapDataset, threads: int):
+  if threads > 0:
+    return iter(ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+    ))
+  return (ds[i] for i in range(len(ds)))
+
+
+def _train_epoch(step, params, opt_state, ds, *, desc: str,
+                 config: default.Config):
+  """Runs ``step`` over one epoch; returns params, state and mean metrics."""
+  losses, accuracies, projected = [], [], []
+  bar = tqdm.tqdm(total=len(ds), desc=desc, leave=False, disable=not config.progress,
+                  unit="step")
+  for i, batches in enumerate(_iterate(ds, config.data_threads)):
+    params, opt_state, metrics = step(params, opt_state, batches)
+    losses.append(metrics["loss"])
+    accuracies.append(metrics["aux"]["accuracy"])
+    if "projected" in metrics:
+      projected.append(metrics["projected"])
+    if config.progress and (i % 10 == 9 or i == len(ds) - 1):
+      recent_loss, recent_acc = jax.device_get((losses[-1], accuracies[-1]))
+      bar.set_postfix(loss=f"{np.mean(recent_loss):.3f}",
+                      acc=f"{np.mean(recent_acc):.3f}")
+    bar.update()
+  bar.close()
+  losses, accuracies, projected = jax.device_get((losses, accuracies, projected))
+  train = {
+      "train_loss": float(np.mean(np.concatenate([np.ravel(x) for x in losses]))),
+      "train_accuracy": float(np.mean(np.concatenate([np.ravel(x) for x in accuracies]))),
+  }
+  if projected:
+    train["projected_fraction"] = float(np.mean(projected))
+  return params, opt_state, train
+
+
+def _write_json(path: pathlib.Path, payload: Any) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(payload, indent=1, default=str))
+  tmp.replace(path)
+
+
+def _log(config: default.Config, text: str) -> None:
+  del config  # Epoch lines are printed with or without progress bars.
+  tqdm.tqdm.write(text)
+
+
+# ----------------------------------------------------------------------------
+# Pre-training.
+
+
+def pretrain_name(config: default.Config, data: Data) -> str:
+  """Folder name of the pre-training run: the model and a digest of its settings."""
+  settings = {
+      "model": config.model,
+      "cnn_width": config.cnn_width if config.model == "cnn" else None,
+      "epochs": config.pretrain_epochs,
+      "lr": config.pretrain_lr,
+      "batch_size": config.batch_size,
+      "seed": config.seed,
+      "c10_train": data.sizes()["c10_train"],
+  }
+  return f"{config.model}-{_digest(settings)}"
+
+
+def pretrain(config: default.Config, workdir: str | pathlib.Path,
+             data: Data) -> dict[str, Any]:
+  """Pre-trains backbone + CIFAR-10 head with Adam, or loads the checkpoint.
+
+  Args:
+    config: supplies the model, ``pretrain_epochs``, ``pretrain_lr``,
+      ``batch_size`` and ``seed``.
+    workdir: the output folder; the run lives in
+      ``<workdir>/pretrain/<pretrain_name>`` and resumes from its latest
+      checkpoint.
+    data: the splits.
+
+  Returns:
+    ``{"params": {"backbone", "head"}, "c10_test_accuracy", "c10_test_loss",
+    "history", "directory", "wall_s"}``.
+  """
+  directory = pathlib.Path(workdir) / "pretrain" / pretrain_name(config, data)
+  manager = _manager(directory)
+  key = jax.random.key(config.seed)
+  params = init_params(config, 10, key)
+  tx = optax.adam(config.pretrain_lr)
+  state = {"params": params, "opt_state": tx.init(params)}
+  history: list[Metrics] = []
+  start = 0
+  restored = _restore(manager, state)
+  wall = cpu = 0.0
+  if restored is not None:
+    start, state, history = restored
+    wall = history[-1]["wall_s"]
+    cpu = history[-1].get("cpu_s", 0.0)
+    if start >= config.pretrain_epochs:
+      _log(config, f"Loaded the pre-trained {config.model} from {directory}.")
+  if start == 0 and not history:
+    c10 = evaluate(config, state["params"], data.c10_test)
+    history.append({"epoch": 0, "c10_test_loss": c10["loss"],
+                    "c10_test_accuracy": c10["accuracy"], "wall_s": 0.0, "cpu_s": 0.0})
+    _save(manager, 0, state, history)
+  step = _pretrain_step(config.model, config.cnn_width, config.pretrain_lr)
+  params, opt_state = state["params"], state["opt_state"]
+  for epoch in range(start, config.pretrain_epochs):
+    t0, c0 = time.perf_counter(), time.process_time()
+    ds = input_pipeline.train_dataset(
+        data.c10_train, config.batch_size, seed=config.seed, epoch=epoch
+    )
+    ds = ds.map(lambda b: jax.tree.map(lambda x: x[None], b))
+    params, opt_state, train = _train_epoch(
+        step, params, opt_state, ds, config=config,
+        desc=f"pre-train {config.model} {epoch + 1}/{config.pretrain_epochs}",
+    )
+    c10 = evaluate(config, params, data.c10_test)
+    history.append({"epoch": epoch + 1, **train, "c10_test_loss": c10["loss"],
+                    "c10_test_accuracy": c10["accuracy"],
+                    "wall_s": wall + time.perf_counter() - t0,
+                    "cpu_s": cpu + time.process_time() - c0})
+    if _checkpoint_due(config, epoch + 1, config.pretrain_epochs):
+      _save(manager, epoch + 1, {"params": params, "opt_state": opt_state}, history)
+    wall += time.perf_counter() - t0
+    cpu += time.process_time() - c0
+    history[-1].update(wall_s=wall, cpu_s=cpu)  # now with the checkpoint
+    _log(config, f"pre-train epoch {epoch + 1}: train loss {train['train_loss']:.3f} "
+                 f"acc {train['train_accuracy']:.3f}, CIFAR-10 test acc "
+                 f"{c10['accuracy']:.4f}")
+  if start < config.pretrain_epochs or not (directory / "curves.png").exists():
+    _write_json(directory / "history.json", history)
+    reporting.plot_pretraining(history, directory / "curves.png")
+  manager.close()
+  return {
+      "params": params,
+      "c10_test_accuracy": history[-1]["c10_test_accuracy"],
+      "c10_test_loss": history[-1]["c10_test_loss"],
+      "epochs": config.pretrain_epochs,
+      "history": history,
+      "directory": str(directory),
+      "wall_s": wall,
+      "cpu_s": cpu,
+  }
+
+
+# ----------------------------------------------------------------------------
+# Fine-tuning.
+
+
+# Runs with the same settings (a resumed run, the tests) reuse the compiled step.
+_STEP_FIELDS = ("model", "cnn_width", "n_ref", "ratio", "head_only", "warmup_epochs",
+                "sgd_momentum", "lookahead_k", "lookahead_alpha")
+
+
+def _step_key(config: default.Config) -> default.Config:
+  """``config`` reduced to the fields that the train step depends on."""
+  return dataclasses.replace(
+      default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS})
+
+
+@functools.lru_cache(maxsize=8)
+def _finetune_step(key: default.Config, optimizer: str, lr: float,
+                   steps_per_epoch: int):
+  opt = optimizers.create_optimizer(optimizer, lr, key, steps_per_epoch=steps_per_epoch)
+  step = optax_profit.make_train_step(
+      make_loss_fn(key, opt.loss_view), opt.tx, has_aux=True,
+      cycle_length=key.n_ref + 1,
+  )
+  return opt, step
+
+
+@functools.lru_cache(maxsize=4)
+def _pretrain_step(model: str, cnn_width: int, lr: float):
+  config = dataclasses.replace(default.Config(), model=model, cnn_width=cnn_width)
+  return optax_profit.make_train_step(
+      make_loss_fn(config), optax.adam(lr), has_aux=True, cycle_length=1
+  )
+
+
+def finetune_name(config: default.Config, data: Data, optimizer: str,
+                  lr: float, epochs: int) -> str:
+  """Folder name of a fine-tuning run: readable prefix + settings digest."""
+  settings = {
+      "pretrain": pretrain_name(config, data),
+      "optimizer": optimizer,
+      "lr": lr,
+      "epochs": epochs,
+      "batch_size": config.batch_size,
+      "n_ref": config.n_ref,
+      "head_only": config.head_only,
+      "seed": config.seed,
+      "sizes": data.sizes(),
+  }
+  if optimizer == "profit":
+    settings.update(ratio=config.ratio, warmup_epochs=config.warmup_epochs)
+  if optimizer == "sgd":
+    settings.update(momentum=config.sgd_momentum)
+  if optimizer == "lookahead":
+    settings.update(k=config.lookahead_k, alpha=config.lookahead_alpha)
+  name = f"{optimizer}_lr{lr:g}"
+  if config.head_only:
+    name += "_head"
+  return f"{name}-{_digest(settings)}"
+
+
+def _eval_all(config: default.Config, params: Params, frozen_head: Params,
+              data: Data) -> Metrics:
+  c100 = evaluate(config, params, data.c100_test)
+  c10 = evaluate(config, {"backbone": params["backbone"], "head": frozen_head},
+                 data.c10_test)
+  out = {"c100_test_loss": c100["loss"], "c100_test_accuracy": c100["accuracy"],
+         "c10_test_loss": c10["loss"], "c10_test_accuracy": c10["accuracy"]}
+  if len(data.c100_val.labels):
+    val = evaluate(config, params, data.c100_val)
+    out.update(c100_val_loss=val["loss"], c100_val_accuracy=val["accuracy"])
+  return out
+
+
+def finetune(
+    config: default.Config,
+    workdir: str | pathlib.Path,
+    data: Data,
+    pretrained: dict[str, Any],
+    *,
+    optimizer: str,
+    lr: float,
+    epochs: int,
+) -> dict[str, Any]:
+  """Fine-tunes the pre-trained backbone and a new CIFAR-100 head.
+
+  Args:
+    config: supplies ``batch_size``, ``n_ref``, ``ratio``, ``head_only``,
+      ``warmup_epochs``, ``seed`` and the optimizers' settings.
+    workdir: the output folder; the run lives in
+      ``<workdir>/finetune/<finetune_name>``, checkpoints every epoch and
+      resumes from the latest checkpoint. A finished run (``result.json``) is
+      loaded, not run again.
+    data: the splits.
+    pretrained: the dict returned by :func:`pretrain`.
+    optimizer: ``sgd``, ``adam``, ``lookahead``, ``adan`` or ``profit``.
+    lr: the (main) learning rate.
+    epochs: passes over the CIFAR-100 training data.
+
+  Returns:
+    The run's result: settings, ``history`` (per epoch; epoch 0 is before
+    fine-tuning), ``final`` metrics, ``batches_seen``, ``main_steps``,
+    ``wall_s`` and ``directory``.
+  """
+  name = finetune_name(config, data, optimizer, lr, epochs)
+  directory = pathlib.Path(workdir) / "finetune" / name
+  result_path = directory / "result.json"
+  if result_path.exists():
+    _log(config, f"{name}: finished earlier, loading {result_path}.")
+    return json.loads(result_path.read_text())
+
+  group = config.n_ref + 1
+  calls_per_epoch = (len(data.c100_train.labels) // config.batch_size) // group
+  if calls_per_epoch < 1:
+    raise ValueError(
+        f"`batch_size` * (`n_ref` + 1) = {config.batch_size * group} exceeds "
+        f"the {len(data.c100_train.labels)} CIFAR-100 training examples."
+    )
+  steps_per_epoch = calls_per_epoch * group
+  model_params = {
+      "backbone": pretrained["params"]["backbone"],
+      "head": init_head(config, 100, jax.random.key(config.seed + 1)),
+  }
+  opt, step = _finetune_step(_step_key(config), optimizer, lr, steps_per_epoch)
+  frozen_head = pretrained["params"]["head"]
+  params = opt.wrap(model_params)
+  state = {"params": params, "opt_state": opt.tx.init(params),
+           "frozen_head": frozen_head}
+  manager = _manager(directory)
+  history: list[Metrics] = []
+  start, wall, cpu = 0, 0.0, 0.0
+  restored = _restore(manager, state)
+  if restored is not None:
+    start, state, history = restored
+    wall, cpu = history[-1]["wall_s"], history[-1]["cpu_s"]
+    _log(config, f"{name}: resuming after epoch {start}.")
+  else:
+    metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
+    history.append({"epoch": 0, **metrics, "batches_seen": 0, "main_steps": 0,
+                    "wall_s": 0.0, "cpu_s": 0.0})
+    _save(manager, 0, state, history)
+  params, opt_state, frozen_head = (
+      state["params"], state["opt_state"], state["frozen_head"])
+  warmup_steps = config.warmup_epochs * steps_per_epoch if optimizer == "profit" else 0
+  for epoch in range(start, epochs):
+    t0, c0 = time.perf_counter(), time.process_time()
+    ds = input_pipeline.train_dataset(
+        data.c100_train, config.batch_size, seed=config.seed + 1, epoch=epoch,
+        group=group,
+    )
+    params, opt_state, train = _train_epoch(
+        step, params, opt_state, ds, config=config,
+        desc=f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}",
+    )
+    metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
+    batches = (epoch + 1) * steps_per_epoch
+    main_steps = batches
+    if optimizer == "profit":
+      cycles = max(batches - warmup_steps, 0) // group
+      main_steps = min(batches, warmup_steps) + cycles
+    history.append({"epoch": epoch + 1, **train, **metrics, "batches_seen": batches,
+                    "main_steps": main_steps,
+                    "wall_s": wall + time.perf_counter() - t0,
+                    "cpu_s": cpu + time.process_time() - c0})
+    if _checkpoint_due(config, epoch + 1, epochs):
+      _save(manager, epoch + 1,
+            {"params": params, "opt_state": opt_state, "frozen_head": frozen_head},
+            history)
+    wall += time.perf_counter() - t0
+    cpu += time.process_time() - c0
+    history[-1].update(wall_s=wall, cpu_s=cpu)  # now with the checkpoint
+    _log(config, f"{optimizer} lr={lr:g} epoch {epoch + 1}: train loss "
+                 f"{train['train_loss']:.3f}, CIFAR-100 test "
+                 f"{metrics['c100_test_accuracy']:.4f}, CIFAR-10 test "
+                 f"{metrics['c10_test_accuracy']:.4f}")
+  manager.close()
+  final = {k: v for k, v in history[-1].items()
+           if k.startswith(("c10_", "c100_", "train_", "projected_"))}
+  result = {
+      "optimizer": optimizer,
+      "lr": lr,
+      "epochs": epochs,
+      "n_ref": config.n_ref,
+      "ratio": config.ratio if optimizer == "profit" else None,
+      "ref_lr": lr / config.ratio if optimizer == "profit" else None,
+      "warmup_epochs": config.warmup_epochs if optimizer == "profit" else 0,
+      "head_only": config.head_only,
+      "batches_seen": history[-1]["batches_seen"],
+      "main_steps": history[-1]["main_steps"],
+      "final": final,
+      "history": history,
+      "wall_s": wall,
+      "cpu_s": cpu,
+      "directory": str(directory),
+  }
+  _write_json(result_path, result)
+  reporting.plot_curves([result], directory / "curves.png", title=name)
+  return result
+
+
+def load_finetuned(config: default.Config, directory: str | pathlib.Path,
+                   data: Data, pretrained: dict[str, Any], optimizer: str,
+                   lr: float) -> dict[str, Params]:
+  """The fine-tuned model of a run folder, from its latest checkpoint.
+
+  Args:
+    config: the run's configuration.
+    directory: the run's folder (``result["directory"]``).
+    data: the splits (for the optimizer's shapes).
+    pretrained: the dict returned by :func:`pretrain`.
+    optimizer: the run's optimizer.
+    lr: the run's learning rate.
+
+  Returns:
+    ``{"backbone", "head" (CIFAR-100), "frozen_head" (CIFAR-10)}``.
+  """
+  model_params = {
+      "backbone": pretrained["params"]["backbone"],
+      "head": init_head(config, 100, jax.random.key(config.seed + 1)),
+  }
+  opt = optimizers.create_optimizer(optimizer, lr, config, steps_per_epoch=1)
+  params = opt.wrap(model_params)
+  target = {"params": params, "opt_state": opt.tx.init(params),
+            "frozen_head": pretrained["params"]["head"]}
+  manager = _manager(pathlib.Path(directory))
+  _, state, _ = _restore(manager, target)
+  manager.close()
+  trained = opt.eval_view(state["params"])
+  return {"backbone": trained["backbone"], "head": trained["head"],
+          "frozen_head": state["frozen_head"]}
+
+
+# ----------------------------------------------------------------------------
+# Entry point.
+
+
+def _select(config: default.Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
+  key = "c100_val_accuracy" if config.val_examples else "c100_test_accuracy"
+  best = max(runs, key=lambda r: (r["final"][key], -r["lr"]))
+  best["selected"] = True
+  return best
+
+
+def train_and_evaluate(config: default.Config,
+                       workdir: str | pathlib.Path) -> dict[str, Any]:
+  """Pre-trains (or loads), fine-tunes, and writes the results.
+
+  With ``config.sweep``, every optimizer of ``config.sweep_optimizers`` runs
+  at each learning rate of ``config.sweep_lrs`` for ``config.epochs_for``
+  epochs; each optimizer's learning rate with the best held-out CIFAR-100
+  accuracy goes into the table. Otherwise one run of ``config.optimizer`` at
+  ``config.lr`` for ``config.epochs``.
+
+  Args:
+    config: the configuration.
+    workdir: output folder: ``results.json``, ``table.md``, ``curves.png``,
+      and the ``pretrain/`` and ``finetune/`` run folders with orbax
+      checkpoints.
+
+  Returns:
+    ``{"config", "data_sizes", "pretrain", "runs", "selected", "table",
+    "runs_table", "selection_metric", "wall_s", "device"}``.
+  """
+  default.validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  t0, c0, load_start = time.perf_counter(), time.process_time(), os.getloadavg()
+  data = load_data(config)
+  load_s = time.perf_counter() - t0
+  pretrained = pretrain(config, workdir, data)
+  if config.sweep:
+    plan = [(name, lr, config.epochs_for(name))
+            for name in config.sweep_optimizers for lr in config.lrs_for(name)]
+  else:
+    plan = [(config.optimizer, config.lr, config.epochs)]
+  runs = [finetune(config, workdir, data, pretrained, optimizer=name, lr=lr,
+                   epochs=epochs) for name, lr, epochs in plan]
+  selected = {}
+  for name in dict.fromkeys(name for name, _, _ in plan):
+    selected[name] = _select(config, [r for r in runs if r["optimizer"] == name])
+  results = {
+      "config": dataclasses.asdict(config),
+      "data_sizes": data.sizes(),
+      "device": str(jax.devices()[0].device_kind),
+      "pretrain": {k: v for k, v in pretrained.items() if k != "params"},
+      "runs": runs,
+      "selected": selected,
+      "selection_metric": ("CIFAR-100 validation accuracy" if config.val_examples
+                           else "CIFAR-100 test accuracy (no validation split)"),
+      "data_load_s": load_s,
+  }
+  results["table"] = reporting.format_table(results)
+  results["runs_table"] = reporting.format_runs(runs)
+  results["wall_s"] = time.perf_counter() - t0
+  results["cpu_s"] = time.process_time() - c0
+  results["loadavg"] = {"start": load_start, "end": os.getloadavg()}
+  _write_json(workdir / "results.json", results)
+  (workdir / "table.md").write_text(
+      results["table"] + "\n\n" + results["runs_table"] + "\n")
+  reporting.plot_curves(list(selected.values()), workdir / "curves.png",
+                        title=f"{config.model}: CIFAR-10 -> CIFAR-100 fine-tuning")
+  return results
