@@ -1,0 +1,1 @@
+"""Configurations of the sharded fine-tuning example: ``default`` and ``quick``."""
