@@ -7,9 +7,6 @@
   as in any scanned train step, runs tens of times slower, see README);
 * ``transformer``: a small decoder-only language model defined here (pre-LN
   blocks, causal attention), next-token cross-entropy.
-
-When ``examples.cifar`` cannot be imported, ``cnn`` falls back to an
-equivalent definition here (reported as ``cnn (local)``).
 """
 
 import dataclasses
@@ -22,29 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-
-class _LocalCNN(nn.Module):
-  """Fallback for the CIFAR example's SmallCNN (same layout, im2col convs)."""
-
-  width: int = 32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for multiplier in (1, 2, 4):
-      channels = self.width * multiplier
-      kernel = self.param(
-          f"conv{multiplier}", nn.initializers.lecun_normal(),
-          (9 * x.shape[-1], channels),
-      )
-      _, h, w, _ = x.shape
-      padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-      cols = jnp.concatenate(
-          [padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1
-      )
-      x = nn.relu(nn.GroupNorm(num_groups=min(32, channels))(cols @ kernel))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.relu(nn.Dense(8 * self.width)(x))
+from examples.cifar import models
 
 
 class _Block(nn.Module):
@@ -136,19 +111,12 @@ def _classifier(backbone: nn.Module, name: str, batch_size: int) -> Workload:
 
 
 def cnn(batch_size: int = 128) -> Workload:
-  """The CIFAR example's small CNN (or the local fallback)."""
-  try:
-    from examples.cifar import models  # pylint: disable=import-outside-toplevel
-
-    return _classifier(models.create_backbone("cnn", cnn_width=32), "cnn", batch_size)
-  except (ImportError, AttributeError):
-    return _classifier(_LocalCNN(32), "cnn (local)", batch_size)
+  """The CIFAR example's small CNN."""
+  return _classifier(models.create_backbone("cnn", cnn_width=32), "cnn", batch_size)
 
 
 def resnet18(batch_size: int = 128) -> Workload:
-  """The CIFAR example's ResNet-18 (requires ``examples.cifar``)."""
-  from examples.cifar import models  # pylint: disable=import-outside-toplevel
-
+  """The CIFAR example's ResNet-18."""
   return _classifier(models.create_backbone("resnet18"), "resnet18", batch_size)
 
 
