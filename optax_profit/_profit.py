@@ -209,6 +209,15 @@ def _displacement(
   )
 
 
+def _subtract(
+    params: optax.Params, delta: optax.Updates, dtype: Any
+) -> optax.Params:
+  """``theta_ref = params - delta``, computed in ``dtype``, in the params' dtypes."""
+  return jax.tree.map(
+      lambda p, d: (p.astype(dtype) - d).astype(p.dtype), params, delta
+  )
+
+
 def profit(
     main: optax.GradientTransformation,
     ref: optax.ScalarOrSchedule | optax.GradientTransformation,
@@ -391,26 +400,19 @@ def profit(
 
     # Reference step: snapshot theta_ref (or reset delta) at the start of a
     # cycle, then O_ref.
+    theta_ref, delta = None, None
     if delta_dtype is None:
       theta_ref = _inplace.run_if(
           phase == 0,
           lambda old: optax.tree.cast_like(params, old),
           state.theta_ref,
       )
-      delta = None
-      slot, ref_state = _inplace.run_if(
-          is_ref,
-          lambda carry: reference_updates(*carry),
-          (slot, state.ref_state),
-      )
-    else:
-      theta_ref = None
-      slot, ref_state = _inplace.run_if(
-          is_ref,
-          lambda carry: reference_updates(*carry),
-          (slot, state.ref_state),
-      )
-
+    slot, ref_state = _inplace.run_if(
+        is_ref,
+        lambda carry: reference_updates(*carry),
+        (slot, state.ref_state),
+    )
+    if delta_dtype is not None:
       # A second loop reads the reference updates from their buffer (the
       # first one overwrote the gradient with them in place).
       def accumulate(carry):
@@ -437,11 +439,7 @@ def profit(
         )
         restore = lambda tag: _displacement(theta_ref, params, acc_dtype, tag)
       else:
-        anchor = jax.tree.map(
-            lambda p, d: (p.astype(acc_dtype) - d).astype(p.dtype),
-            params,
-            delta,
-        )
+        anchor = _subtract(params, delta, acc_dtype)
         make_delta = lambda tag: _widened(delta, acc_dtype, tag)
         restore = lambda tag: jax.tree.map(
             lambda d: -d, _widened(delta, acc_dtype, tag)
@@ -616,9 +614,7 @@ def run_cycle(
       anchor = weights  # = params: theta_ref
       make_delta = lambda tag: _displacement(moving, anchor, acc_dtype, tag)
     else:
-      anchor = jax.tree.map(
-          lambda p, d: (p.astype(acc_dtype) - d).astype(p.dtype), weights, delta
-      )
+      anchor = _subtract(weights, delta, acc_dtype)
       make_delta = lambda tag: _widened(delta, acc_dtype, tag)
     proj = _projection.project_conflicting_with(grads, make_delta)
     main_updates, new_main_state = main_tx.update(
