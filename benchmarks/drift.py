@@ -1,4 +1,4 @@
-"""Drift of ``delta_dtype`` storage against the exact path, on the toy model.
+"""Distance of each storage to the float64 algorithm, on the toy model.
 
 The toy problem of the paper (Sec. 4.1, Appendix C.1): f(x) = sin(10 |x|) on
 the plane, an MLP [2, 500] -> [500, 500] -> [500, 1] with LayerNorm, RMSProp
@@ -8,13 +8,14 @@ the plane, an MLP [2, 500] -> [500, 500] -> [500, 1] with LayerNorm, RMSProp
 n_ref=1)`` for ``cycles`` cycles, from the same base and the same batches, with
 each storage:
 
-* ``exact, float64 params (reference)``: theta_ref stored, params and
-  arithmetic in float64 (``jax.enable_x64``): the algorithm with negligible
-  rounding, the reference of the comparisons;
-* ``exact``: the library's default (theta_ref stored), float32 params,
-  through ``make_train_step`` (the static-cycle path);
-* ``exact, update()``: the same through per-call ``update``;
-* ``delta float32`` and ``delta bfloat16``: ``delta_dtype`` storage.
+* ``float64 params (reference)``: ``storage="copy"``, params and arithmetic
+  in float64 (``jax.enable_x64``): the algorithm with negligible rounding,
+  the reference of the comparisons;
+* ``default``: the library's default storage (the displacement, float32),
+  float32 params, through ``make_train_step`` (the static cycle);
+* ``default, update()``: the same through per-call ``update``;
+* ``copy`` and ``copy, update()``: ``storage="copy"`` (theta_ref kept);
+* ``delta bfloat16``: ``delta_dtype=jnp.bfloat16``.
 
 Model and data come from ``examples.toy_regression`` when it imports (same
 definitions as the example), else from the equivalent code below.
@@ -31,6 +32,7 @@ import optax
 
 import optax_profit
 
+REFERENCE = "float64 params (reference)"
 HIDDEN = 500
 BATCH = 256
 N_TRAIN = 50_000
@@ -110,7 +112,7 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
     the old and new test sets per variant, and for the base model),
     ``max_abs_diff`` and ``rel_l2_diff`` (max |params - reference| and
     ||params - reference|| / ||reference - base|| per variant, the reference
-    being the exact path in float64), ``bf16_vs_f32_delta``,
+    being the copy storage in float64), ``bf16_vs_f32_delta``,
     ``max_abs_update`` (max |reference - base|) and ``max_abs_param``.
   """
   model, source = _model()
@@ -143,23 +145,25 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
 
   ft_batches = batches("new_train", 2 * cycles)
 
-  def profit_tx(delta_dtype):
+  def profit_tx(storage):
     main = _rmsprop(_staircase(5e-4, 100, 0.95))
     return optax_profit.profit(
-        main, ref=_staircase(5e-6, 100, 0.95), n_ref=1, delta_dtype=delta_dtype
+        main, ref=_staircase(5e-6, 100, 0.95), n_ref=1, **storage
     )
 
   finals = {}
-  for name, dtype, per_call, wide in (
-      ("exact, float64 params (reference)", None, False, True),
-      ("exact", None, False, False),
-      ("exact, update()", None, True, False),
-      ("delta float32", jnp.float32, False, False),
-      ("delta bfloat16", jnp.bfloat16, False, False),
+  copy, bf16 = {"storage": "copy"}, {"delta_dtype": jnp.bfloat16}
+  for name, storage, per_call, wide in (
+      (REFERENCE, copy, False, True),
+      ("default", {}, False, False),
+      ("default, update()", {}, True, False),
+      ("copy", copy, False, False),
+      ("copy, update()", copy, True, False),
+      ("delta bfloat16", bf16, False, False),
   ):
     with jax.enable_x64(wide):
       pdtype = jnp.float64 if wide else jnp.float32
-      tx = profit_tx(dtype)
+      tx = profit_tx(storage)
       params = jax.tree.map(lambda x, d=pdtype: jnp.array(x, d), base)
       state = tx.init(params)
       if per_call:
@@ -188,7 +192,7 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
     return np.concatenate([np.ravel(x).astype(np.float64) for x in jax.tree.leaves(p)])
 
   base_flat = flat(base)
-  ref = flat(finals["exact, float64 params (reference)"])
+  ref = flat(finals[REFERENCE])
   moved = np.linalg.norm(ref - base_flat)
 
   def errors(p):
@@ -208,7 +212,7 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
           k: float(np.linalg.norm(flat(v) - ref) / moved) for k, v in finals.items()
       },
       "bf16_vs_f32_delta": float(
-          np.max(np.abs(flat(finals["delta bfloat16"]) - flat(finals["delta float32"])))
+          np.max(np.abs(flat(finals["delta bfloat16"]) - flat(finals["default"])))
       ),
       "max_abs_update": float(np.max(np.abs(ref - base_flat))),
       "max_abs_param": float(np.max(np.abs(base_flat))),

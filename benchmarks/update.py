@@ -1,28 +1,30 @@
-"""The optimizer update alone, per batch, at about 1M, 10M and 50M params.
+"""The optimizer update, per batch, with the gradient made inside the step.
 
-Params are 10 float32 leaves. Every candidate is a ``jax.jit`` function with
-params and optimizer state donated, timed per batch:
+Params are 10 float32 leaves (about 1M, 10M or 50M in all). Every candidate is
+a ``jax.jit`` step with params and optimizer state donated, and the gradient
+is produced inside the jitted step, as in training, by the cheapest possible
+"model" so that the optimizer's own cost dominates:
 
-* ``sgd``, ``adamw``: ``params, state = apply_updates(params, tx.update(g,
-  state, params))``, one call per batch;
-* ``profit n_ref=k, update()``: the same per-call step with
-  ``optax_profit.profit(optax.adamw, n_ref=k)``, timed over whole cycles of
-  ``k + 1`` calls (the per-call path, what a hand-written loop uses);
-* ``profit n_ref=k, cycle``: ``optax_profit._profit.run_cycle``, the static
-  cycle that :func:`optax_profit.make_train_step` runs for aligned states,
-  one call per cycle (the make_train_step path);
-* ``... delta bf16``: the same with ``delta_dtype=jnp.bfloat16``.
+* **per-call** rows: ``g = params * t`` (``t`` a scalar argument), then
+  ``apply_updates(params, tx.update(g, state, params))``, one call per batch
+  (what ``optax.chain``, Flax ``TrainState`` and ``nnx.Optimizer`` run). PROFIT
+  rows are timed over whole cycles of ``n_ref + 1`` calls. The per-call
+  drivers are compared: ``default`` (what ``profit`` picks for this platform),
+  ``select`` (both steps computed, ``jnp.where``; the GPU/TPU choice),
+  ``in-place`` (zero-or-one-trip ``while`` loops; the CPU choice) and
+  ``lax.cond`` (the phase picked by one ``lax.cond``);
+* **make_train_step** rows: the linear loss ``sum(params * batch)``, whose
+  gradient is the batch, through ``optax_profit.make_train_step`` (the static
+  cycle for ``profit``), one call per cycle of stacked batches, against
+  ``make_train_step`` of ``optax.adamw`` over the same batches.
 
-Gradients are materialized jit arguments (fixed, read-only); for the cycle,
-the reference batches' gradients are one stacked argument and the main
-batch's another. The per-call ``update`` builds its updates in the gradient's
-buffer; given a read-only argument, XLA first copies it into a temporary
-(two passes, and on CPU a fresh allocation, page-faulted on every call once
-it exceeds glibc's 32 MB mmap threshold). Inside a train step the gradient is
-already a temporary: see the train-step benchmark's ``loop`` rows for the
-per-call path in that setting.
+Per batch, ratio to ``adamw`` through the same path. Memory: optimizer-state
+bytes from the pytree, and ``jit(...).lower(...).compile().memory_analysis()``
+(params and state arguments, temporaries, unaliased outputs; the stacked
+batches are left out).
 """
 
+import contextlib
 import functools
 from typing import Any
 
@@ -32,7 +34,7 @@ import optax
 
 import optax_profit
 from benchmarks import timing
-from optax_profit import _profit
+from optax_profit import _profit, _projection
 
 NUM_LEAVES = 10
 
@@ -47,124 +49,156 @@ def make_params(total: int) -> dict[str, jax.Array]:
   }
 
 
+def cond_update(spec, grads, state, params, extra_args):
+  """The per-call update with its phase picked by one ``lax.cond``."""
+  phase = _profit._phase(spec, state.count)  # pylint: disable=protected-access
+  stored = getattr(state, spec.storage.field)
+
+  def reference(_):
+    updates, ref_state = _profit.reference_step(
+        spec, grads, params, state.ref_state, extra_args=extra_args
+    )
+    stored_ = spec.storage.record(stored, params, updates, phase.first)
+    return updates, state._replace(ref_state=ref_state, **{spec.storage.field: stored_})
+
+  def main(_):
+    updates, main_state, proj = _profit.main_step(
+        spec, grads, params, stored, state.main_state, in_cycle=phase.in_cycle,
+        extra_args=extra_args,
+    )
+    diagnostics = _profit._diagnostics(proj, state)  # pylint: disable=protected-access
+    return updates, state._replace(
+        main_state=main_state,
+        **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
+    )
+
+  updates, state = jax.lax.cond(phase.is_ref, reference, main, None)
+  return updates, state._replace(count=state.count + 1)
+
+
+VARIANTS = {
+    "select": _profit._select_update,  # pylint: disable=protected-access
+    "in-place": _profit._in_place_update,  # pylint: disable=protected-access
+    "lax.cond": cond_update,
+}
+
+
+def with_variant(tx: optax_profit.ProfitTransformation, variant: str):
+  """``tx`` with its per-call driver forced to ``variant``."""
+  return _profit._transformation(tx.spec, VARIANTS[variant])  # pylint: disable=protected-access
+
+
+@contextlib.contextmanager
+def unordered(active: bool = True):
+  """Traces with ``_projection.never`` constant: no reduction-before-write
+  order, to show what that device buys (an XLA:CPU buffer copy)."""
+  saved = _projection.never
+  if active:
+    _projection.never = lambda value: jnp.zeros((), bool)
+  try:
+    yield
+  finally:
+    _projection.never = saved
+
+
 def per_call_step(tx: optax.GradientTransformation):
-  """One jitted per-batch update with params and state donated.
-
-  Args:
-    tx: the optimizer.
-
-  Returns:
-    ``step(params, state, grads) -> (params, state)``.
-  """
+  """``step(params, state, t)``: ``g = params * t``, update, apply."""
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, state, grads):
+  def step(params, state, t):
+    grads = jax.tree.map(lambda p: p * t, params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
   return step
 
 
-def cycle_step(tx: optax.GradientTransformation, n_ref: int):
-  """One jitted static PROFIT cycle fed with precomputed gradients.
-
-  ``run_cycle`` asks ``value_and_grad`` for the reference batches first (one
-  trace, inside its scan) and for the main batch last: the stub returns the
-  stacked reference gradients sliced at the batch index, then the main
-  gradients.
-
-  Args:
-    tx: a `profit` transformation with this ``n_ref``.
-    n_ref: reference steps per cycle.
-
-  Returns:
-    ``step(params, state, ref_grads, main_grads) -> (params, state)``.
-  """
-
-  def step(params, state, ref_grads, main_grads):
-    calls = []
-
-    def value_and_grad(_, index):
-      calls.append(index)
-      if len(calls) == 1:  # the reference steps
-        return jnp.zeros(()), jax.tree.map(lambda g: g[index], ref_grads)
-      return jnp.zeros(()), main_grads
-
-    params, state, _ = _profit.run_cycle(
-        tx, value_and_grad, params, state, jnp.arange(n_ref + 1)
-    )
-    return params, state
-
-  return jax.jit(step, donate_argnums=(0, 1), keep_unused=True)
-
+def linear_loss(params, batch):
+  return sum(jnp.sum(p * b) for p, b in zip(
+      jax.tree.leaves(params), jax.tree.leaves(batch), strict=True))
 
 
 def _tree_bytes(tree: Any) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-
-def _add(candidates, memory, state_bytes, params, name, step, tx, args, units, calls):
-  """Compiles one candidate, records its memory and appends its timer."""
-  holder = timing.Holder(
-      jax.tree.map(jnp.copy, params), tx.init(jax.tree.map(jnp.copy, params))
-  )
-  compiled, _ = timing.timed_compile(step, holder.params, holder.state, *args)
-  memory[name] = {**timing.memory(compiled), "gradients": _tree_bytes(args)}
-  state_bytes[name] = _tree_bytes(holder.state)
-
-  def run_once():
-    for _ in range(calls):
-      holder.params, holder.state = compiled(holder.params, holder.state, *args)
-    timing.block((holder.params, holder.state))
-
-  candidates.append(timing.Candidate(name, run_once, units=units))
+UNORDERED = "profit n_ref=1, unordered"
 
 
-def run(sizes: list[int], *, rounds: int, with_delta: bool = True) -> dict:
-  """Times and profiles the update alone at each size.
+def _profit_candidates(n_refs):
+  """``(name, tx, n_ref)`` of the PROFIT candidates."""
+  adamw = optax.adamw(1e-3)
+  out = []
+  for n_ref in n_refs:
+    tx = optax_profit.profit(adamw, ref=1e-4, n_ref=n_ref)
+    out.append((f"profit n_ref={n_ref}", tx, n_ref))
+    if n_ref == 1:
+      out += [(f"profit n_ref=1, {v}", with_variant(tx, v), 1) for v in VARIANTS]
+      out.append((UNORDERED, tx, 1))
+      out.append(("profit n_ref=1, copy", optax_profit.profit(
+          adamw, ref=1e-4, storage="copy"), 1))
+      out.append(("profit n_ref=1, delta bf16", optax_profit.profit(
+          adamw, ref=1e-4, delta_dtype=jnp.bfloat16), 1))
+  return out
 
-  Args:
-    sizes: total params per model.
-    rounds: timing rounds.
-    with_delta: also time ``delta_dtype=jnp.bfloat16`` (n_ref=1).
+
+def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
+  """Times and profiles both paths at each size.
 
   Returns:
-    ``{size: {"timings": {name: Timing}, "memory": {name: {...}},
-    "state_bytes": {name: int}, "param_bytes": int}}``; memory entries hold
-    the compiled sizes and the bytes of the gradient arguments.
+    ``{size: {path: {"timings": {name: Timing}, "memory": {name: {...}},
+    "state_bytes": {name: int}}, "param_bytes": int}}`` with path
+    ``"per-call"`` or ``"make_train_step"``.
   """
   results = {}
   for total in sizes:
     params = make_params(total)
-    grads = jax.tree.map(lambda p: 1e-3 * p, params)
-    main_grads = jax.tree.map(lambda p: 2e-3 * p, params)
-    candidates, memory, state_bytes = [], {}, {}
-    add = functools.partial(_add, candidates, memory, state_bytes, params)
-    for name, tx in (("sgd", optax.sgd(1e-3)), ("adamw", optax.adamw(1e-3))):
-      add(name, per_call_step(tx), tx, (grads,), 1, 1)
-    for n_ref in (1, 3):
-      tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref)
-      add(f"profit n_ref={n_ref}, update()", per_call_step(tx), tx, (grads,),
-          n_ref + 1, n_ref + 1)
-      ref_grads = jax.tree.map(lambda g, k=n_ref: jnp.stack([g] * k), grads)
-      add(f"profit n_ref={n_ref}, cycle", cycle_step(tx, n_ref), tx,
-          (ref_grads, main_grads), n_ref + 1, 1)
-      del ref_grads
-    if with_delta:
-      tx = optax_profit.profit(
-          optax.adamw(1e-3), ref=1e-4, n_ref=1, delta_dtype=jnp.bfloat16
-      )
-      add("profit n_ref=1, update(), delta bf16", per_call_step(tx), tx,
-          (grads,), 2, 2)
-      add("profit n_ref=1, cycle, delta bf16", cycle_step(tx, 1), tx,
-          (jax.tree.map(lambda g: g[None], grads), main_grads), 2, 1)
-    timings = timing.interleaved(candidates, rounds=rounds, calls_per_round=3)
-    results[total] = {
-        "timings": timings,
-        "memory": memory,
-        "state_bytes": state_bytes,
-        "param_bytes": _tree_bytes(params),
-    }
-    del candidates
+    t = jnp.float32(1e-3)
+    out = {"param_bytes": _tree_bytes(params)}
+    for path in ("per-call", "make_train_step"):
+      candidates, memory, state_bytes = [], {}, {}
+      entries = [("sgd", optax.sgd(1e-3), 0), ("adamw", optax.adamw(1e-3), 0)]
+      entries += _profit_candidates(n_refs)
+      for name, tx, n_ref in entries:
+        if path == "make_train_step" and name.endswith(tuple(VARIANTS)):
+          continue  # the static cycle has no per-call driver
+        holder = timing.Holder(
+            jax.tree.map(jnp.copy, params), tx.init(jax.tree.map(jnp.copy, params))
+        )
+        state_bytes[name] = _tree_bytes(holder.state)
+        if path == "per-call":
+          calls, units = max(n_ref + 1, 1), max(n_ref + 1, 1)
+          with unordered(name == UNORDERED):
+            compiled, _ = timing.timed_compile(
+                per_call_step(tx), holder.params, holder.state, t)
+          args = (t,)
+          extra = 0
+        else:
+          units = (n_ref + 1) if n_ref else 2
+          calls = 1
+          batches = jax.tree.map(
+              lambda p, u=units: jnp.stack([p * (1e-3 * (i + 1)) for i in range(u)]),
+              params,
+          )
+          step = optax_profit.make_train_step(
+              linear_loss, tx, cycle_length=None if n_ref else units
+          )
+          # The dispatching step runs the static cycle from a fresh state.
+          with unordered(name == UNORDERED):
+            compiled = getattr(step, "_cycle", step).lower(
+                holder.params, holder.state, batches).compile()
+          args = (batches,)
+          extra = _tree_bytes(batches)
+        memory[name] = {**timing.memory(compiled), "inputs": extra}
+
+        def run_once(holder=holder, compiled=compiled, args=args, calls=calls):
+          for _ in range(calls):
+            holder.params, holder.state = compiled(holder.params, holder.state, *args)[:2]
+          timing.block((holder.params, holder.state))
+
+        candidates.append(timing.Candidate(name, run_once, units=units))
+      timings = timing.interleaved(candidates, rounds=rounds, calls_per_round=3)
+      out[path] = {"timings": timings, "memory": memory, "state_bytes": state_bytes}
+      del candidates
+    results[total] = out
   return results

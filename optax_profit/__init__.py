@@ -13,6 +13,7 @@ from optax_profit._profit import (
     profit_spec,
 )
 from optax_profit._projection import Projection, project_conflicting
+from optax_profit._storage import Storage
 from optax_profit._train_step import (
     check_stacked_batches,
     make_train_step,
@@ -26,6 +27,7 @@ __all__ = (
     "ProfitState",
     "ProfitTransformation",
     "Projection",
+    "Storage",
     "check_stacked_batches",
     "make_train_step",
     "profit",

@@ -1,23 +1,11 @@
-"""In-place conditional update of large pytrees.
+"""In-place conditional update of large pytrees (used on XLA:CPU only).
 
-``jax.lax.cond`` materialises its outputs: XLA gives the result of a
-conditional its own buffers, so a branch that merely passes a large pytree
-through (say, AdamW's moments during a PROFIT reference step) still pays a full
-copy of it, on every call. A ``while_loop`` whose body runs zero times or once
-updates its carry in place instead (XLA aliases the carry of a while loop with
-its result), so an untouched pytree costs nothing.
-
-Measured on CPU with 10M float32 params and donated buffers: selecting the
-PROFIT phase with ``lax.cond`` costs about 4x ``optax.adamw``'s update per
-call, with :func:`run_if` about 1.75x (``benchmarks/RESULTS.md`` has the
-current numbers).
-
-The prices: reverse-mode differentiation through a ``while_loop`` is not
-supported by JAX, so an update built on :func:`run_if` cannot be
-differentiated with ``jax.grad`` (forward mode and ``vmap`` work); and on GPU
-each loop copies its predicate to the host and waits for it, a pipeline stall
-that costs more than a small update itself, which is why
-:func:`optax_profit.make_train_step` runs aligned cycles without any.
+``jax.lax.cond`` gives its results their own buffers, so a branch that passes
+a large pytree through (AdamW's moments during a reference step) still pays a
+full copy on every call. A ``while_loop`` whose body runs zero times or once
+updates its carry in place. The price: no reverse-mode derivative, and on GPU
+each loop waits for its predicate on the host, so GPU/TPU paths select with
+``jnp.where`` instead (``benchmarks/RESULTS.md`` has both measured).
 """
 
 from collections.abc import Callable

@@ -1,28 +1,10 @@
 """PROFIT: a fine-tuning optimizer wrapper (Algorithm 1 of the paper).
 
-A PROFIT *cycle* is ``n_ref + 1`` consecutive calls of ``update``, each with the
-gradient of a fresh batch at the current params:
-
-* calls ``1 .. n_ref`` (reference steps): on call 1 save ``theta_ref = params``;
-  return the reference optimizer's updates, so params move away from
-  ``theta_ref``;
-* call ``n_ref + 1`` (main step): ``delta = params - theta_ref``,
-  ``omega = <delta, g>``; if ``omega < 0`` replace ``g`` by
-  ``g - omega / ||delta||^2 * delta``; run the main optimizer on that gradient
-  at ``params = theta_ref`` and return ``(theta_ref - params) + main_updates``,
-  so that ``optax.apply_updates`` lands on ``theta_ref`` plus the main step.
-
-With ``delta_dtype`` the state keeps the displacement ``delta`` itself (the sum
-of the reference updates, in a narrower dtype) instead of ``theta_ref``, and
-the main step restores ``theta_ref = params - delta``.
-
-Two code paths implement the same algorithm:
-
-* ``update`` (one call per batch) selects the phase on device with in-place
-  zero-or-one-trip loops (``optax_profit._inplace``) and builds its updates in
-  the gradient's buffer;
-* :func:`run_cycle` (used by :func:`optax_profit.make_train_step`) runs one
-  whole cycle whose phases are known statically: no phase selection at all.
+Algorithm 1 is written once, as :func:`reference_step` (lines 6-9) and
+:func:`main_step` (lines 12-19). Two drivers call them: the per-call
+``update`` of :func:`profit` (one call per batch, what ``optax.chain``, Flax
+``TrainState`` and ``nnx.Optimizer`` use) and the static cycle of
+:func:`optax_profit.make_train_step`.
 """
 
 import dataclasses
@@ -36,6 +18,9 @@ import numpy as np
 import optax
 
 from optax_profit import _inplace, _projection
+from optax_profit._storage import Storage, _where, storage_from_args
+
+_DIAGNOSTICS = ("omega", "delta_norm", "cosine", "removed_fraction", "projected")
 
 
 class ProfitState(NamedTuple):
@@ -43,22 +28,21 @@ class ProfitState(NamedTuple):
 
   Attributes:
     count: number of ``update`` calls so far (int32), warm-up included.
-    theta_ref: the reference weights saved at the start of the current cycle
-      (same structure, shapes, dtypes and shardings as the params); ``None``
-      when ``profit(..., delta_dtype=...)`` stores ``delta`` instead. Only
-      meaningful inside a cycle (from its first reference step to its main
-      step): between cycles it is scratch space, and
-      :func:`optax_profit.make_train_step` leaves the last cycle's displaced
-      weights there.
-    ref_state: state of the reference optimizer. It persists across cycles.
-    main_state: state of the main optimizer. It advances once per cycle (and
+    theta_ref: with ``storage="copy"``, the weights saved at the start of the
+      current cycle; ``None`` otherwise. Only meaningful inside a cycle: after
+      a cycle run by :func:`optax_profit.make_train_step` it holds scratch.
+    ref_state: state of the reference optimizer; it persists across cycles.
+    main_state: state of the main optimizer; it advances once per cycle (and
       once per warm-up step).
     omega: ``<delta, g>`` of the last main step (0 before the first one).
-    projected: whether the last main step projected its gradient.
     delta_norm: ``||delta||`` of the last main step.
-    delta: with ``delta_dtype``, the displacement ``params - theta_ref`` of
-      the current cycle, accumulated from the reference updates and stored in
-      ``delta_dtype``; ``None`` otherwise.
+    cosine: cosine between the last main step's gradient ``g`` and ``delta``.
+    removed_fraction: ``||g - g'|| / ||g||`` of the last main step, the
+      fraction of the gradient's norm removed by the projection.
+    projected: whether the last main step projected its gradient.
+    delta: with ``storage="delta"`` (the default), the current cycle's
+      displacement ``theta - theta_ref``, accumulated from the reference
+      updates; ``None`` otherwise.
   """
 
   count: jax.Array
@@ -66,30 +50,49 @@ class ProfitState(NamedTuple):
   ref_state: optax.OptState
   main_state: optax.OptState
   omega: jax.Array
-  projected: jax.Array
   delta_norm: jax.Array
-  delta: optax.Updates | None = None
+  cosine: jax.Array
+  removed_fraction: jax.Array
+  projected: jax.Array
+  delta: optax.Updates | None
 
 
-class ProfitSpec(NamedTuple):
-  """Static description of a :func:`profit` transformation.
+@dataclasses.dataclass(frozen=True)
+class ProfitSpec:
+  """The frozen description of a :func:`profit` transformation.
 
-  Read it with :func:`profit_spec`; :func:`optax_profit.make_train_step` uses it
-  to size one cycle.
+  Read it with :func:`profit_spec` (or ``tx.spec``).
 
   Attributes:
-    n_ref: number of reference steps per cycle.
-    warmup_steps: number of leading plain main-optimizer steps.
+    main: the main optimizer ``O``.
+    ref: the reference optimizer ``O_ref``.
+    n_ref: reference steps per cycle (a Python int, or traced under
+      ``optax.inject_hyperparams``).
+    warmup_steps: leading plain ``main`` steps (likewise).
+    storage: how the start of a cycle is kept (:class:`Storage`).
   """
 
+  main: optax.GradientTransformationExtraArgs
+  ref: optax.GradientTransformationExtraArgs
   n_ref: Any
   warmup_steps: Any
+  storage: Storage
+
+  @property
+  def cycle_length(self) -> Any:
+    """Batches (``update`` calls) per cycle: ``n_ref + 1``."""
+    return self.n_ref + 1
+
+  @property
+  def is_static(self) -> bool:
+    """Whether ``n_ref`` and ``warmup_steps`` are Python ints."""
+    return isinstance(self.n_ref, int) and isinstance(self.warmup_steps, int)
 
 
 class ProfitTransformation(optax.GradientTransformationExtraArgs):
   """The :class:`optax.GradientTransformationExtraArgs` returned by `profit`.
 
-  A plain ``(init, update)`` pair to optax; it also carries ``spec``, a
+  A plain ``(init, update)`` pair to optax; it also carries ``spec``, its
   :class:`ProfitSpec`.
   """
 
@@ -97,40 +100,197 @@ class ProfitTransformation(optax.GradientTransformationExtraArgs):
 
 
 def profit_spec(tx: optax.GradientTransformation) -> ProfitSpec | None:
-  """Returns the :class:`ProfitSpec` of ``tx`` if it was built by `profit`."""
+  """Returns the :class:`ProfitSpec` of ``tx`` if `profit` built it, else None."""
   return getattr(tx, "spec", None) if isinstance(tx, ProfitTransformation) else None
 
 
+# ------------------------------------------------------------ Algorithm 1
+def reference_step(
+    spec: ProfitSpec,
+    grads: optax.Updates,
+    params: optax.Params,
+    ref_state: optax.OptState,
+    *,
+    extra_args: dict[str, Any],
+) -> tuple[optax.Updates, optax.OptState]:
+  """Line 9: ``theta <- O_ref(theta, g)``, as updates in the params' dtypes.
+
+  Line 6 (``theta_ref <- theta`` on a cycle's first reference step) is the
+  storage's :meth:`Storage.record` of these updates.
+  """
+  updates, new_ref_state = spec.ref.update(grads, ref_state, params, **extra_args)
+  return (
+      optax.tree.cast_like(updates, params),
+      optax.tree.cast_like(new_ref_state, ref_state),
+  )
+
+
+def main_step(
+    spec: ProfitSpec,
+    grads: optax.Updates,
+    params: optax.Params,
+    stored: optax.Params,
+    main_state: optax.OptState,
+    *,
+    in_cycle: Any = True,
+    extra_args: dict[str, Any],
+) -> tuple[optax.Updates, optax.OptState, _projection.Projection]:
+  """Lines 12-19: project ``g`` against ``delta``, restore, step ``O``.
+
+  With ``in_cycle`` false (warm-up) the displacement counts as zero: a plain
+  ``main`` step at ``params``.
+
+  Returns:
+    ``(updates, main_state, projection)``: ``updates`` take the weights to
+    ``theta_ref + O(theta_ref, g')``.
+  """
+
+  delta = jax.tree.map(  # line 12
+      lambda d: _where(in_cycle, d, jnp.zeros_like(d)),
+      spec.storage.displacement(stored, params),
+  )
+  proj = _projection.project_conflicting(grads, delta)  # lines 13-17
+  theta_ref = jax.tree.map(  # line 18
+      lambda r, p: _where(in_cycle, r, p), spec.storage.restore(stored, params), params
+  )
+  main_updates, new_main_state = spec.main.update(  # line 19
+      proj.updates, main_state, theta_ref, **extra_args
+  )
+  updates = jax.tree.map(  # theta_ref + main_updates - theta, in >= float32
+      lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype), main_updates, delta, params
+  )
+  return updates, optax.tree.cast_like(new_main_state, main_state), proj
+
+
+# ------------------------------------------------------- per-call driver
+class _Phase(NamedTuple):
+  in_cycle: Any  # past the warm-up (Python True without one)
+  first: Any  # the cycle's first reference step
+  is_ref: Any  # a reference step
+
+
+def _phase(spec: ProfitSpec, count: jax.Array) -> _Phase:
+  """Where call number ``count`` falls: warm-up, reference or main step."""
+  steps = count - jnp.asarray(spec.warmup_steps, count.dtype)
+  pos = steps % jnp.asarray(spec.cycle_length, count.dtype)
+  if isinstance(spec.warmup_steps, int) and not spec.warmup_steps:
+    return _Phase(True, pos == 0, pos < spec.n_ref)
+  in_cycle = steps >= 0
+  return _Phase(in_cycle, (pos == 0) & in_cycle, (pos < spec.n_ref) & in_cycle)
+
+
+def _pick(pred: Any, a: Any, b: Any) -> Any:
+  return jax.tree.map(lambda x, y: _where(pred, x, y), a, b)
+
+
+def _diagnostics(proj: _projection.Projection, state: ProfitState) -> tuple:
+  return tuple(getattr(proj, k).astype(getattr(state, k).dtype) for k in _DIAGNOSTICS)
+
+
+def _select_update(spec, grads, state, params, extra_args):
+  """Both steps computed, the phase's results selected: no control flow.
+
+  XLA:GPU copies the predicate of every ``while`` and ``conditional`` to the
+  host and waits for it; selecting with ``jnp.where`` keeps the call on
+  device (as ``optax.MultiSteps`` does).
+  """
+  phase = _phase(spec, state.count)
+  stored = getattr(state, spec.storage.field)
+  ref_updates, ref_state = reference_step(
+      spec, grads, params, state.ref_state, extra_args=extra_args
+  )
+  ref_stored = spec.storage.record(stored, params, ref_updates, phase.first)
+  main_updates, main_state, proj = main_step(
+      spec, grads, params, stored, state.main_state, in_cycle=phase.in_cycle,
+      extra_args=extra_args,
+  )
+  state = state._replace(
+      count=state.count + 1,
+      ref_state=_pick(phase.is_ref, ref_state, state.ref_state),
+      main_state=_pick(phase.is_ref, state.main_state, main_state),
+      **{spec.storage.field: _pick(phase.is_ref, ref_stored, stored)},
+  )
+  diagnostics = _pick(
+      phase.is_ref, tuple(getattr(state, k) for k in _DIAGNOSTICS),
+      _diagnostics(proj, state),
+  )
+  state = state._replace(**dict(zip(_DIAGNOSTICS, diagnostics, strict=True)))
+  return _pick(phase.is_ref, ref_updates, main_updates), state
+
+
+def _in_place_update(spec, grads, state, params, extra_args):
+  """Only the phase's step runs, inside zero-or-one-trip loops (XLA:CPU).
+
+  A ``while`` loop updates its carry in place (a ``lax.cond`` would copy the
+  untouched state), and on CPU its predicate costs no device sync. The
+  updates are written into the gradient's buffer when the layouts agree.
+  """
+  phase = _phase(spec, state.count)
+  same_layout = jax.tree.map(lambda g, p: (g.shape, g.dtype), grads, params) == (
+      jax.tree.map(lambda p: (p.shape, p.dtype), params)
+  )
+  slot = grads if same_layout else jax.tree.map(jnp.zeros_like, params)
+  read = (lambda carried: carried) if same_layout else (lambda carried: grads)
+  stored = getattr(state, spec.storage.field)
+
+  def reference(carry):
+    carried, ref_state = carry
+    return reference_step(spec, read(carried), params, ref_state, extra_args=extra_args)
+
+  def record(carry):  # reads the updates from the buffer the first loop wrote
+    ref_updates, stored = carry
+    return ref_updates, spec.storage.record(stored, params, ref_updates, phase.first)
+
+  slot, ref_state = _inplace.run_if(phase.is_ref, reference, (slot, state.ref_state))
+  slot, stored = _inplace.run_if(phase.is_ref, record, (slot, stored))
+
+  def main(carry):
+    carried, main_state, _ = carry
+    updates, main_state, proj = main_step(
+        spec, read(carried), params, stored, main_state,
+        in_cycle=phase.in_cycle, extra_args=extra_args,
+    )
+    return updates, main_state, _diagnostics(proj, state)
+
+  diagnostics = tuple(getattr(state, k) for k in _DIAGNOSTICS)
+  slot, main_state, diagnostics = _inplace.run_if(
+      ~phase.is_ref, main, (slot, state.main_state, diagnostics)
+  )
+  state = state._replace(
+      count=state.count + 1,
+      ref_state=ref_state,
+      main_state=main_state,
+      **{spec.storage.field: stored},
+      **dict(zip(_DIAGNOSTICS, diagnostics, strict=True)),
+  )
+  return slot, state
+
+
+# ------------------------------------------------------------- the factory
 def _is_tracer(x: Any) -> bool:
   return isinstance(x, jax.core.Tracer)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-  """Validates a concrete integer hyperparameter; traced values pass."""
+def _as_int(name: str, value: Any, minimum: int) -> Any:
+  """A concrete integer as a Python int (checked); traced values pass."""
   if _is_tracer(value):
-    return  # e.g. under `optax.inject_hyperparams`: checked where concrete.
+    return value  # e.g. under `optax.inject_hyperparams`: unchecked.
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"`{name}` must be an int, got the bool {value!r}.")
-  if isinstance(value, numbers.Integral):
-    concrete = int(value)
-  elif (
+  is_int_array = (
       isinstance(value, (jax.Array, np.ndarray))
       and value.ndim == 0
       and jnp.issubdtype(value.dtype, jnp.integer)
-  ):
-    concrete = int(value)
-  else:
-    raise TypeError(
-        f"`{name}` must be an int, got {type(value).__name__} {value!r}."
-    )
-  if concrete < minimum:
-    raise ValueError(f"`{name}` must be >= {minimum}, got {concrete}.")
+  )
+  if not (isinstance(value, numbers.Integral) or is_int_array):
+    raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
+  if int(value) < minimum:
+    raise ValueError(f"`{name}` must be >= {minimum}, got {int(value)}.")
+  return int(value)
 
 
-def _reference_optimizer(
-    ref: Any,
-) -> optax.GradientTransformationExtraArgs:
-  """Builds the reference optimizer from the `ref` argument."""
+def _reference_optimizer(ref: Any) -> optax.GradientTransformationExtraArgs:
+  """The reference optimizer of the `ref` argument."""
   if isinstance(ref, optax.GradientTransformation):
     return optax.with_extra_args_support(ref)
   if callable(ref):  # A schedule of the reference learning rate.
@@ -143,79 +303,29 @@ def _reference_optimizer(
         "`ref` must be a float learning rate, an optax schedule or an "
         f"optax.GradientTransformation, got {type(ref).__name__} {ref!r}."
     )
-  if not _is_tracer(ref):
-    value = float(ref)
-    if not np.isfinite(value) or value < 0:
-      raise ValueError(
-          f"`ref` (the reference learning rate) must be finite and >= 0, "
-          f"got {value}."
-      )
+  if not _is_tracer(ref) and not (np.isfinite(float(ref)) and float(ref) >= 0):
+    raise ValueError(
+        f"`ref` (the reference learning rate) must be finite and >= 0, got {float(ref)}."
+    )
   return optax.sgd(ref)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Parts:
-  """What :func:`run_cycle` needs to know about a `profit` transformation."""
-
-  main_tx: optax.GradientTransformationExtraArgs
-  ref_tx: optax.GradientTransformationExtraArgs
-  n_ref: int
-  warmup_steps: int
-  delta_dtype: Any
-
-
-def _delta_dtype(delta_dtype: Any) -> Any:
-  """Validates ``delta_dtype``: None or a floating dtype (or its name)."""
-  if delta_dtype is None:
-    return None
-  try:
-    dtype = jnp.dtype(delta_dtype)
-  except TypeError as e:
-    raise TypeError(
-        "`delta_dtype` must be None or a floating dtype such as "
-        f"jnp.bfloat16 or 'bfloat16', got {delta_dtype!r}."
-    ) from e
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(
-        f"`delta_dtype` must be a floating dtype, got {dtype.name}."
+def _check_layout(grads: optax.Updates, params: optax.Params) -> None:
+  """Raises ``ValueError`` naming the leaf where grads and params disagree."""
+  g = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(grads)}
+  p = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  if g.keys() != p.keys():
+    raise ValueError(
+        "The gradient and `params` have different pytree structures: leaves "
+        f"only in the gradient: {sorted(g.keys() - p.keys())}; only in params: "
+        f"{sorted(p.keys() - g.keys())}."
     )
-  return dtype
-
-
-def _same_layout(a: optax.Updates, b: optax.Params) -> bool:
-  """Whether two pytrees have the same structure, shapes and dtypes."""
-  leaves_a, tree_a = jax.tree.flatten(a)
-  leaves_b, tree_b = jax.tree.flatten(b)
-  return tree_a == tree_b and all(
-      jnp.shape(x) == jnp.shape(y) and jnp.result_type(x) == jnp.result_type(y)
-      for x, y in zip(leaves_a, leaves_b, strict=True)
-  )
-
-
-def _widened(delta: optax.Updates, dtype: Any, tag: int) -> optax.Updates:
-  """``delta`` in ``dtype``, as a separate conversion per ``tag``."""
-  return jax.tree.map(
-      lambda d: d.astype(dtype), _projection.separate(delta, tag)
-  )
-
-
-def _displacement(
-    params: optax.Params, anchor: optax.Params, dtype: Any, tag: int
-) -> optax.Updates:
-  """``params - anchor`` in ``dtype``, as a separate computation per ``tag``."""
-  params, anchor = _projection.separate((params, anchor), tag)
-  return jax.tree.map(
-      lambda p, t: p.astype(dtype) - t.astype(dtype), params, anchor
-  )
-
-
-def _subtract(
-    params: optax.Params, delta: optax.Updates, dtype: Any
-) -> optax.Params:
-  """``theta_ref = params - delta``, computed in ``dtype``, in the params' dtypes."""
-  return jax.tree.map(
-      lambda p, d: (p.astype(dtype) - d).astype(p.dtype), params, delta
-  )
+  for name, leaf in g.items():
+    if jnp.shape(leaf) != jnp.shape(p[name]):
+      raise ValueError(
+          f"Leaf {name or '<root>'}: the gradient has shape {jnp.shape(leaf)} but "
+          f"params have shape {jnp.shape(p[name])}."
+      )
 
 
 def profit(
@@ -224,6 +334,7 @@ def profit(
     n_ref: int = 1,
     *,
     warmup_steps: int = 0,
+    storage: str | Storage = "delta",
     delta_dtype: Any = None,
 ) -> ProfitTransformation:
   r"""PROFIT, the proximal fine-tuning optimizer (Algorithm 1 of the paper).
@@ -234,76 +345,65 @@ def profit(
 
   1. calls ``1..n_ref`` are *reference steps*: call 1 saves
      :math:`\theta_{ref} = \theta`; each returns the reference optimizer's
-     updates (``optax.sgd(ref)`` for a float or schedule ``ref``), so the
-     weights move away from :math:`\theta_{ref}`;
+     updates (``optax.sgd(ref)`` for a float or schedule ``ref``);
   2. call ``n_ref + 1`` is the *main step*: with
      :math:`\Delta = \theta - \theta_{ref}` and
      :math:`\omega = \langle \Delta, g \rangle` (one scalar over all leaves,
      accumulated in at least float32), if :math:`\omega < 0` the gradient is
-     replaced by :math:`g - \frac{\omega}{\|\Delta\|^2}\Delta`. The main
-     optimizer runs on it *at* ``params = theta_ref`` (so e.g. AdamW's weight
-     decay acts on the restored weights) and ``update`` returns
-     :math:`(\theta_{ref} - \theta) + u_{main}`: ``optax.apply_updates`` lands
+     replaced by :math:`g' = g - \frac{\omega}{\|\Delta\|^2}\Delta`. The main
+     optimizer runs on it *at* :math:`\theta_{ref}` (AdamW's weight decay
+     acts on the restored weights) and ``update`` returns
+     :math:`\theta_{ref} + u_{main} - \theta`: ``optax.apply_updates`` lands
      on :math:`\theta_{ref} + u_{main}`.
 
   The main optimizer's state advances once per cycle; the reference
-  optimizer's state persists across cycles (SGD is stateless; a stateful
-  ``ref`` such as momentum keeps its statistics from cycle to cycle, which is
-  the natural reading of Algorithm 1, where :math:`O^{(ref)}` is one object).
-  With ``warmup_steps > 0`` the first ``warmup_steps`` calls apply ``main``
-  alone (plain fine-tuning, sharing ``main``'s state) before the first cycle:
-  the paper's recipe for data far from the pre-training data (Sec. 4.3).
+  optimizer's state persists across cycles. With ``warmup_steps > 0`` the
+  first ``warmup_steps`` calls apply ``main`` alone before the first cycle
+  (the paper's recipe for data far from the pre-training data, Sec. 4.3).
 
-  Phases are selected from the step count on device (no host syncs, no Python
-  branching on arrays): everything is jit-able and works under ``vmap``. The
-  phase branches update the state in place (a zero-or-one-trip
-  ``lax.while_loop``, see ``optax_profit._inplace``), so ``update`` is not
-  reverse-mode differentiable.
+  ``update`` is jit-able and vmap-able, with no host round trip: on GPU and
+  TPU it computes both steps and selects the phase's results with
+  ``jnp.where``; on CPU only the phase's step runs, inside zero-or-one-trip
+  loops that update the state in place (chosen at lowering time with
+  ``jax.lax.platform_dependent``). It is not reverse-mode differentiable.
 
-  ``delta_dtype`` (e.g. ``jnp.bfloat16``) trades exactness for memory: the
-  state then holds the cycle's displacement :math:`\Delta` (the sum of the
-  reference updates) in that dtype instead of a full-precision copy of
-  :math:`\theta_{ref}`; the main step restores :math:`\theta - \Delta` and
-  uses :math:`\Delta` for the projection. For float32 params and bfloat16
-  ``delta`` this halves PROFIT's extra memory. :math:`\Delta` is small
-  next to the weights, so its rounding error (relative ``2**-9`` of
-  :math:`\Delta` for bfloat16) barely moves the trajectory, but the weights
-  no longer land exactly on :math:`\theta_{ref}` plus the main step (see
-  ``benchmarks/RESULTS.md`` for the measured drift).
-
-  Anything chained *after* ``profit`` (e.g. ``optax.chain(profit(...),
-  optax.scale(0.5))``) also rescales the restore term
-  :math:`\theta_{ref} - \theta`, so the weights no longer land on
-  :math:`\theta_{ref}`: chain gradient transformations (clipping, etc.)
-  *before* ``profit`` and put schedules inside ``main`` and ``ref``.
+  Chain gradient transformations (clipping...) *before* ``profit``: anything
+  chained after it also rescales the restore term, and the weights no longer
+  land on :math:`\theta_{ref}`.
 
   Args:
-    main: the main optimizer :math:`O`, any ``optax.GradientTransformation``
-      (sgd, adam, adamw, rmsprop, lion, a chain, ...).
+    main: the main optimizer :math:`O`, any ``optax.GradientTransformation``.
     ref: the reference optimizer :math:`O^{(ref)}`: a float learning rate or an
-      optax schedule (then ``optax.sgd(ref)``, as the paper recommends), or any
-      ``optax.GradientTransformation``. The paper finds good ratios
-      ``lr_main / lr_ref`` between 10 and 10,000.
+      optax schedule (then ``optax.sgd(ref)``, evaluated at the number of
+      *reference* steps taken), or any ``optax.GradientTransformation``. The
+      paper finds good ratios ``lr_main / lr_ref`` between 10 and 10,000.
     n_ref: number of reference steps per cycle, an int >= 1.
-    warmup_steps: number of leading ``update`` calls that apply ``main`` alone,
-      an int >= 0.
-    delta_dtype: ``None`` (default: store ``theta_ref`` exactly), or a
-      floating dtype or its name (``jnp.bfloat16``, ``"bfloat16"``) in which
-      to store the displacement instead. Under ``optax.inject_hyperparams``
-      pass the name, or list ``"delta_dtype"`` in ``static_args``.
+    warmup_steps: number of leading ``update`` calls that apply ``main``
+      alone, an int >= 0.
+    storage: ``"delta"`` (default): keep the cycle's displacement, the sum of
+      the reference updates, and restore :math:`\theta - \Delta`; accurate
+      even where reference updates are below the weights' float resolution.
+      ``"copy"``: keep :math:`\theta_{ref}`, a copy of the weights, and compute
+      :math:`\Delta = \theta - \theta_{ref}` (Algorithm 1 literally; quantized
+      in that case). Both cost one params copy for float32 params.
+    delta_dtype: with ``storage="delta"``, the dtype of the stored
+      displacement (e.g. ``jnp.bfloat16`` or ``"bfloat16"`` to halve its
+      memory); ``None``: each leaf's dtype, at least float32.
 
   Returns:
-    A :class:`ProfitTransformation` (an
-    :class:`optax.GradientTransformationExtraArgs`) whose state is a
-    :class:`ProfitState`. Its ``update`` requires ``params``; extra keyword
-    arguments are passed on to ``main`` and ``ref``.
+    A :class:`ProfitTransformation` whose state is a :class:`ProfitState`.
+    Its ``update`` requires ``params``; extra keyword arguments are passed on
+    to ``main`` and ``ref``.
 
   Raises:
     TypeError: if ``main`` is not a GradientTransformation, ``ref`` has an
       unsupported type, ``n_ref``/``warmup_steps`` are not ints, or
       ``delta_dtype`` is not a floating dtype.
-    ValueError: if ``n_ref < 1``, ``warmup_steps < 0`` or a float ``ref`` is
-      negative or not finite.
+    ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, a float ``ref`` is
+      negative or not finite, ``storage`` is unknown or ``delta_dtype`` is
+      given with ``storage="copy"``; from ``update``, if ``params`` is missing
+      or a gradient leaf's shape differs from its param's. Hyperparameters
+      traced under ``optax.inject_hyperparams`` cannot be checked.
 
   References:
     Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine Tuning
@@ -328,35 +428,32 @@ def profit(
         "`main` must be an optax.GradientTransformation (e.g. "
         f"optax.adamw(1e-4)), got {type(main).__name__}."
     )
-  _check_int("n_ref", n_ref, 1)
-  _check_int("warmup_steps", warmup_steps, 0)
-  delta_dtype = _delta_dtype(delta_dtype)
-  main_tx = optax.with_extra_args_support(main)
-  ref_tx = _reference_optimizer(ref)
-  # Static when given as Python ints (the usual case): branches that can
-  # never run are not traced. Traced values (`inject_hyperparams`) work too.
-  static_no_warmup = isinstance(warmup_steps, numbers.Integral) and not (
-      warmup_steps
+  spec = ProfitSpec(
+      main=optax.with_extra_args_support(main),
+      ref=_reference_optimizer(ref),
+      n_ref=_as_int("n_ref", n_ref, 1),
+      warmup_steps=_as_int("warmup_steps", warmup_steps, 0),
+      storage=storage_from_args(storage, delta_dtype),
   )
 
+  return _transformation(spec)
+
+
+def _transformation(
+    spec: ProfitSpec, variant: Callable[..., Any] | None = None
+) -> ProfitTransformation:
+  """The transformation of ``spec``; ``variant`` forces a per-call driver."""
+
   def init_fn(params: optax.Params) -> ProfitState:
-    acc_dtype = _projection.accumulation_dtype(params)
-    if delta_dtype is None:
-      # A copy, not an alias of params: callers donate params and state.
-      theta_ref = jax.tree.map(lambda p: jnp.array(p, copy=True), params)
-      delta = None
-    else:
-      theta_ref = None
-      delta = jax.tree.map(lambda p: jnp.zeros_like(p, delta_dtype), params)
+    acc = _projection.accumulation_dtype(params)
+    stored = spec.storage.init(params)
     return ProfitState(
         count=jnp.zeros((), jnp.int32),
-        theta_ref=theta_ref,
-        ref_state=ref_tx.init(params),
-        main_state=main_tx.init(params),
-        omega=jnp.zeros((), acc_dtype),
-        projected=jnp.zeros((), bool),
-        delta_norm=jnp.zeros((), acc_dtype),
-        delta=delta,
+        theta_ref=stored if spec.storage.kind == "copy" else None,
+        ref_state=spec.ref.init(params),
+        main_state=spec.main.init(params),
+        **{k: jnp.zeros((), bool if k == "projected" else acc) for k in _DIAGNOSTICS},
+        delta=stored if spec.storage.kind == "delta" else None,
     )
 
   def update_fn(
@@ -370,296 +467,14 @@ def profit(
           "profit's update needs `params` (the current weights): call "
           "`tx.update(grads, state, params)`."
       )
-    grads = updates
-    count = state.count
-    acc_dtype = state.omega.dtype
-    steps_in_cycles = count - jnp.asarray(warmup_steps, jnp.int32)
-    in_warmup = steps_in_cycles < 0
-    phase = jnp.where(
-        in_warmup, -1, steps_in_cycles % (jnp.asarray(n_ref, jnp.int32) + 1)
+    _check_layout(updates, params)
+    if variant is not None:
+      return variant(spec, updates, state, params, extra_args)
+    bind = lambda fn: lambda g, s, p: fn(spec, g, s, p, extra_args)
+    return jax.lax.platform_dependent(
+        updates, state, params, cpu=bind(_in_place_update), default=bind(_select_update)
     )
-    is_main = phase == n_ref
-    is_ref = (phase >= 0) & ~is_main
-
-    # Exactly one phase branch runs per call. Each reads the gradient from,
-    # and writes its updates (in the params' dtypes) into, one shared carry:
-    # when the gradient already has the params' dtypes that carry *is* the
-    # gradient's buffer, so the updates cost no new buffer and no zero fill.
-    if _same_layout(grads, params):
-      slot = grads
-      read_grads = lambda carried: carried
-    else:
-      slot = jax.tree.map(jnp.zeros_like, params)
-      read_grads = lambda carried: grads
-
-    def reference_updates(carried, ref_state):
-      ref_updates, ref_state = ref_tx.update(
-          read_grads(carried), ref_state, params, **extra_args
-      )
-      return optax.tree.cast_like(ref_updates, params), ref_state
-
-    # Reference step: snapshot theta_ref (or reset delta) at the start of a
-    # cycle, then O_ref.
-    theta_ref, delta = None, None
-    if delta_dtype is None:
-      theta_ref = _inplace.run_if(
-          phase == 0,
-          lambda old: optax.tree.cast_like(params, old),
-          state.theta_ref,
-      )
-    slot, ref_state = _inplace.run_if(
-        is_ref,
-        lambda carry: reference_updates(*carry),
-        (slot, state.ref_state),
-    )
-    if delta_dtype is not None:
-      # A second loop reads the reference updates from their buffer (the
-      # first one overwrote the gradient with them in place).
-      def accumulate(carry):
-        ref_updates, delta = carry
-        first = phase == 0
-        delta = jax.tree.map(
-            lambda d, u: jnp.where(
-                first, u.astype(acc_dtype), d.astype(acc_dtype) + u
-            ).astype(d.dtype),
-            delta,
-            ref_updates,
-        )
-        return ref_updates, delta
-
-      slot, delta = _inplace.run_if(is_ref, accumulate, (slot, state.delta))
-
-    # Main step: project, restore theta_ref, step O from theta_ref.
-    def main_step(carry):
-      carried, main_state, _, _, _ = carry
-      if delta_dtype is None:
-        anchor = theta_ref
-        make_delta = lambda tag: _displacement(
-            params, theta_ref, acc_dtype, tag
-        )
-        restore = lambda tag: _displacement(theta_ref, params, acc_dtype, tag)
-      else:
-        anchor = _subtract(params, delta, acc_dtype)
-        make_delta = lambda tag: _widened(delta, acc_dtype, tag)
-        restore = lambda tag: jax.tree.map(
-            lambda d: -d, _widened(delta, acc_dtype, tag)
-        )
-      proj = _projection.project_conflicting_with(
-          read_grads(carried), make_delta
-      )
-      main_updates, new_main_state = main_tx.update(
-          proj.updates, main_state, anchor, **extra_args
-      )
-      restore_and_step = jax.tree.map(
-          lambda r, p, u: (r + u.astype(acc_dtype)).astype(p.dtype),
-          restore(3),
-          params,
-          main_updates,
-      )
-      return (
-          restore_and_step,
-          optax.tree.cast_like(new_main_state, main_state),
-          proj.omega.astype(acc_dtype),
-          proj.projected,
-          jnp.sqrt(proj.delta_sq_norm).astype(acc_dtype),
-      )
-
-    slot, main_state, omega, projected, delta_norm = _inplace.run_if(
-        is_main,
-        main_step,
-        (
-            slot,
-            state.main_state,
-            state.omega,
-            state.projected,
-            state.delta_norm,
-        ),
-    )
-
-    if not static_no_warmup:
-
-      def warmup_step(carry):
-        carried, main_state = carry
-        main_updates, new_main_state = main_tx.update(
-            read_grads(carried), main_state, params, **extra_args
-        )
-        return (
-            optax.tree.cast_like(main_updates, params),
-            optax.tree.cast_like(new_main_state, main_state),
-        )
-
-      slot, main_state = _inplace.run_if(
-          in_warmup, warmup_step, (slot, main_state)
-      )
-
-    new_state = ProfitState(
-        count=count + 1,
-        theta_ref=theta_ref,
-        ref_state=ref_state,
-        main_state=main_state,
-        omega=omega,
-        projected=projected,
-        delta_norm=delta_norm,
-        delta=delta,
-    )
-    return slot, new_state
 
   tx = ProfitTransformation(init_fn, update_fn)
-  tx.spec = ProfitSpec(n_ref=n_ref, warmup_steps=warmup_steps)
-  if isinstance(n_ref, numbers.Integral) and isinstance(
-      warmup_steps, numbers.Integral
-  ):
-    tx._parts = _Parts(  # pylint: disable=protected-access
-        main_tx, ref_tx, int(n_ref), int(warmup_steps), delta_dtype
-    )
+  tx.spec = spec
   return tx
-
-
-Values = Any
-ValueAndGrad = Callable[[optax.Params, Any], tuple[Values, optax.Updates]]
-
-
-def cycle_aligned(
-    tx: optax.GradientTransformation, state: ProfitState
-) -> jax.Array | None:
-  """Whether ``state`` is at the start of a cycle, past the warm-up.
-
-  Args:
-    tx: a transformation returned by :func:`profit`.
-    state: its state.
-
-  Returns:
-    A boolean scalar, or ``None`` when ``tx`` has no static cycle (it was not
-    built by :func:`profit`, or with traced ``n_ref``/``warmup_steps``).
-  """
-  parts = getattr(tx, "_parts", None)
-  if parts is None or not isinstance(state, ProfitState):
-    return None
-  steps = state.count - parts.warmup_steps
-  return (steps >= 0) & (steps % (parts.n_ref + 1) == 0)
-
-
-def run_cycle(
-    tx: optax.GradientTransformation,
-    value_and_grad: ValueAndGrad,
-    params: optax.Params,
-    state: ProfitState,
-    batches: Any,
-) -> tuple[optax.Params, ProfitState, Values]:
-  """Runs one whole PROFIT cycle of ``n_ref + 1`` batches, phases unrolled.
-
-  Equals ``n_ref + 1`` calls of ``tx.update`` (each followed by
-  ``optax.apply_updates``) when ``state`` is at the start of a cycle past the
-  warm-up (:func:`cycle_aligned`); the caller must check that. Nothing selects
-  a phase: ``lax.scan`` runs the reference steps, then the main step runs once.
-  With exact storage, the reference steps move a copy of the weights held in
-  ``theta_ref``'s buffer while ``params`` stays the reference, so the snapshot
-  costs no copy; the state's ``theta_ref`` is then left holding the displaced
-  weights (scratch between cycles).
-
-  Args:
-    tx: a transformation returned by :func:`profit` with static ``n_ref`` and
-      ``warmup_steps``.
-    value_and_grad: ``value_and_grad(params, batch) -> (value, grads)``.
-    params: the current params.
-    state: ``tx``'s state, at a cycle boundary.
-    batches: a pytree whose leaves are stacked with leading size ``n_ref+1``.
-
-  Returns:
-    ``(params, state, values)``: the params after the main step, the new state
-    and the ``n_ref + 1`` values stacked along a leading axis.
-  """
-  parts: _Parts = tx._parts  # pylint: disable=protected-access
-  main_tx, ref_tx, n_ref = parts.main_tx, parts.ref_tx, parts.n_ref
-  acc_dtype = state.omega.dtype
-  delta_dtype = parts.delta_dtype
-
-  def batch(i):
-    return jax.tree.map(lambda x: x[i], batches)
-
-  def reference_step(carry, i):
-    moving, ref_state, delta = carry
-    value, grads = value_and_grad(moving, batch(i))
-    ref_updates, ref_state = ref_tx.update(grads, ref_state, moving)
-    ref_updates = optax.tree.cast_like(ref_updates, moving)
-    if delta is not None:
-      delta = jax.tree.map(
-          lambda d, u: (d.astype(acc_dtype) + u).astype(d.dtype),
-          delta,
-          ref_updates,
-      )
-    return (optax.apply_updates(moving, ref_updates), ref_state, delta), value
-
-  if delta_dtype is None:
-    delta = None
-  else:
-    delta = jax.tree.map(jnp.zeros_like, state.delta)
-  # With exact storage the moving weights are a new value (XLA places it in
-  # theta_ref's dead buffer) and `params` stays theta_ref; with `delta`
-  # storage the weights move in place.
-  carry = (params, state.ref_state, delta)
-  if n_ref == 1:
-    carry, value = reference_step(carry, 0)
-    ref_values = jax.tree.map(lambda v: jnp.asarray(v)[None], value)
-  else:
-    carry, ref_values = jax.lax.scan(reference_step, carry, jnp.arange(n_ref))
-  moving, ref_state, delta = carry
-  main_batch = batch(n_ref)
-  value_shape = jax.eval_shape(value_and_grad, moving, main_batch)[0]
-
-  def main_step(carry):
-    weights, main_state, *_ = carry
-    value, grads = value_and_grad(moving, main_batch)
-    if delta_dtype is None:
-      anchor = weights  # = params: theta_ref
-      make_delta = lambda tag: _displacement(moving, anchor, acc_dtype, tag)
-    else:
-      anchor = _subtract(weights, delta, acc_dtype)
-      make_delta = lambda tag: _widened(delta, acc_dtype, tag)
-    proj = _projection.project_conflicting_with(grads, make_delta)
-    main_updates, new_main_state = main_tx.update(
-        proj.updates, main_state, anchor
-    )
-    return (
-        optax.apply_updates(anchor, main_updates),
-        optax.tree.cast_like(new_main_state, main_state),
-        proj.omega.astype(acc_dtype),
-        proj.projected,
-        jnp.sqrt(proj.delta_sq_norm).astype(acc_dtype),
-        jax.tree.map(lambda v, s: jnp.asarray(v, s.dtype), value, value_shape),
-    )
-
-  carry = (
-      params if delta_dtype is None else moving,
-      state.main_state,
-      state.omega,
-      state.projected,
-      state.delta_norm,
-      jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_shape),
-  )
-  if jax.default_backend() == "cpu":
-    # On XLA:CPU the main step runs in its own (always taken) loop body: XLA
-    # then cannot merge or hoist parameter-free parts of its forward pass
-    # (iotas, padded inputs) into the reference steps' computation, which
-    # kept both batches' activations alive at once (+60% temporaries on the
-    # CIFAR CNN). On GPU a loop costs a device-to-host sync of its predicate.
-    carry = _inplace.run_if(state.count >= 0, main_step, carry)
-  else:
-    carry = main_step(carry)
-  weights, main_state, omega, projected, delta_norm, value = carry
-  new_state = ProfitState(
-      count=state.count + n_ref + 1,
-      theta_ref=moving if delta_dtype is None else None,
-      ref_state=ref_state,
-      main_state=main_state,
-      omega=omega,
-      projected=projected,
-      delta_norm=delta_norm,
-      delta=delta,
-  )
-  values = jax.tree.map(
-      lambda rs, v: jnp.concatenate([rs, jnp.asarray(v)[None]]),
-      ref_values,
-      value,
-  )
-  return weights, new_state, values

@@ -1,6 +1,5 @@
 """A jit-compiled train step that runs one whole PROFIT cycle per call."""
 
-import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -8,36 +7,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_profit import _inplace, _profit
+from optax_profit import _inplace, _profit, _projection
 
 Batch = Any
 Metrics = dict[str, Any]
-TrainStep = Callable[
-    [optax.Params, optax.OptState, Batch],
-    tuple[optax.Params, optax.OptState, Metrics],
-]
-
-
-def _cycle_length(
-    tx: optax.GradientTransformation, cycle_length: int | None
-) -> int:
-  """Number of batches one call consumes."""
-  if cycle_length is None:
-    spec = _profit.profit_spec(tx)
-    if spec is None:
-      raise TypeError(
-          "`cycle_length` is required when `tx` is not the transformation "
-          "returned by optax_profit.profit (e.g. a chain containing it): pass "
-          "cycle_length=n_ref + 1 (times k under optax.MultiSteps(..., k))."
-      )
-    if not isinstance(spec.n_ref, numbers.Integral):
-      raise TypeError(
-          "`cycle_length` is required when profit's `n_ref` is not a Python "
-          f"int (got {type(spec.n_ref).__name__})."
-      )
-    cycle_length = int(spec.n_ref) + 1
-  _profit._check_int("cycle_length", cycle_length, 1)  # pylint: disable=protected-access
-  return int(cycle_length)
+TrainStep = Callable[..., tuple[optax.Params, optax.OptState, Metrics]]
 
 
 def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
@@ -58,13 +32,12 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
   sizes = {}
   for path, leaf in leaves_with_path:
     name = jax.tree_util.keystr(path) or "<root>"
-    shape = jnp.shape(leaf)
-    if not shape:
+    if not jnp.shape(leaf):
       raise ValueError(
           f"`batches` leaf {name} is a scalar: every leaf needs a leading "
           f"axis of size {cycle_length} (one entry per batch of the cycle)."
       )
-    sizes[name] = shape[0]
+    sizes[name] = jnp.shape(leaf)[0]
   if len(set(sizes.values())) > 1:
     listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
     raise ValueError(
@@ -81,30 +54,274 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
 
 
 def profit_diagnostics(opt_state: optax.OptState) -> Metrics:
-  """The last main step's ``omega``, ``projected`` and ``delta_norm``.
+  """What the last main step did, read from any state holding a ProfitState.
 
   Args:
     opt_state: any optimizer state containing :class:`ProfitState` (directly
-      or nested in chains, ``MultiSteps``, ``multi_transform``...).
+      or nested in chains, ``MultiSteps``, ``multi_transform``...), also
+      ``nnx.Optimizer(...).opt_state``.
 
   Returns:
-    A dict with keys ``omega``, ``projected`` and ``delta_norm``: scalars when
-    the state holds one :class:`ProfitState`, stacked along a leading axis (in
-    pytree order) when it holds several, and an empty dict when none.
+    A dict with keys ``omega``, ``delta_norm``, ``cosine``,
+    ``removed_fraction`` and ``projected``: scalars when the state holds one
+    :class:`ProfitState`, stacked along a leading axis (in pytree order) when
+    it holds several, and an empty dict when none.
   """
-  states = [
-      leaf
-      for leaf in jax.tree.leaves(
-          opt_state, is_leaf=lambda x: isinstance(x, _profit.ProfitState)
-      )
-      if isinstance(leaf, _profit.ProfitState)
-  ]
+  is_state = lambda x: isinstance(x, _profit.ProfitState)
+  states = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
   if not states:
     return {}
-  keys = ("omega", "projected", "delta_norm")
-  if len(states) == 1:
-    return {k: getattr(states[0], k) for k in keys}
-  return {k: jnp.stack([getattr(s, k) for s in states]) for k in keys}
+  # `nnx.Optimizer` wraps each state leaf in a variable (`get_value()`).
+  read = lambda x: x.get_value() if callable(getattr(x, "get_value", None)) else x
+  pick = (lambda xs: xs[0]) if len(states) == 1 else jnp.stack
+  return {
+      k: pick([read(getattr(s, k)) for s in states])
+      for k in _profit._DIAGNOSTICS  # pylint: disable=protected-access
+  }
+
+
+def _after(value: Any, old: optax.Params, new: optax.Params) -> optax.Params:
+  """``new``, ordered after the loss ``value`` (see ``_projection.never``)."""
+  never = _projection.never(jax.tree.leaves(value)[0])
+  return jax.tree.map(lambda o, n: jnp.where(never, o, n), old, new)
+
+
+def _static_cycle(
+    spec: _profit.ProfitSpec,
+    value_and_grad: Callable[..., Any],
+    params: optax.Params,
+    state: _profit.ProfitState,
+    batches: Batch,
+    extra_args: dict[str, Any],
+) -> tuple[optax.Params, _profit.ProfitState, Any]:
+  """One cycle from a state at its start, the phase of every batch known.
+
+  Equals ``n_ref + 1`` calls of ``update`` (each followed by
+  ``optax.apply_updates``) when ``state`` is at a cycle boundary past the
+  warm-up; the caller checks that. No phase selection and no snapshot copy.
+  """
+  n_ref = spec.n_ref
+  # Batches are read at an index, never sliced into a new stacked array.
+  batch = lambda i: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, 0, False), batches)
+
+  def reference(carry, batch, *, first):
+    params, stored, ref_state = carry
+    value, grads = value_and_grad(params, batch)
+    updates, ref_state = _profit.reference_step(
+        spec, grads, params, ref_state, extra_args=extra_args
+    )
+    stored = spec.storage.record(stored, params, updates, first)
+    moved = _after(value, params, optax.apply_updates(params, updates))
+    return (moved, stored, ref_state), value
+
+  carry = (params, getattr(state, spec.storage.field), state.ref_state)
+  carry, value = reference(carry, batch(0), first=True)
+  values = [jax.tree.map(lambda v: jnp.asarray(v)[None], value)]
+  if n_ref > 1:
+    body = lambda carry, i: reference(carry, batch(i), first=False)
+    carry, more = jax.lax.scan(body, carry, jnp.arange(1, n_ref))
+    values.append(more)
+  moved, stored, ref_state = carry
+
+  copy = spec.storage.kind == "copy"
+
+  def main(carry):
+    slot, main_state, _, _, index = carry
+    # The body reads the weights from its carry and the batch at a carried
+    # index: a loop-invariant operand (or a slice XLA hoists out of the loop)
+    # would be materialized in a params- or batch-sized temporary.
+    weights, theta_ref = (moved, slot) if copy else (slot, stored)
+    value, grads = value_and_grad(weights, batch(index))
+    updates, main_state, proj = _profit.main_step(
+        spec, grads, weights, theta_ref if copy else stored, main_state, extra_args=extra_args
+    )
+    value = jax.tree.map(lambda v, s: jnp.asarray(v, s.dtype), value, value_shape)
+    return (
+        _after(value, weights, optax.apply_updates(weights, updates)),
+        main_state,
+        _profit._diagnostics(proj, state),  # pylint: disable=protected-access
+        value,
+        index,
+    )
+
+  value_shape = jax.eval_shape(value_and_grad, moved, batch(n_ref))[0]
+  # With copy storage theta_ref is scratch between cycles: the moved weights
+  # stay in its donated buffer and the new weights overwrite the snapshot.
+  slot, stored_out = (params, moved) if copy else (moved, stored)
+  carry = (
+      slot,
+      state.main_state,
+      tuple(getattr(state, k) for k in _profit._DIAGNOSTICS),  # pylint: disable=protected-access
+      jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_shape),
+      jnp.int32(n_ref),
+  )
+  # On XLA:CPU the main step runs in its own (always taken) loop body, so
+  # that XLA cannot merge parameter-free parts of its forward pass into the
+  # reference steps' and keep both batches' activations alive; on GPU a loop
+  # would cost a device-to-host sync of its predicate.
+  new_params, main_state, diagnostics, value, _ = jax.lax.platform_dependent(
+      carry,
+      cpu=lambda c: _inplace.run_if(jnp.bool_(True), main, c),
+      default=main,
+  )
+  values.append(jax.tree.map(lambda v: jnp.asarray(v)[None], value))
+  new_state = state._replace(
+      count=state.count + spec.cycle_length,
+      ref_state=ref_state,
+      main_state=main_state,
+      **{spec.storage.field: stored_out},
+      **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
+  )
+  values = jax.tree.map(lambda *vs: jnp.concatenate(vs), *values)
+  return new_params, new_state, values
+
+
+def _cycle_length(tx: optax.GradientTransformation, cycle_length: Any) -> int:
+  """Batches per call: ``n_ref + 1`` of a bare `profit`, else required."""
+  spec = _profit.profit_spec(tx)
+  if spec is not None and not spec.is_static:
+    spec = None  # traced n_ref: no static cycle
+  if cycle_length is None:
+    if spec is None:
+      raise TypeError(
+          "`cycle_length` (batches per call) is required when `tx` is not the "
+          "transformation returned by optax_profit.profit (e.g. a chain "
+          "containing it): pass cycle_length=n_ref + 1 (times k under "
+          "optax.MultiSteps(..., k))."
+      )
+    return spec.cycle_length
+  cycle_length = _profit._as_int("cycle_length", cycle_length, 1)  # pylint: disable=protected-access
+  if spec is not None and cycle_length != spec.cycle_length:
+    raise ValueError(
+        f"`cycle_length={cycle_length}` contradicts the profit transformation's "
+        f"cycle of n_ref + 1 = {spec.cycle_length} batches: leave it out, or "
+        "call the step once per cycle."
+    )
+  return cycle_length
+
+
+def _is_aligned(spec: _profit.ProfitSpec, count: Any) -> Any:
+  """Whether call number ``count`` starts a cycle (past the warm-up)."""
+  steps = count - spec.warmup_steps
+  return (steps >= 0) & (steps % spec.cycle_length == 0)
+
+
+def _build_step(
+    value_and_grad: Callable[..., Any],
+    tx: optax.GradientTransformation,
+    length: int,
+    *,
+    has_aux: bool,
+    mode: str = "auto",
+) -> TrainStep:
+  """The (unjitted) train step of :func:`make_train_step`.
+
+  Args:
+    value_and_grad: ``jax.value_and_grad(loss_fn, has_aux=has_aux)``.
+    tx: the optimizer.
+    length: batches per call.
+    has_aux: whether values are ``(loss, aux)``.
+    mode: ``"generic"``: ``lax.scan`` of per-batch ``tx.update`` calls, right
+      from any state; ``"cycle"``: the static cycle (the caller guarantees a
+      state at a cycle boundary past the warm-up); ``"auto"``: on CPU, both
+      compiled and chosen on device in place; elsewhere the generic scan,
+      which has no control flow.
+
+  Returns:
+    ``step(params, opt_state, batches, **extra_args) -> (params, opt_state,
+    metrics)``.
+  """
+  spec = _profit.profit_spec(tx)
+  has_cycle = spec is not None and spec.is_static and spec.cycle_length == length
+  if mode not in ("auto", "generic", "cycle"):
+    raise ValueError(f"unknown mode {mode!r}")
+  if mode == "cycle" and not has_cycle:
+    raise ValueError("`tx` has no static cycle of `length` batches.")
+
+  def step(params, opt_state, batches, **extra_args):
+    check_stacked_batches(batches, length)
+
+    def generic(params, opt_state):
+      def body(carry, batch):
+        params, opt_state = carry
+        value, grads = value_and_grad(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params, **extra_args)
+        params = _after(value, params, optax.apply_updates(params, updates))
+        return (params, opt_state), value
+
+      (params, opt_state), values = jax.lax.scan(body, (params, opt_state), batches)
+      return params, opt_state, values
+
+    def cycle(params, opt_state):
+      return _static_cycle(spec, value_and_grad, params, opt_state, batches, extra_args)
+
+    def choose_in_place(params, opt_state):
+      # Exactly one path runs, each updating (params, state, values) in place.
+      aligned = _is_aligned(spec, opt_state.count)
+      values = jax.eval_shape(cycle, params, opt_state)[2]
+      carry = (params, opt_state, jax.tree.map(jnp.zeros_like, values))
+      carry = _inplace.run_if(aligned, lambda c: cycle(c[0], c[1]), carry)
+      return _inplace.run_if(~aligned, lambda c: generic(c[0], c[1]), carry)
+
+    if mode == "cycle":
+      params, opt_state, values = cycle(params, opt_state)
+    elif mode == "auto" and has_cycle:
+      params, opt_state, values = jax.lax.platform_dependent(
+          params, opt_state, cpu=choose_in_place, default=generic
+      )
+    else:
+      params, opt_state, values = generic(params, opt_state)
+    losses, aux = values if has_aux else (values, None)
+    metrics: Metrics = {"loss": losses}
+    if has_aux:
+      metrics["aux"] = aux
+    metrics.update(profit_diagnostics(opt_state))
+    return params, opt_state, metrics
+
+  return step
+
+
+class _DispatchingStep:
+  """The train step of a bare `profit`: the static cycle when aligned.
+
+  Called with concrete arrays it picks, on the host, the static cycle when
+  the state is at a cycle boundary past the warm-up and the generic scan
+  otherwise. It knows the count without a device-to-host transfer when given
+  the state its last call returned, and reads it once per foreign state.
+  Traced (under ``jax.jit``, ``lax.scan``...) it runs the ``auto`` step.
+
+  Attributes:
+    lower: ``lower(params, opt_state, batches)`` of the ``auto`` step (for
+      ahead-of-time compilation and memory analysis).
+  """
+
+  def __init__(self, spec: _profit.ProfitSpec, *, cycle, generic, auto):
+    self._spec = spec
+    self._cycle, self._generic, self._auto = cycle, generic, auto
+    self._last: tuple[Any, int] | None = None
+    self.lower = auto.lower
+
+  def _count(self, count: Any) -> int | None:
+    if self._last is not None and count is self._last[0]:
+      return self._last[1]
+    try:
+      if not getattr(count, "is_fully_addressable", True):
+        count = count.addressable_data(0)  # replicated across processes
+      return int(jax.device_get(count))
+    except Exception:  # pylint: disable=broad-except
+      return None
+
+  def __call__(self, params, opt_state, batches, **extra_args):
+    count_array = getattr(opt_state, "count", None)
+    if count_array is None or isinstance(count_array, jax.core.Tracer):
+      return self._auto(params, opt_state, batches, **extra_args)
+    count = self._count(count_array)
+    if count is None:
+      return self._auto(params, opt_state, batches, **extra_args)
+    step = self._cycle if _is_aligned(self._spec, count) else self._generic
+    params, opt_state, metrics = step(params, opt_state, batches, **extra_args)
+    self._last = (opt_state.count, count + self._spec.cycle_length)
+    return params, opt_state, metrics
 
 
 def make_train_step(
@@ -119,48 +336,47 @@ def make_train_step(
 
   The step computes what a Python loop of per-batch steps would (for each
   batch: the gradient of ``loss_fn`` at the current params, ``tx.update``,
-  ``optax.apply_updates``), in one compiled call with ``params`` and
-  ``opt_state`` donated (their buffers are reused: do not read the arrays you
-  passed in after the call).
+  ``optax.apply_updates``), in one compiled call. ``params`` and
+  ``opt_state`` are donated: their buffers are reused, so the arrays you pass
+  in are deleted by the call (keep a copy of the pre-trained weights, e.g.
+  ``jax.tree.map(jnp.copy, params)``, before the first call).
 
-  When ``tx`` is a bare :func:`optax_profit.profit` (int ``n_ref`` and
-  ``warmup_steps``) and one call is one cycle, a call that starts at a cycle
-  boundary past the warm-up runs the cycle with its phases known statically
-  (``lax.scan`` over the reference batches, then the main step: no phase
-  selection, no snapshot copy), which is much leaner than ``n_ref + 1``
-  ``update`` calls; other calls (warm-up, a state left mid-cycle by per-batch
-  ``update`` calls, or ``warmup_steps`` not a multiple of ``n_ref + 1``)
-  ``lax.scan`` over per-batch ``tx.update`` calls. The choice is made on the
-  host from the step count, which the step tracks across calls without
-  device-to-host transfers (each path is compiled on first use); called
-  under ``jax.jit`` or ``lax.scan``, both paths are compiled into one step
-  that chooses on device (the loss is then traced three times). The results
-  are the same up to float rounding; the state's ``theta_ref`` is scratch
-  between cycles (see :class:`optax_profit.ProfitState`).
+  For a bare :func:`optax_profit.profit` (int ``n_ref`` and
+  ``warmup_steps``), a call that starts at a cycle boundary past the warm-up
+  runs the *static cycle*: ``lax.scan`` over the reference batches, then the
+  main step, with no phase selection and no snapshot copy. Other calls
+  (warm-up, a state left mid-cycle by per-batch ``update`` calls) scan over
+  per-batch ``tx.update`` calls. The choice is made on the host from the step
+  count, which the step tracks across calls without device-to-host
+  transfers. Called under ``jax.jit`` or ``lax.scan``, on CPU both paths are
+  compiled and chosen on device; on GPU/TPU the traced step always takes the
+  per-batch scan, which has no control flow. Results agree up to float
+  rounding.
 
   Args:
-    loss_fn: ``loss_fn(params, batch)`` returning a scalar loss, or
-      ``(loss, aux)`` when ``has_aux``.
+    loss_fn: ``loss_fn(params, batch)`` returning a scalar loss (or ``(loss,
+      aux)`` when ``has_aux``), where ``batch`` is one entry of the stacked
+      ``batches`` (its leaves indexed along their leading axis).
     tx: the optimizer, usually ``optax_profit.profit(...)``. Any
       ``optax.GradientTransformation`` works when ``cycle_length`` is given.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
-    cycle_length: batches per call. Defaults to ``n_ref + 1`` of ``tx`` when
-      ``tx`` is returned by :func:`optax_profit.profit`; required otherwise
-      (e.g. ``n_ref + 1`` for ``optax.chain(clip, profit(...))``).
+    cycle_length: batches per call. For a bare ``profit`` it is ``n_ref + 1``
+      (the default; another value is an error); required otherwise (e.g.
+      ``n_ref + 1`` for ``optax.chain(clip, profit(...))``).
     donate: donate ``params`` and ``opt_state`` to the compiled step.
 
   Returns:
-    ``step(params, opt_state, batches) -> (params, opt_state, metrics)``: a
-    ``jax.jit`` function, or for a bare ``profit`` a callable dispatching to
-    such functions (with a ``lower`` method for ahead-of-time use). Every leaf of ``batches`` is stacked with leading size
-    ``cycle_length``. ``metrics`` holds ``loss`` (one per batch), ``aux``
-    (stacked, when ``has_aux``) and the last main step's ``omega``,
-    ``projected`` and ``delta_norm`` (see :func:`profit_diagnostics`).
+    ``step(params, opt_state, batches, **extra_args) -> (params, opt_state,
+    metrics)``. Every leaf of ``batches`` is stacked with leading size
+    ``cycle_length``; ``extra_args`` reach ``tx.update`` (PROFIT passes them
+    to ``main`` and ``ref``). ``metrics`` holds ``loss`` (one per batch),
+    ``aux`` (stacked, when ``has_aux``) and the last main step's diagnostics
+    (see :func:`profit_diagnostics`).
 
   Raises:
     TypeError: if ``cycle_length`` is needed and missing.
-    ValueError: when called with batches of the wrong leading size or ragged
-      leaves (the message names the sizes).
+    ValueError: if ``cycle_length`` contradicts a bare ``profit``'s cycle;
+      when called with batches of the wrong leading size or ragged leaves.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_profit
@@ -178,7 +394,7 @@ def make_train_step(
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
   def jit(mode):
-    # keep_unused: an argument the step does not read (theta_ref, overwritten
+    # keep_unused: an argument a step does not read (the storage, rewritten
     # by a cycle) must stay an argument, or its donated buffer is lost.
     return jax.jit(
         _build_step(value_and_grad, tx, length, has_aux=has_aux, mode=mode),
@@ -186,154 +402,9 @@ def make_train_step(
         keep_unused=True,
     )
 
-  if not _has_cycle(tx, length):
+  spec = _profit.profit_spec(tx)
+  if spec is None or not spec.is_static:
     return jit("generic")
   return _DispatchingStep(
-      tx, length, cycle=jit("cycle"), generic=jit("generic"), auto=jit("auto")
+      spec, cycle=jit("cycle"), generic=jit("generic"), auto=jit("auto")
   )
-
-
-def _has_cycle(tx: optax.GradientTransformation, length: int) -> bool:
-  """Whether ``tx`` is a bare `profit` whose static cycle is ``length``."""
-  parts = getattr(tx, "_parts", None)
-  return (
-      _profit.profit_spec(tx) is not None
-      and parts is not None
-      and parts.n_ref + 1 == length
-  )
-
-
-class _DispatchingStep:
-  """The train step of a bare `profit`: the static cycle when aligned.
-
-  Called with concrete arrays, it picks on the host between two jitted steps:
-  the static cycle when the state is at a cycle boundary past the warm-up,
-  else the scan of per-call updates. It knows the step count without a
-  device-to-host transfer when given the state its last call returned
-  (``count`` is then the last count plus one cycle), and reads it from the
-  device otherwise (once per foreign state). Traced (inside ``jax.jit``,
-  ``lax.scan``...), or when the count cannot be read, it runs the ``auto``
-  step, which compiles both paths and chooses on device. Either way the
-  results are the same.
-
-  Attributes:
-    lower: ``lower(params, opt_state, batches)`` of the ``auto`` step (for
-      ahead-of-time compilation and memory analysis).
-  """
-
-  def __init__(self, tx, length, *, cycle, generic, auto):
-    parts = tx._parts  # pylint: disable=protected-access
-    self._warmup = parts.warmup_steps
-    self._length = length
-    self._cycle, self._generic, self._auto = cycle, generic, auto
-    self._last: tuple[Any, int] | None = None
-    self.lower = auto.lower
-
-  def _count(self, count: Any) -> int | None:
-    if self._last is not None and count is self._last[0]:
-      return self._last[1]
-    try:
-      if not getattr(count, "is_fully_addressable", True):
-        count = count.addressable_data(0)  # replicated across processes
-      return int(jax.device_get(count))
-    except Exception:  # pylint: disable=broad-except
-      return None
-
-  def __call__(
-      self, params: optax.Params, opt_state: optax.OptState, batches: Batch
-  ) -> tuple[optax.Params, optax.OptState, Metrics]:
-    count_array = getattr(opt_state, "count", None)
-    if count_array is None or isinstance(count_array, jax.core.Tracer):
-      return self._auto(params, opt_state, batches)
-    count = self._count(count_array)
-    if count is None:
-      return self._auto(params, opt_state, batches)
-    steps = count - self._warmup
-    aligned = steps >= 0 and steps % self._length == 0
-    step = self._cycle if aligned else self._generic
-    params, opt_state, metrics = step(params, opt_state, batches)
-    self._last = (opt_state.count, count + self._length)
-    return params, opt_state, metrics
-
-
-def _build_step(
-    value_and_grad: Callable[..., Any],
-    tx: optax.GradientTransformation,
-    length: int,
-    *,
-    has_aux: bool,
-    mode: str = "auto",
-) -> Callable[..., Any]:
-  """The (unjitted) train step of :func:`make_train_step`.
-
-  Args:
-    value_and_grad: ``jax.value_and_grad(loss_fn, has_aux=has_aux)``.
-    tx: the optimizer.
-    length: batches per call.
-    has_aux: whether values are ``(loss, aux)``.
-    mode: ``"generic"``: ``lax.scan`` of per-batch ``tx.update`` calls;
-      ``"cycle"``: :func:`optax_profit._profit.run_cycle` only (the caller
-      guarantees a state at a cycle boundary); ``"auto"``: ``"cycle"`` when
-      ``tx`` is a bare :func:`optax_profit.profit` whose cycle is
-      ``length`` batches and the state is at a cycle boundary past the
-      warm-up, else ``"generic"`` (both are compiled; the choice is made on
-      device, in place).
-
-  Returns:
-    ``step(params, opt_state, batches) -> (params, opt_state, metrics)``.
-  """
-  has_cycle = _has_cycle(tx, length)
-  if mode not in ("auto", "generic", "cycle"):
-    raise ValueError(f"unknown mode {mode!r}")
-  if mode == "cycle" and not has_cycle:
-    raise ValueError("`tx` has no static cycle of `length` batches.")
-  use_cycle = has_cycle and mode != "generic"
-
-  def generic(params, opt_state, batches):
-    def body(carry, batch):
-      params, opt_state = carry
-      value, grads = value_and_grad(params, batch)
-      updates, opt_state = tx.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
-      return (params, opt_state), value
-
-    (params, opt_state), values = jax.lax.scan(
-        body, (params, opt_state), batches
-    )
-    return params, opt_state, values
-
-  def cycle(params, opt_state, batches):
-    return _profit.run_cycle(tx, value_and_grad, params, opt_state, batches)
-
-  def step(
-      params: optax.Params, opt_state: optax.OptState, batches: Batch
-  ) -> tuple[optax.Params, optax.OptState, Metrics]:
-    check_stacked_batches(batches, length)
-    if not use_cycle:
-      params, opt_state, values = generic(params, opt_state, batches)
-    elif mode == "cycle":
-      params, opt_state, values = cycle(params, opt_state, batches)
-    else:
-      # Both paths update (params, opt_state, values) in place; exactly one
-      # runs. The cycle needs a state at a cycle boundary past the warm-up.
-      aligned = _profit.cycle_aligned(tx, opt_state)
-      value_shape = jax.eval_shape(
-          value_and_grad, params, jax.tree.map(lambda x: x[0], batches)
-      )[0]
-      values = jax.tree.map(
-          lambda v: jnp.zeros((length, *v.shape), v.dtype), value_shape
-      )
-      carry = (params, opt_state, values)
-      carry = _inplace.run_if(aligned, lambda c: cycle(c[0], c[1], batches), carry)
-      carry = _inplace.run_if(
-          ~aligned, lambda c: generic(c[0], c[1], batches), carry
-      )
-      params, opt_state, values = carry
-    losses, aux = values if has_aux else (values, None)
-    metrics: Metrics = {"loss": losses}
-    if has_aux:
-      metrics["aux"] = aux
-    metrics.update(profit_diagnostics(opt_state))
-    return params, opt_state, metrics
-
-  return step

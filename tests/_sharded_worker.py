@@ -8,7 +8,7 @@ raw facts (sharding specs, compiled HLO text, arrays as ``.npz``) under
 
 * ``sharding``: shardings of params and PROFIT state (eager ``init``, after
   jitted updates without ``out_shardings``, on an ``Explicit`` mesh); HLO of
-  the optimizer update, of a variant with a replicated ``theta_ref``, of a
+  the optimizer update, of a variant with a replicated ``delta``, of a
   per-batch train step with PROFIT(AdamW) and AdamW, and of the example's
   cycle step with PROFIT(SGD) and SGD; the same short PROFIT run, with the
   example's step, on the 8-device mesh and on one device.
@@ -199,7 +199,7 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   log("HLO of the optimizer update")
   state_shardings = sharding.opt_state_shardings(tx, params, shardings, mesh)
   rep = sharding.replicated(mesh)
-  bad = state_shardings._replace(theta_ref=jax.tree.map(lambda _: rep, shardings))
+  bad = state_shardings._replace(delta=jax.tree.map(lambda _: rep, shardings))
   for name, st_sh in (("update", state_shardings), ("update_replicated", bad)):
     hlo = (
       jax.jit(

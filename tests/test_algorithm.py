@@ -8,6 +8,7 @@ import optax
 import pytest
 
 import optax_profit
+from optax_profit import _profit
 from tests import numpy_reference as ref_impl
 
 TOL = 1e-10
@@ -66,9 +67,31 @@ def _x64():
     yield
 
 
-@pytest.mark.parametrize("main_name", sorted(MAINS))
-@pytest.mark.parametrize("n_ref", [1, 3])
-def test_matches_numpy_algorithm_1(main_name, n_ref):
+VARIANTS = {
+    "select": _profit._select_update,  # pylint: disable=protected-access
+    "in-place": _profit._in_place_update,  # pylint: disable=protected-access
+}
+
+
+def with_variant(tx, variant):
+  """``tx`` with its per-call driver forced (``default``: the platform's)."""
+  if variant == "default":
+    return tx
+  return _profit._transformation(tx.spec, VARIANTS[variant])  # pylint: disable=protected-access
+
+
+CASES = [
+    (main, n_ref, storage, "default")
+    for main in sorted(MAINS) for n_ref in (1, 3) for storage in ("delta", "copy")
+] + [
+    ("adamw", n_ref, storage, variant)
+    for n_ref in (1, 3) for storage in ("delta", "copy")
+    for variant in ("select", "in-place")
+]
+
+
+@pytest.mark.parametrize("main_name, n_ref, storage, variant", CASES)
+def test_matches_numpy_algorithm_1(main_name, n_ref, storage, variant):
   optax_main, numpy_main = MAINS[main_name]
   ref_lr = 0.05
   batches = ref_impl.make_batches(NUM_CYCLES * (n_ref + 1), seed=n_ref)
@@ -80,8 +103,8 @@ def test_matches_numpy_algorithm_1(main_name, n_ref):
   # The scenario must exercise both branches of the projection.
   assert any(record.projected) and not all(record.projected), record.projected
 
-  tx = optax_profit.profit(optax_main(), ref=ref_lr, n_ref=n_ref)
-  trajectory, states = run_library(tx, batches, params0)
+  tx = optax_profit.profit(optax_main(), ref=ref_lr, n_ref=n_ref, storage=storage)
+  trajectory, states = run_library(with_variant(tx, variant), batches, params0)
   assert_trajectories_close(trajectory, record)
 
   # Diagnostics of each main step.
@@ -125,7 +148,8 @@ def test_reference_scenario_catches_known_mistakes(mutant):
     assert_trajectories_close(trajectory, wrong)
 
 
-def test_warmup_then_cycles():
+@pytest.mark.parametrize("variant", ["default", "select", "in-place"])
+def test_warmup_then_cycles(variant):
   batches = ref_impl.make_batches(3 + 4 * 3, seed=7)
   params0 = ref_impl.init_params(1)
   record = ref_impl.run_profit(
@@ -133,7 +157,7 @@ def test_warmup_then_cycles():
       ref=ref_impl.SGD(0.02), n_ref=2, warmup_steps=3,
   )
   tx = optax_profit.profit(optax.adam(0.05), ref=0.02, n_ref=2, warmup_steps=3)
-  trajectory, states = run_library(tx, batches, params0)
+  trajectory, states = run_library(with_variant(tx, variant), batches, params0)
   assert_trajectories_close(trajectory, record)
   # Warm-up steps share main's state: 3 warm-up steps + 4 main steps.
   assert int(optax.tree.get(states[-1].main_state, "count")) == 3 + 4

@@ -20,13 +20,14 @@ def test_update_section_runs_at_a_tiny_size(tmp_path, capsys):
   text = out.read_text()
   assert "failed" not in text, text
   assert "(run in progress)" not in text
-  medians = json.loads(raw.read_text())["update"]["20000"]
-  assert {"sgd", "adamw"} <= medians.keys()
-  for n_ref in (1, 3):
-    assert f"profit n_ref={n_ref}, cycle" in medians
-    assert f"profit n_ref={n_ref}, update()" in medians
-  for name, ms in medians.items():
-    assert f"| {name} |" in text
-    assert ms > 0, name
+  update = json.loads(raw.read_text())["update"]
+  per_call, cycle = update["20000 per-call"], update["20000 make_train_step"]
+  for medians in (per_call, cycle):
+    assert {"sgd", "adamw", "profit n_ref=1", "profit n_ref=3"} <= medians.keys()
+    for name, ms in medians.items():
+      assert f"| {name} |" in text
+      assert ms > 0, name
+  for variant in ("select", "in-place", "lax.cond", "unordered"):
+    assert f"profit n_ref=1, {variant}" in per_call
   capsys.readouterr()
 

@@ -1,7 +1,7 @@
 """Checkpoint/resume of the whole training state, in the middle of a cycle.
 
 A PROFIT run is stopped after the reference steps of a cycle and before its
-main step (``theta_ref`` is then different from the params, and the update
+main step (the stored ``delta`` is then nonzero, and the update
 count says that the main step comes next), saved with orbax, restored into
 fresh objects (single device) or a fresh process (8-device mesh, restored
 onto its shardings from abstract targets), and continued: the params and
@@ -85,10 +85,8 @@ def test_single_device_mid_cycle_resume_is_bit_identical(tmp_path):
   stopped = first.run(first.fresh_state(), worker.STOP_AFTER)
   cycle = worker.N_REF + 1
   assert int(stopped.opt_state.count) % cycle == worker.N_REF  # Main step next.
-  moved = jax.tree.map(
-    lambda a, b: bool(np.any(a != b)), stopped.params, stopped.opt_state.theta_ref
-  )
-  assert all(jax.tree.leaves(moved))  # theta_ref matters for the next call.
+  moved = jax.tree.map(lambda d: bool(np.any(d != 0)), stopped.opt_state.delta)
+  assert all(jax.tree.leaves(moved))  # delta matters for the next call.
   with checkpointing.manager(tmp_path) as mngr:
     assert checkpointing.save(mngr, stopped, extra={"history": [1.5]})
   saved = jax.device_get(stopped)
@@ -108,7 +106,7 @@ def test_single_device_mid_cycle_resume_is_bit_identical(tmp_path):
   chex.assert_trees_all_equal(jax.device_get(resumed), full)
 
   # The check can fail: resuming from the params alone (a fresh PROFIT state:
-  # theta_ref and the position in the cycle lost) lands elsewhere.
+  # delta and the position in the cycle lost) lands elsewhere.
   params = jax.tree.map(jnp.asarray, restored_host.params)
   params_only = checkpointing.TrainState(
     restored_host.step, params, fresh.tx.init(params)
@@ -149,7 +147,7 @@ def test_sharded_mid_cycle_resume_in_a_fresh_process_is_bit_identical(tmp_path):
   assert len(params) == 16
   for path, leaf in params.items():
     assert leaf["shard_shape"] != leaf["shape"], path
-    for mirror in (".theta_ref", ".main_state[0].mu", ".main_state[0].nu"):
+    for mirror in (".delta", ".main_state[0].mu", ".main_state[0].nu"):
       assert saved["saved"][".opt_state" + mirror + path]["spec"] == leaf["spec"]
 
   at_interrupt = _load(tmp_path / "at_interrupt.npz")
@@ -157,10 +155,10 @@ def test_sharded_mid_cycle_resume_in_a_fresh_process_is_bit_identical(tmp_path):
   assert at_interrupt.keys() == restored.keys()
   for key in at_interrupt:
     np.testing.assert_array_equal(restored[key], at_interrupt[key], err_msg=key)
-  theta_ref = {k: v for k, v in at_interrupt.items() if ".theta_ref" in k}
-  for key, value in theta_ref.items():
-    param = at_interrupt["['params']" + key.split(".theta_ref")[1]]
-    assert np.any(param != value), f"{key}: the run was not mid-cycle"
+  delta = {k: v for k, v in at_interrupt.items() if ".delta" in k}
+  assert delta
+  for key, value in delta.items():
+    assert np.any(value != 0), f"{key}: the run was not mid-cycle"
 
   uninterrupted = _load(tmp_path / "uninterrupted.npz")
   final = _load(tmp_path / "resumed.npz")

@@ -393,8 +393,8 @@ def test_optimizers_only_see_trainable_params():
   opt = optimizers.create_optimizer("profit", 1e-2, config, steps_per_epoch=4)
   state = opt.tx.init(opt.wrap(params))
   (profit_state,) = [s for s in jax.tree.leaves(
-      state, is_leaf=lambda s: hasattr(s, "theta_ref")) if hasattr(s, "theta_ref")]
-  assert jax.tree.structure(profit_state.theta_ref) == jax.tree.structure(params)
+      state, is_leaf=lambda s: hasattr(s, "delta")) if hasattr(s, "delta")]
+  assert jax.tree.structure(profit_state.delta) == jax.tree.structure(params)
   head_only = _config("--optimizer", "profit", "--head-only")
   opt = optimizers.create_optimizer("profit", 1e-2, head_only, steps_per_epoch=4)
   grads = jax.tree.map(jnp.ones_like, params)

@@ -129,7 +129,23 @@ def test_head_only_profit(how):
   for params in traj:
     np.testing.assert_array_equal(np.asarray(params["W"]), p0["W"])
   diag = optax_profit.profit_diagnostics(states[-1])
-  assert set(diag) == {"omega", "projected", "delta_norm"}
+  assert set(diag) == {"omega", "projected", "delta_norm", "cosine", "removed_fraction"}
+  np.testing.assert_allclose(float(diag["omega"]), rec.omegas[-1], rtol=1e-9)
+
+
+def test_masked_alone_passes_the_other_gradients_through():
+  """Why the head-only recipe needs `set_to_zero`: `optax.masked` alone
+  returns the raw gradient of the masked-out leaves as their updates, and
+  `apply_updates` then takes a step of gradient *ascent* on them."""
+  batches = ref_impl.make_batches(3, seed=14)
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  tx = optax.masked(
+      optax_profit.profit(optax.adam(0.05), ref=0.05), {"W": False, "b": True}
+  )
+  state = tx.init(p0)
+  grads = jax.grad(jax_loss)(p0, batches[0])
+  updates, _ = tx.update(grads, state, p0)
+  np.testing.assert_array_equal(np.asarray(updates["W"]), np.asarray(grads["W"]))
 
 
 @pytest.mark.parametrize("nan_call", [0, 1, N_REF])
@@ -232,3 +248,32 @@ def test_flax_nnx_optimizer():
     step(model, optimizer, jax.tree.map(jnp.asarray, batch))
     traj.append({"W": model.kernel[...], "b": model.bias[...]})
   assert_trajectories_close(traj, rec)
+  # The diagnostics read straight from the optimizer's (wrapped) state.
+  diag = optax_profit.profit_diagnostics(optimizer.opt_state)
+  assert isinstance(diag["omega"], jax.Array)
+  np.testing.assert_allclose(float(diag["omega"]), rec.omegas[-1], rtol=1e-9)
+  assert bool(diag["projected"]) == rec.projected[-1]
+
+
+def test_lookahead_around_profit():
+  """`optax.lookahead(profit(...))`: the fast weights follow plain PROFIT
+  until the first synchronisation, which then interpolates."""
+  batches = ref_impl.make_batches(6, seed=18)
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  inner = optax_profit.profit(optax.adam(0.05), ref=0.05)
+  tx = optax.lookahead(inner, sync_period=4, slow_step_size=0.5)
+  params = optax.LookaheadParams.init_synced(p0)
+  state = tx.init(params)
+  plain, plain_state = p0, inner.init(p0)
+  grad = jax.jit(jax.grad(jax_loss))
+  for i, batch in enumerate(batches[:4]):
+    g = grad(params.fast, batch)
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    u, plain_state = inner.update(grad(plain, batch), plain_state, plain)
+    plain = optax.apply_updates(plain, u)
+    if i < 3:
+      chex.assert_trees_all_close(params.fast, plain, rtol=1e-12)
+  # After 4 fast steps: slow = fast = p0 + 0.5 * (plain - p0).
+  want = jax.tree.map(lambda a, b: a + 0.5 * (b - a), p0, plain)
+  chex.assert_trees_all_close(params.slow, want, rtol=1e-12)

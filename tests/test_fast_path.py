@@ -1,6 +1,6 @@
 """`make_train_step`'s static-cycle fast path and the lean per-call `update`.
 
-The fast path (`optax_profit._profit.run_cycle`) replaces `n_ref + 1` per-call
+The fast path (the static cycle of `optax_profit._train_step`) replaces `n_ref + 1` per-call
 updates by one cycle whose phases are known statically; `make_train_step`
 takes it only from a state at a cycle boundary past the warm-up. These tests
 check it against the independent NumPy Algorithm 1 from every kind of starting
@@ -45,10 +45,10 @@ def numpy_record(batches, n_ref, warmup_steps=0):
   )
 
 
-def make_tx(n_ref, warmup_steps=0):
+def make_tx(n_ref, warmup_steps=0, storage="delta"):
   return optax_profit.profit(
       optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref,
-      warmup_steps=warmup_steps,
+      warmup_steps=warmup_steps, storage=storage,
   )
 
 
@@ -67,7 +67,7 @@ def run_schedule(tx, batches, schedule, mode="dispatch"):
   Returns ``(batches used, params, state)`` after each entry (NumPy copies)
   and the last step's metrics.
   """
-  length = tx.spec.n_ref + 1
+  length = tx.spec.cycle_length
   value_and_grad = jax.value_and_grad(jax_loss)
   if mode == "dispatch":  # the public step: chooses on the host
     step = optax_profit.make_train_step(jax_loss, tx)
@@ -95,14 +95,15 @@ def run_schedule(tx, batches, schedule, mode="dispatch"):
   return out, metrics
 
 
+@pytest.mark.parametrize("storage", ["delta", "copy"])
 @pytest.mark.parametrize("n_ref", [1, 3])
-def test_cycle_equals_numpy_and_per_call_loop(n_ref):
+def test_cycle_equals_numpy_and_per_call_loop(n_ref, storage):
   """The bare fast path from an aligned state, cycle after cycle."""
   length = n_ref + 1
   # Seeds where both branches of the projection fire (checked below).
   batches = ref_impl.make_batches(6 * length, seed={1: 40, 3: 41}[n_ref])
   rec = numpy_record(batches, n_ref)
-  tx = make_tx(n_ref)
+  tx = make_tx(n_ref, storage=storage)
   out, metrics = run_schedule(tx, batches, ["step"] * 6, mode="cycle")
   for i, params, _ in out:
     assert_params_close(params, rec.params[i - 1], f"after {i} batches")
@@ -158,13 +159,16 @@ def test_auto_with_warmup(n_ref, warmup_steps, mode):
 def test_modes_agree_and_cycle_takes_the_fast_path():
   """`auto` from an aligned state is the fast path, not the generic scan.
 
-  The fast path leaves the displaced weights of the cycle in `theta_ref`
-  (scratch between cycles); per-call updates leave the snapshot there.
+  With copy storage the fast path leaves the displaced weights of the cycle
+  in `theta_ref` (scratch between cycles); per-call updates leave the
+  snapshot there.
   """
   n_ref = 2
   batches = ref_impl.make_batches(3 * (n_ref + 1), seed=70)
   runs = {
-      mode: run_schedule(make_tx(n_ref), batches, ["step"] * 3, mode=mode)[0]
+      mode: run_schedule(
+          make_tx(n_ref, storage="copy"), batches, ["step"] * 3, mode=mode
+      )[0]
       for mode in ("dispatch", "auto", "cycle", "generic")
   }
   rec = numpy_record(batches, n_ref)

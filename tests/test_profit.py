@@ -1,5 +1,6 @@
 """API contract of `optax_profit.profit`: errors, dtypes, jit, optax harness."""
 
+import dataclasses
 import functools
 
 import chex
@@ -45,7 +46,7 @@ def test_bad_arguments_name_the_argument(kwargs, error, match):
 
 def test_numpy_integer_n_ref_is_accepted():
   tx = optax_profit.profit(optax.sgd(0.1), ref=0.01, n_ref=np.int64(2))
-  assert int(tx.spec.n_ref) == 2
+  assert tx.spec.n_ref == 2
 
 
 def test_update_without_params_raises():
@@ -62,14 +63,62 @@ def test_state_fields_and_tree_get():
   tx = optax_profit.profit(optax.adam(0.1), ref=0.01)
   state = tx.init(PARAMS)
   assert isinstance(state, optax_profit.ProfitState)
-  chex.assert_trees_all_equal(state.theta_ref, PARAMS)
-  for name in ("omega", "projected", "delta_norm"):
+  assert state.theta_ref is None  # the default stores the displacement
+  chex.assert_trees_all_equal(state.delta, jax.tree.map(jnp.zeros_like, PARAMS))
+  for name in ("omega", "projected", "delta_norm", "cosine", "removed_fraction"):
     chex.assert_shape(optax.tree.get(state, name), ())
   chex.assert_shape(state.count, ())
   assert optax.tree.get(state, "projected").dtype == jnp.bool_
-  # theta_ref is a copy, not an alias (callers donate params and state).
-  for p, t in zip(jax.tree.leaves(PARAMS), jax.tree.leaves(state.theta_ref), strict=False):
+
+
+def test_copy_storage_state_is_a_copy_not_an_alias():
+  tx = optax_profit.profit(optax.adam(0.1), ref=0.01, storage="copy")
+  state = tx.init(PARAMS)
+  assert state.delta is None
+  chex.assert_trees_all_equal(state.theta_ref, PARAMS)
+  # A copy, not an alias: callers donate params and state together.
+  for p, t in zip(jax.tree.leaves(PARAMS), jax.tree.leaves(state.theta_ref), strict=True):
     assert p.unsafe_buffer_pointer() != t.unsafe_buffer_pointer()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(storage="theta_ref"), ValueError, "storage"),
+        (dict(storage="copy", delta_dtype=jnp.bfloat16), ValueError, "delta_dtype"),
+        (dict(storage=optax_profit.Storage("copy"), delta_dtype="float32"),
+         ValueError, "delta_dtype"),
+    ],
+)
+def test_bad_storage_arguments(kwargs, error, match):
+  with pytest.raises(error, match=match):
+    optax_profit.profit(optax.adam(1e-3), ref=1e-4, **kwargs)
+
+
+def test_spec_describes_the_transformation():
+  main = optax.adam(1e-3)
+  tx = optax_profit.profit(main, ref=1e-4, n_ref=jnp.int32(3), warmup_steps=np.int64(2))
+  spec = optax_profit.profit_spec(tx)
+  assert spec is tx.spec and isinstance(spec, optax_profit.ProfitSpec)
+  # Concrete ints of any kind become Python ints: make_train_step can use them.
+  assert (spec.n_ref, spec.warmup_steps, spec.cycle_length) == (3, 2, 4)
+  assert type(spec.n_ref) is int and spec.is_static
+  assert spec.storage == optax_profit.Storage("delta")
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    spec.n_ref = 1
+  assert optax_profit.profit_spec(optax.chain(tx)) is None
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_gradient_and_params_of_different_shapes_name_the_leaf(jit):
+  tx = optax_profit.profit(optax.sgd(0.1), ref=0.01)
+  state = tx.init(PARAMS)
+  update = jax.jit(tx.update) if jit else tx.update
+  bad = {"w": jnp.zeros((2, 3)), "b": jnp.zeros(2)}
+  with pytest.raises(ValueError, match=r"\['w'\].*\(2, 3\).*\(2, 2\)"):
+    update(bad, state, PARAMS)
+  with pytest.raises(ValueError, match=r"only in params: \[\"\['b'\]\"\]"):
+    update({"w": PARAMS["w"]}, state, PARAMS)
 
 
 def test_donating_params_and_state_works():

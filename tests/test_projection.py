@@ -10,10 +10,16 @@ from hypothesis.extra import numpy as hnp
 
 from optax_profit import project_conflicting
 
-# Zero or of magnitude in [1e-100, 1e3]: squares stay clear of float64
-# underflow, so the test's own norms are meaningful.
-magnitude = st.floats(1e-100, 1e3, allow_nan=False, allow_infinity=False)
-finite = st.one_of(st.just(0.0), magnitude, magnitude.map(lambda x: -x))
+
+def signed(low, high):
+  magnitude = st.floats(low, high, allow_nan=False, allow_infinity=False)
+  return st.one_of(st.just(0.0), magnitude, magnitude.map(lambda x: -x))
+
+
+# Gradients in [1e-100, 1e3]; displacements down to 1e-200, whose squares
+# underflow float64 unless the library rescales delta first. Products g * d
+# stay above 1e-300, so the test's own omega is meaningful.
+GRAD, DELTA = signed(1e-100, 1e3), signed(1e-200, 1e3)
 
 
 @st.composite
@@ -21,9 +27,9 @@ def gradient_and_delta(draw):
   """Two pytrees of two leaves each (shapes (n,) and (m, 2)), float64."""
   n = draw(st.integers(1, 6))
   m = draw(st.integers(1, 4))
-  leaf = lambda shape: draw(hnp.arrays(np.float64, shape, elements=finite))
-  g = {"a": leaf((n,)), "b": leaf((m, 2))}
-  d = {"a": leaf((n,)), "b": leaf((m, 2))}
+  leaf = lambda shape, e: draw(hnp.arrays(np.float64, shape, elements=e))
+  g = {"a": leaf((n,), GRAD), "b": leaf((m, 2), GRAD)}
+  d = {"a": leaf((n,), DELTA), "b": leaf((m, 2), DELTA)}
   return g, d
 
 
@@ -48,24 +54,37 @@ def test_projection_properties(gd):
   )
   new = flat(jax.tree.map(np.asarray, out.updates))
   np.testing.assert_allclose(float(out.omega), omega, rtol=1e-12, atol=1e-9)
-  scale = np.linalg.norm(g64) * np.linalg.norm(d64) + 1e-300
-  if abs(omega) <= 1e-12 * scale:
+  # The rule in scale-free terms: delta normalized by its largest entry.
+  d_max = np.max(np.abs(d64))
+  unit = d64 / d_max if d_max else d64
+  g_norm = np.linalg.norm(g64)
+  scale = g_norm * np.linalg.norm(unit) + 1e-300
+  omega_unit = float(g64 @ unit)
+  if abs(omega_unit) <= 1e-12 * scale:
     # The sign of a (numerically) zero omega is summation-order noise: the
     # rule is then judged on the library's own omega, checked close above.
-    omega = float(out.omega)
-  fires = omega < 0 and float(d64 @ d64) > 0
+    omega_unit = float(out.omega)
+  fires = omega_unit < 0 and d_max > 0
   assert bool(out.projected) == fires
+  np.testing.assert_allclose(
+      float(out.delta_norm), d_max * np.linalg.norm(unit), rtol=1e-12
+  )
   if fires:
     # Orthogonal to delta after projection.
-    assert abs(new @ d64) <= 1e-9 * scale
+    assert abs(new @ unit) <= 1e-9 * scale
     # Equal to g minus its component along delta.
-    expected = g64 - (omega / (d64 @ d64)) * d64
-    np.testing.assert_allclose(new, expected, rtol=1e-9, atol=1e-9 * scale)
+    expected = g64 - (omega_unit / (unit @ unit)) * unit
+    np.testing.assert_allclose(new, expected, rtol=1e-9, atol=1e-9 * g_norm)
   else:
     # Untouched, bit for bit.
     np.testing.assert_array_equal(new, g64)
   # Never longer than g.
-  assert np.linalg.norm(new) <= np.linalg.norm(g64) * (1 + 1e-12) + 1e-300
+  assert np.linalg.norm(new) <= g_norm * (1 + 1e-12) + 1e-300
+  # The diagnostics, from the same NumPy quantities.
+  cosine = omega_unit / scale if g_norm and d_max else 0.0
+  np.testing.assert_allclose(float(out.cosine), cosine, rtol=1e-9, atol=1e-12)
+  removed = np.linalg.norm(g64 - new) / g_norm if g_norm else 0.0
+  np.testing.assert_allclose(float(out.removed_fraction), removed, rtol=1e-7, atol=1e-9)
 
 
 def test_omega_is_global_not_per_leaf():
@@ -95,3 +114,30 @@ def test_bfloat16_accumulates_in_float32():
   assert out.omega.dtype == jnp.float32
   assert float(out.omega) == -8.0
   assert out.updates["a"].dtype == jnp.bfloat16
+
+
+def test_tiny_delta_does_not_underflow_in_float32():
+  """ref=1e-20 on float32: ||delta||^2 ~ 1e-40 underflows unless rescaled."""
+  g = {"a": jnp.array([1.0, 2.0, -0.5], jnp.float32)}
+  d = jax.tree.map(lambda x: jnp.float32(-1e-20) * x, g)
+  with jax.enable_x64(False):
+    out = project_conflicting(g, d)
+  assert bool(out.projected)
+  assert out.omega.dtype == jnp.float32 and float(out.omega) < 0
+  np.testing.assert_allclose(float(out.delta_norm), 1e-20 * np.sqrt(5.25), rtol=1e-6)
+  # g is parallel to delta: the projection removes all of it.
+  np.testing.assert_allclose(np.asarray(out.updates["a"]), 0.0, atol=1e-6)
+  np.testing.assert_allclose(float(out.removed_fraction), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(float(out.cosine), -1.0, rtol=1e-6)
+
+
+def test_huge_delta_does_not_overflow_in_float32():
+  g = {"a": jnp.array([1.0, 0.0], jnp.float32)}
+  d = {"a": jnp.array([-3e30, 4e30], jnp.float32)}
+  with jax.enable_x64(False):
+    out = project_conflicting(g, d)
+  np.testing.assert_allclose(float(out.delta_norm), 5e30, rtol=1e-6)
+  # g - (<g,d>/|d|^2) d = (1, 0) - (-3/25) (-3, 4) = (0.64, 0.48)
+  np.testing.assert_allclose(np.asarray(out.updates["a"]), [0.64, 0.48], rtol=1e-6)
+  np.testing.assert_allclose(float(out.cosine), -0.6, rtol=1e-6)
+  np.testing.assert_allclose(float(out.removed_fraction), 0.6, rtol=1e-6)

@@ -85,7 +85,8 @@ initial = jax.tree.map(np.asarray, params)
 """
 
 SHARDED_CHECKS = """
-for path, leaf in jax.tree_util.tree_leaves_with_path(opt_state.theta_ref):
+assert opt_state.delta is not None
+for path, leaf in jax.tree_util.tree_leaves_with_path(opt_state.delta):
     assert leaf.sharding == param_sh[path[0].key], path
 assert opt_state.main_state[0].mu["w"].sharding == param_sh["w"]
 assert int(opt_state.count) == 2 and metrics["loss"].shape == (2,)
@@ -111,3 +112,19 @@ def test_sharded_training_and_checkpointing_snippets(tmp_path):
     """)
   )
   assert run(code, tmp_path, devices=8).strip().endswith("ok")
+
+
+def test_head_only_snippet_freezes_the_body(tmp_path):
+  preamble = PREAMBLE + textwrap.dedent("""
+    params = {"body": {"w": params["w"]}, "head": {"b": params["b"]}}
+    def loss_fn(p, batch):
+        return jnp.mean((batch["x"] @ p["body"]["w"] + p["head"]["b"] - batch["y"]) ** 2)
+    initial = jax.tree.map(np.asarray, params)
+  """)
+  code = preamble + snippet("Head-only PROFIT") + textwrap.dedent("""
+    np.testing.assert_array_equal(np.asarray(params["body"]["w"]), initial["body"]["w"])
+    assert np.any(np.asarray(params["head"]["b"]) != initial["head"]["b"])
+    assert int(optax_profit.profit_diagnostics(opt_state)["projected"].size) == 1
+    print("ok")
+  """)
+  assert run(code, tmp_path).strip().endswith("ok")

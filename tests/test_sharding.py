@@ -191,7 +191,7 @@ def _check_state_like_params(state: dict, params: dict, mirrors: tuple[str, ...]
       assert leaf["shape"] == [], f"unexpected non-scalar state leaf {key}"
 
 
-PROFIT_ADAMW_MIRRORS = (".theta_ref", ".main_state[0].mu", ".main_state[0].nu")
+PROFIT_ADAMW_MIRRORS = (".delta", ".main_state[0].mu", ".main_state[0].nu")
 
 
 def test_eager_init_state_has_the_params_shardings(worker):
@@ -236,8 +236,8 @@ def test_update_communicates_only_scalars(worker):
     assert all(shape == () for shape in shapes), (op, shapes)
 
 
-def test_replicated_theta_ref_shows_parameter_all_gathers(worker):
-  """The check above can fail: a replicated theta_ref all-gathers params."""
+def test_replicated_delta_shows_parameter_all_gathers(worker):
+  """The check above can fail: a replicated delta all-gathers params."""
   out, report = worker
   found = collectives((out / "update_replicated.hlo").read_text())
   gathered = {s for op, shapes in found if op == "all-gather" for s in shapes}
@@ -297,7 +297,7 @@ def test_sharded_run_matches_single_device(worker):
   coordinates whose gradient is near zero, into steps of +-lr (measured here:
   PROFIT(AdamW) on the mesh and on one device differ by up to 5e-4 after one
   main step with lr=1e-2, while their gradients agree to 5e-8). PROFIT's own
-  sharded code (theta_ref, omega, projection, restore) is the same for every
+  sharded code (delta, omega, projection, restore) is the same for every
   main optimizer, and the AdamW state's shardings are checked above.
   """
   out, report = worker

@@ -3,11 +3,14 @@
 import doctest
 import importlib
 import pathlib
+import pkgutil
 import shutil
 import subprocess
 import sys
 
 import pytest
+
+import optax_profit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -23,16 +26,12 @@ def test_ruff_is_clean():
   assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "optax_profit",
-        "optax_profit._inplace",
-        "optax_profit._profit",
-        "optax_profit._projection",
-        "optax_profit._train_step",
-    ],
-)
+MODULES = ["optax_profit"] + [
+    f"optax_profit.{m.name}" for m in pkgutil.iter_modules(optax_profit.__path__)
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_docstring_examples(module):
   result = doctest.testmod(
       importlib.import_module(module), optionflags=doctest.ELLIPSIS

@@ -1,5 +1,6 @@
 """`make_train_step`: one scanned PROFIT cycle per call."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,7 +76,9 @@ def test_has_aux_and_chain_with_cycle_length():
   state = tx.init(p0)
   _params, state, metrics = step(p0, state, stack(batches[:2]))
   np.testing.assert_allclose(metrics["aux"]["twice"], 2 * metrics["loss"], rtol=1e-12)
-  assert set(metrics) == {"loss", "aux", "omega", "projected", "delta_norm"}
+  assert set(metrics) == {
+      "loss", "aux", "omega", "projected", "delta_norm", "cosine", "removed_fraction"
+  }
 
 
 def test_plain_optimizer_has_no_diagnostics():
@@ -112,3 +115,62 @@ def test_params_and_state_are_donated():
   state = tx.init(p0)
   _params, state, _ = step(p0, state, stack(ref_impl.make_batches(2, seed=3)))
   assert all(x.is_deleted() for x in jax.tree.leaves(p0))
+
+
+def test_cycle_length_must_agree_with_n_ref():
+  tx = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=2)
+  with pytest.raises(ValueError, match=r"cycle_length=4.*n_ref \+ 1 = 3"):
+    optax_profit.make_train_step(jax_loss, tx, cycle_length=4)
+  optax_profit.make_train_step(jax_loss, tx, cycle_length=3)  # agrees: fine
+
+
+def test_n_ref_as_a_zero_dim_array_works_with_make_train_step():
+  tx = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=jnp.int32(2))
+  step = optax_profit.make_train_step(jax_loss, tx)
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  _, state, metrics = step(p0, tx.init(p0), stack(ref_impl.make_batches(3, seed=4)))
+  assert metrics["loss"].shape == (3,) and int(state.count) == 3
+
+
+def _scaled_sgd(lr):
+  """SGD whose step is multiplied by the extra argument ``ref_scale``."""
+
+  def update(updates, state, params=None, *, ref_scale=1.0, **extra_args):
+    del params, extra_args
+    return jax.tree.map(lambda g: -lr * ref_scale * g, updates), state
+
+  return optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 2])  # 2: the first call is generic
+def test_extra_args_reach_main_and_ref_on_every_path(warmup_steps):
+  """`step(..., **extra_args)` passes them to `main` (reduce_on_plateau's
+  `value`) and `ref` (`ref_scale`), as per-call updates do."""
+  main = optax.chain(optax.sgd(0.1), optax.contrib.reduce_on_plateau(patience=0))
+  tx = optax_profit.profit(main, ref=_scaled_sgd(0.05), warmup_steps=warmup_steps)
+  num_calls = 4
+  batches = ref_impl.make_batches(2 * num_calls, seed=5)
+  p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
+
+  def extra(c, ref_scale=3.0):
+    return dict(value=jnp.float64(5.0 - c), ref_scale=jnp.float64(ref_scale))
+
+  def per_call(ref_scale):
+    params, state = p0, tx.init(p0)
+    update = jax.jit(tx.update)
+    for i, batch in enumerate(batches):
+      grads = jax.grad(jax_loss)(params, batch)
+      updates, state = update(grads, state, params, **extra(i // 2, ref_scale))
+      params = optax.apply_updates(params, updates)
+    return params, state
+
+  want, want_state = per_call(3.0)
+  params, state = jax.tree.map(jnp.copy, p0), tx.init(p0)
+  step = optax_profit.make_train_step(jax_loss, tx)
+  for c in range(num_calls):
+    params, state, _ = step(params, state, stack(batches[2 * c : 2 * c + 2]), **extra(c))
+  chex.assert_trees_all_close(params, want, rtol=1e-12, atol=1e-12)
+  best = lambda s: float(optax.tree.get(s.main_state, "best_value"))
+  assert best(state) == best(want_state) == 5.0 - (num_calls - 1)
+  other, _ = per_call(1.0)  # ref_scale mattered
+  assert float(jnp.max(jnp.abs(other["W"] - want["W"]))) > 1e-6

@@ -62,12 +62,18 @@ _OVERRIDES = {
     None,
     "what PROFIT's --ft-steps count: cycles, batches (compute-matched) or both",
   ),
+  "--storage": (
+    "storage",
+    str,
+    None,
+    "PROFIT's storage: delta (default, the accumulated displacement) or copy "
+    "(params - theta_ref from a weight copy)",
+  ),
   "--delta-dtype": (
     "delta_dtype",
     str,
     None,
-    "PROFIT's delta_dtype (e.g. float32: accumulate the displacement from the "
-    "reference updates instead of params - theta_ref)",
+    "PROFIT's delta_dtype with --storage delta (default float32, e.g. bfloat16)",
   ),
   "--eval-every": ("eval_every", int, None, "evaluate every this many batches"),
   "--eval-early": (

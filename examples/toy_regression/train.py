@@ -120,10 +120,16 @@ def validate_config(config: Config) -> None:
     value = getattr(config, field)
     check(math.isfinite(value) and value > 0, field, "must be a finite number > 0")
   check(config.noise_std >= 0, "noise_std", "must be >= 0")
+  check(config.storage in ("delta", "copy"), "storage", "must be delta or copy")
   check(
     config.delta_dtype in (None, "float32", "float64", "bfloat16", "float16"),
     "delta_dtype",
     "must be one of float32, float64, bfloat16, float16",
+  )
+  check(
+    config.delta_dtype is None or config.storage == "delta",
+    "delta_dtype",
+    "applies to storage=delta only",
   )
   for field in ("base_decay_rate", "ft_decay_rate"):
     check(0 < getattr(config, field) <= 1, field, "must be in (0, 1]")
@@ -288,7 +294,8 @@ def finetune_optimizer(
     return schedule(ref_count // n_ref) / ratio
 
   return optax_profit.profit(
-    main, ref=ref_schedule, n_ref=n_ref, delta_dtype=config.delta_dtype
+    main, ref=ref_schedule, n_ref=n_ref, storage=config.storage,
+    delta_dtype=config.delta_dtype,
   )
 
 

@@ -41,11 +41,12 @@ class Config:
     ft_decay_rate: ...by this factor (staircase).
     n_ref: PROFIT's reference steps per cycle.
     ratio: ``lambda_main / lambda_ref`` of the table's PROFIT runs.
-    delta_dtype: ``None`` (PROFIT's default: ``delta = params - theta_ref``)
-      or a dtype name such as ``"float32"``, passed to
-      ``optax_profit.profit(..., delta_dtype=...)``: the displacement is then
-      accumulated from the reference updates, which avoids its float32
-      quantization when the reference steps are tiny next to the weights.
+    storage: PROFIT's ``storage``: ``"delta"`` (the library's default: the
+      displacement accumulated from the reference updates) or ``"copy"``
+      (``delta = params - theta_ref`` from a weight copy, quantized in
+      float32 when the reference steps are tiny next to the weights).
+    delta_dtype: with ``storage="delta"``, ``None`` (float32) or a dtype name
+      such as ``"bfloat16"``, passed to ``optax_profit.profit``.
     step_convention: what PROFIT's ``ft_steps`` count. ``"cycles"``:
       ``ft_steps`` cycles (``ft_steps * (n_ref + 1)`` batches, ``ft_steps``
       main steps, the schedules decay every ``ft_decay_every`` main steps).
@@ -87,6 +88,7 @@ class Config:
   ft_decay_rate: float = 0.95
   n_ref: int = 1
   ratio: float = 100.0
+  storage: str = "delta"
   delta_dtype: str | None = None
   step_convention: str = "both"
   # Trade-off sweep.
