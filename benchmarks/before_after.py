@@ -1,16 +1,16 @@
-"""The optimizer update before and after the lean implementation.
+"""The update before and after Core v2, in one process.
 
-``python -m benchmarks.before_after [--rev 821572a] [--size 1e7]`` extracts
-``optax_profit/`` at git revision ``rev`` (the core library before the
-performance work) into a temporary package ``optax_profit_before`` and times,
-interleaved in one process, per batch: ``optax.adamw``; the old and the
-current per-call ``update()``; the old ``make_train_step`` path (a scan of
-per-call updates) and the current static cycle, both fed the same
-precomputed gradients. Prints a Markdown table.
+``python -m benchmarks.before_after [--rev 5a65511] [--size 1e7]`` extracts
+``optax_profit/`` at git revision ``rev`` (the library before Core v2) into a
+temporary package ``optax_profit_before`` and times, interleaved in one
+process, per batch, in the settings of ``benchmarks/update.py``: the per-call
+update with the gradient made inside the step, and ``make_train_step`` with
+the linear loss, for ``optax.adamw``, the old library (its default copy
+storage and ``delta_dtype=float32``) and the new one (default storage and
+``storage="copy"``). Prints a Markdown table.
 """
 
 import argparse
-import functools
 import importlib
 import pathlib
 import subprocess
@@ -50,7 +50,7 @@ def _old_package(rev: str, where: pathlib.Path):
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rev", default="821572a")
+  parser.add_argument("--rev", default="5a65511")
   parser.add_argument("--size", default="1e7")
   parser.add_argument("--rounds", type=int, default=10)
   args = parser.parse_args()
@@ -58,59 +58,50 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     old = _old_package(args.rev, pathlib.Path(tmp))
     params = update.make_params(total)
-    grads = jax.tree.map(lambda p: 1e-3 * p, params)
-    main_grads = jax.tree.map(lambda p: 2e-3 * p, params)
-    candidates, memory, state_bytes = [], {}, {}
-    add = functools.partial(
-        update._add, candidates, memory, state_bytes, params  # pylint: disable=protected-access
-    )
+    t = jnp.float32(1e-3)
+    batches = jax.tree.map(lambda p: jnp.stack([1e-3 * p, 2e-3 * p]), params)
     adamw = optax.adamw(1e-3)
-    add("adamw", update.per_call_step(adamw), adamw, (grads,), 1, 1)
-    for n_ref in (1, 3):
-      before = old.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref)
-      after = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref)
-      length = n_ref + 1
-      add(f"before: n_ref={n_ref}, update()", update.per_call_step(before),
-          before, (grads,), length, length)
-      add(f"after: n_ref={n_ref}, update()", update.per_call_step(after),
-          after, (grads,), length, length)
-      stacked = jax.tree.map(
-          lambda g, m, k=n_ref: jnp.stack([g] * k + [m]), grads, main_grads
-      )
-      scan = _scan_of_updates(before, length)
-      add(f"before: n_ref={n_ref}, make_train_step (scan)", scan, before,
-          (stacked,), length, 1)
-      ref_grads = jax.tree.map(lambda g, k=n_ref: jnp.stack([g] * k), grads)
-      add(f"after: n_ref={n_ref}, make_train_step (cycle)",
-          update.cycle_step(after, n_ref), after, (ref_grads, main_grads),
-          length, 1)
+    txs = {
+        "adamw": adamw,
+        "before: default (copy)": old.profit(adamw, ref=1e-4),
+        "before: delta_dtype=float32": old.profit(adamw, ref=1e-4, delta_dtype=jnp.float32),
+        "after: default (delta)": optax_profit.profit(adamw, ref=1e-4),
+        "after: storage='copy'": optax_profit.profit(adamw, ref=1e-4, storage="copy"),
+    }
+    candidates, temps = [], {}
+    for path in ("per-call", "make_train_step"):
+      for name, tx in txs.items():
+        label = f"{name}, {path}"
+        holder = timing.Holder(jax.tree.map(jnp.copy, params), tx.init(params))
+        if path == "per-call":
+          compiled = update.per_call_step(tx).lower(holder.params, holder.state, t).compile()
+          args_, calls = (t,), (1 if name == "adamw" else 2)
+        else:
+          module = old if name.startswith("before") else optax_profit
+          step = module.make_train_step(update.linear_loss, tx, cycle_length=2)
+          step = getattr(step, "_cycle", step)  # the static cycle from a fresh state
+          compiled = step.lower(holder.params, holder.state, batches).compile()
+          args_, calls = (batches,), 1
+        temps[label] = compiled.memory_analysis().temp_size_in_bytes
+
+        def run_once(holder=holder, compiled=compiled, args_=args_, calls=calls):
+          for _ in range(calls):
+            holder.params, holder.state = compiled(holder.params, holder.state, *args_)[:2]
+          timing.block(holder.params)
+
+        units = calls if path == "per-call" else 2
+        candidates.append(timing.Candidate(label, run_once, units=units))
     timings = timing.interleaved(candidates, rounds=args.rounds)
-  base = timings["adamw"].median
   print(f"Update per batch at {total / 1e6:g}M params (rev {args.rev} vs now):\n")
-  print("| candidate | ms per batch | ratio to adamw | temporaries (params copies) |")
+  print("| candidate | ms per batch | ratio to adamw (same path) | temporaries (params copies) |")
   print("|---|---|---|---|")
   pb = 4 * total
-  for name, t in timings.items():
+  for name, tm in timings.items():
+    base = timings["adamw, " + name.rsplit(", ", 1)[1]].median
     print(
-        f"| {name} | {t.median * 1e3:.3g} ({100 * t.spread():.0f}%) | "
-        f"{t.median / base:.2f}x | {memory[name]['temporaries'] / pb:.2f} |"
+        f"| {name} | {tm.median * 1e3:.3g} ({100 * tm.spread():.0f}%) | "
+        f"{tm.median / base:.2f}x | {temps[name] / pb:.2f} |"
     )
-
-
-def _scan_of_updates(tx, length):
-  """The old make_train_step's structure: scan of per-call updates."""
-
-  def step(params, state, stacked_grads):
-    def body(carry, grads):
-      params, state = carry
-      updates, state = tx.update(grads, state, params)
-      return (optax.apply_updates(params, updates), state), None
-
-    (params, state), _ = jax.lax.scan(body, (params, state), stacked_grads)
-    return params, state
-
-  del length
-  return jax.jit(step, donate_argnums=(0, 1))
 
 
 if __name__ == "__main__":

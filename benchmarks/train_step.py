@@ -8,7 +8,8 @@ candidates consume the same ``L`` device-resident batches per timed run:
 * ``adamw, make_train_step``: ``optax_profit.make_train_step(loss, adamw,
   cycle_length=L)``, one call;
 * ``profit, loop``: the per-batch step with ``optax_profit.profit(adamw)``,
-  called ``L`` times (the per-call ``update``);
+  called ``L`` times (the per-call ``update``); ``(unordered)``: the same
+  without the reduction-before-write ordering (``_projection.never``);
 * ``profit, make_train_step``: one call (the static-cycle fast path, chosen
   on the host, the state being at a cycle boundary; its compile time is that
   of its first call);
@@ -17,9 +18,13 @@ candidates consume the same ``L`` device-resident batches per timed run:
   paths compiled, the choice made on device;
 * ``profit, make_train_step (generic)``: the step forced onto the scan of
   per-call updates (``_build_step(mode="generic")``), to show what the fast
-  path buys.
+  path buys;
+* ``profit, make_train_step (main step unlooped)``: the static cycle without
+  the one-trip loop that holds its main step on CPU, to show what that loop
+  buys (XLA merging the two batches' passes keeps more activations alive).
 """
 
+import contextlib
 import functools
 import time
 
@@ -28,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 import optax_profit
-from benchmarks import models, timing
+from benchmarks import models, timing, update
 from optax_profit import _train_step
 
 
@@ -40,6 +45,17 @@ def _per_batch_step(loss_fn, tx):
     return optax.apply_updates(params, updates), state, loss
 
   return step
+
+
+@contextlib.contextmanager
+def _main_step_unlooped():
+  """Traces the static cycle with its CPU main-step loop replaced by a call."""
+  saved = _train_step._inplace.run_if  # pylint: disable=protected-access
+  _train_step._inplace.run_if = lambda pred, fn, operand: fn(operand)  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    _train_step._inplace.run_if = saved  # pylint: disable=protected-access
 
 
 def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> dict:
@@ -82,9 +98,11 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
            optax_profit.make_train_step(work.loss_fn, adamw, cycle_length=length),
            True),
           ("profit, loop", profit, _per_batch_step(work.loss_fn, profit), False),
+          ("profit, loop (unordered)", profit, _per_batch_step(work.loss_fn, profit), False),
           ("profit, make_train_step", profit, dispatching, True),
           ("profit, make_train_step (on-device choice)", profit, forced("auto"), True),
           ("profit, make_train_step (generic)", profit, forced("generic"), True),
+          ("profit, make_train_step (main step unlooped)", profit, forced("cycle"), True),
       ]
       candidates, compile_s, memory = [], {}, {}
       for name, tx, step, scanned in specs:
@@ -104,9 +122,14 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
           memory[name] = timing.memory(compiled)
           compiled = step
         else:
-          compiled, seconds = timing.timed_compile(
-              step, holder.params, holder.state, example
-          )
+          unlooped = name.endswith("(main step unlooped)")
+          with (
+              _main_step_unlooped() if unlooped else contextlib.nullcontext(),
+              update.unordered(name.endswith("(unordered)")),
+          ):
+            compiled, seconds = timing.timed_compile(
+                step, holder.params, holder.state, example
+            )
           compile_s[name] = seconds
           memory[name] = timing.memory(compiled)
         # Run the executable compiled (and timed) above.

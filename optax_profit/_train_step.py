@@ -130,10 +130,10 @@ def _static_cycle(
     # The body reads the weights from its carry and the batch at a carried
     # index: a loop-invariant operand (or a slice XLA hoists out of the loop)
     # would be materialized in a params- or batch-sized temporary.
-    weights, theta_ref = (moved, slot) if copy else (slot, stored)
+    weights, kept = (moved, slot) if copy else (slot, stored)
     value, grads = value_and_grad(weights, batch(index))
     updates, main_state, proj = _profit.main_step(
-        spec, grads, weights, theta_ref if copy else stored, main_state, extra_args=extra_args
+        spec, grads, weights, kept, main_state, extra_args=extra_args
     )
     value = jax.tree.map(lambda v, s: jnp.asarray(v, s.dtype), value, value_shape)
     return (

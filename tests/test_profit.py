@@ -283,3 +283,17 @@ def test_vmap_over_reference_rates():
     chex.assert_trees_all_close(
         jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6
     )
+
+
+def test_tiny_reference_rate_still_projects_in_float32():
+  """ref=1e-20: delta ~ 1e-20 and ||delta||^2 ~ 1e-40 would underflow to 0."""
+  params = {"w": jnp.array([1.0, -2.0, 0.5], jnp.float32)}
+  g = {"w": jnp.array([0.3, -0.1, 0.2], jnp.float32)}
+  tx = optax_profit.profit(optax.sgd(0.1), ref=1e-20)
+  updates, state = tx.update(g, tx.init(params), params)
+  _, state = tx.update(g, state, optax.apply_updates(params, updates))
+  # delta = -1e-20 g and the same gradient: omega < 0, all of g is removed.
+  assert bool(state.projected)
+  np.testing.assert_allclose(float(state.omega), -1e-20 * 0.14, rtol=1e-5)
+  np.testing.assert_allclose(float(state.delta_norm), 1e-20 * np.sqrt(0.14), rtol=1e-5)
+  np.testing.assert_allclose(float(state.removed_fraction), 1.0, rtol=1e-5)
