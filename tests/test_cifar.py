@@ -19,7 +19,15 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from examples.cifar import input_pipeline, main, models, optimizers, train
+from examples.cifar import (
+    baselines,
+    frontier,
+    input_pipeline,
+    main,
+    models,
+    optimizers,
+    train,
+)
 from examples.cifar.configs import default
 
 NUM_EXAMPLES = 96  # per split under mock_data
@@ -28,7 +36,7 @@ TEST = 32
 BATCH = 8
 TINY_FLAGS = [
     "--config", "cpu_smoke", "--no-progress",
-    "--pretrain-epochs", "1", "--epochs", "1", "--batch-size", str(BATCH),
+    "--set", "pretrain_epochs=1", "--set", "epochs=1", "--set", f"batch_size={BATCH}",
     "--set", "cnn_width=4", "--set", f"val_examples={VAL}",
     "--set", f"test_examples={TEST}", "--set", "eval_batch_size=16",
 ]
@@ -274,8 +282,9 @@ def _bits(tree):
 
 @pytest.mark.parametrize("optimizer", default.OPTIMIZERS)
 def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
-  results = _run(workdir, "--optimizer", optimizer, "--lr", "1e-2")
-  config = _config("--optimizer", optimizer, "--lr", "1e-2")
+  flags = ("--set", f"optimizer={optimizer}", "--set", "lr=1e-2")
+  results = _run(workdir, *flags)
+  config = _config(*flags)
   (run,) = results["runs"]
   assert run["optimizer"] == optimizer
   directory = pathlib.Path(run["directory"])
@@ -310,8 +319,9 @@ def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
 
 
 def test_head_only_keeps_the_backbone(mock_cifar, workdir):
-  results = _run(workdir, "--optimizer", "profit", "--lr", "1e-2", "--head-only")
-  config = _config("--optimizer", "profit", "--lr", "1e-2", "--head-only")
+  flags = ("--set", "optimizer=profit", "--set", "lr=1e-2", "--set", "head_only=true")
+  results = _run(workdir, *flags)
+  config = _config(*flags)
   (run,) = results["runs"]
   pretrained = _restore_pretrained(results)
   finetuned = train.load_finetuned(config, run["directory"], train.load_data(config),
@@ -324,8 +334,8 @@ def test_head_only_keeps_the_backbone(mock_cifar, workdir):
 
 def test_interrupted_profit_run_resumes_to_the_same_result(mock_cifar, workdir,
                                                             tmp_path, monkeypatch):
-  flags = ("--optimizer", "profit", "--lr", "1e-2", "--epochs", "2",
-           "--warmup-epochs", "1")
+  flags = ("--set", "optimizer=profit", "--set", "lr=1e-2", "--set", "epochs=2",
+           "--set", "warmup_epochs=1")
   first = _run(workdir, *flags)
   uninterrupted = first["runs"][0]
   # PROFIT's warm-up epoch is 10 plain Adam steps, then 5 cycles of 2 batches.
@@ -365,7 +375,8 @@ def test_interrupted_profit_run_resumes_to_the_same_result(mock_cifar, workdir,
 
 
 def test_sweep_writes_the_table(mock_cifar, workdir):
-  results = _run(workdir, "--sweep", "--lrs", "1e-2")  # reuses the runs above
+  # One learning rate for every optimizer: no per-optimizer grid, lr 1e-2.
+  results = _run(workdir, "--sweep", "--set", "sweep_lrs=", "--set", "lr=1e-2")
   assert list(results["selected"]) == list(default.OPTIMIZERS)
   table = (workdir / "table.md").read_text()
   assert "| Backbone | SGD | Adam | Lookahead | Adan | PROFIT |" in table
@@ -376,7 +387,13 @@ def test_sweep_writes_the_table(mock_cifar, workdir):
 
 @pytest.mark.parametrize("flags,name", [
     (["--set", "lr=-1"], "lr"),
-    (["--optimizer", "rmsprop"], "optimizer"),
+    (["--set", "optimizer=rmsprop"], "optimizer"),
+    (["--optimizer", "adam"], "--optimizer"),  # removed: use --set optimizer=adam
+    (["--sweep", "--frontier"], "--frontier"),
+    (["--set", "l2sp_alpha=-1"], "l2sp_alpha"),
+    (["--set", "lp_epochs=1"], "lp_epochs"),  # must be below epochs (1)
+    (["--set", "wise_points=1"], "wise_points"),
+    (["--set", "levels=0.9,1.5"], "levels"),
     (["--set", "nope=1"], "FIELD"),
     (["--set", "n_ref=0"], "n_ref"),
     (["--set", "sgd_momentum=2"], "sgd_momentum"),
@@ -388,17 +405,185 @@ def test_bad_flags_name_the_argument(flags, name, capsys):
 
 
 def test_optimizers_only_see_trainable_params():
-  config = _config("--optimizer", "profit")
+  config = _config("--set", "optimizer=profit")
   params = train.init_params(config, 100, jax.random.key(0))
   opt = optimizers.create_optimizer("profit", 1e-2, config, steps_per_epoch=4)
   state = opt.tx.init(opt.wrap(params))
   (profit_state,) = [s for s in jax.tree.leaves(
       state, is_leaf=lambda s: hasattr(s, "delta")) if hasattr(s, "delta")]
   assert jax.tree.structure(profit_state.delta) == jax.tree.structure(params)
-  head_only = _config("--optimizer", "profit", "--head-only")
+  head_only = _config("--set", "optimizer=profit", "--set", "head_only=true")
   opt = optimizers.create_optimizer("profit", 1e-2, head_only, steps_per_epoch=4)
   grads = jax.tree.map(jnp.ones_like, params)
   wrapped = opt.wrap(params)
   updates, _ = jax.jit(opt.tx.update)(grads, opt.tx.init(wrapped), wrapped)
   assert all(not np.any(u) for u in jax.tree.leaves(updates["backbone"]))
   assert optax.tree.norm(updates["head"]) > 0
+
+
+# ----------------------------------------------------------------------------
+# Forgetting remedies: L2-SP, LP-FT, WiSE-FT.
+
+
+def _random_tree(seed, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return {
+      "backbone": {"conv": {"kernel": jnp.asarray(scale * rng.normal(size=(3, 3, 2, 4)),
+                                                  jnp.float32)},
+                   "norm": {"scale": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}},
+      "head": {"Dense_0": {"kernel": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
+                           "bias": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}},
+  }
+
+
+def test_l2sp_penalty_and_gradient_match_a_direct_computation():
+  anchor, params, grads = _random_tree(0), _random_tree(1), _random_tree(2)
+  alpha = 0.37
+  # Direct: alpha / 2 * sum of squared differences over the backbone leaves, in
+  # float64 NumPy; its gradient is alpha * (theta - theta_pre) on the backbone.
+  diffs = [np.asarray(p, np.float64) - np.asarray(a, np.float64) for p, a in zip(
+      jax.tree.leaves(params["backbone"]), jax.tree.leaves(anchor["backbone"]),
+      strict=True)]
+  expected = 0.5 * alpha * sum(np.sum(d * d) for d in diffs)
+  penalty = baselines.l2sp_penalty(params["backbone"], anchor["backbone"], alpha)
+  np.testing.assert_allclose(float(penalty), expected, rtol=1e-6)
+
+  tx = baselines.l2sp(alpha)
+  state = tx.init(anchor)  # the anchor is the params at init
+  updates, _ = jax.jit(tx.update)(grads, state, params)
+  # The head gets the loss gradient unchanged (it has no pre-trained value).
+  chex.assert_trees_all_equal(updates["head"], grads["head"])
+  for u, g, d in zip(jax.tree.leaves(updates["backbone"]),
+                     jax.tree.leaves(grads["backbone"]), diffs, strict=True):
+    np.testing.assert_allclose(np.asarray(u), np.asarray(g) + alpha * d, rtol=1e-5,
+                               atol=1e-6)
+  # And it is the gradient of loss + penalty, as autodiff of the direct formula.
+  def penalized(p):
+    return sum(jnp.sum(g * x) for g, x in zip(jax.tree.leaves(grads),
+                                              jax.tree.leaves(p), strict=True)) + (
+        0.5 * alpha * sum(jnp.sum((x - a) ** 2) for x, a in zip(
+            jax.tree.leaves(p["backbone"]), jax.tree.leaves(anchor["backbone"]),
+            strict=True)))
+
+  chex.assert_trees_all_close(updates, jax.grad(penalized)(params), rtol=1e-5,
+                              atol=1e-6)
+
+
+def test_l2sp_rejects_negative_alpha():
+  with pytest.raises(ValueError, match="`alpha`"):
+    baselines.l2sp(-1.0)
+
+
+def test_wise_ft_end_points_are_bit_identical():
+  pretrained, finetuned = _random_tree(0), _random_tree(1)
+  pretrained["backbone"]["norm"]["scale"] = pretrained["backbone"]["norm"]["scale"].at[
+      0].set(-0.0)  # (1 - a) * p + a * f would turn -0.0 into 0.0
+  chex.assert_trees_all_equal(_bits(baselines.interpolate(pretrained, finetuned, 0.0)),
+                              _bits(pretrained))
+  chex.assert_trees_all_equal(_bits(baselines.interpolate(pretrained, finetuned, 1.0)),
+                              _bits(finetuned))
+  middle = baselines.interpolate(pretrained, finetuned, 0.25)
+  for m, p, f in zip(jax.tree.leaves(middle), jax.tree.leaves(pretrained),
+                     jax.tree.leaves(finetuned), strict=True):
+    np.testing.assert_allclose(m, 0.75 * np.asarray(p) + 0.25 * np.asarray(f),
+                               rtol=1e-6, atol=1e-7)
+  with pytest.raises(ValueError, match="`a`"):
+    baselines.interpolate(pretrained, finetuned, 1.5)
+
+
+def test_switch_runs_the_head_first_then_a_fresh_optimizer():
+  params, grads = _random_tree(0), _random_tree(1)
+  probe = optax.multi_transform({"trainable": optax.sgd(0.5), "frozen": optax.set_to_zero()},
+                                optimizers.head_only_labels)
+  tx = baselines.switch(probe, optax.adam(0.1), steps=2)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  fresh_adam = optax.adam(0.1)
+  for i in range(4):
+    updates, state = update(grads, state, params)
+    if i < 2:  # LP: SGD on the head only
+      assert all(not np.any(u) for u in jax.tree.leaves(updates["backbone"]))
+      chex.assert_trees_all_close(updates["head"],
+                                  jax.tree.map(lambda g: -0.5 * g, grads["head"]))
+    elif i == 2:  # FT: Adam's very first step (its state untouched so far)
+      expected, _ = fresh_adam.update(grads, fresh_adam.init(params), params)
+      chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# The frontier.
+
+
+def _pt(old, new, **extra):
+  return {"old_val": old, "new_val": new, "old_test": old - 0.01, "new_test": new + 0.01,
+          **extra}
+
+
+def test_frontier_selection_on_a_hand_made_curve():
+  # A curve along training: CIFAR-10 falls from the base 0.50 as CIFAR-100 rises,
+  # then CIFAR-100 overfits.
+  curve = [_pt(0.50, 0.01, batches=0), _pt(0.48, 0.05, batches=10),
+           _pt(0.46, 0.08, batches=20), _pt(0.41, 0.10, batches=30),
+           _pt(0.36, 0.09, batches=40), _pt(0.30, 0.11, batches=50)]
+  base = 0.50
+  # Levels 95/90/80/70 % of 0.50: 0.475, 0.45, 0.40, 0.35.
+  picks = {level: frontier.select(curve, base, level)["batches"]
+           for level in (0.95, 0.9, 0.8, 0.7)}
+  assert picks == {0.95: 10, 0.9: 20, 0.8: 30, 0.7: 30}
+  assert frontier.select(curve, base, 1.01) is None
+  # Ties in new-task accuracy go to the higher old-task accuracy.
+  tied = [_pt(0.45, 0.10, batches=5), _pt(0.47, 0.10, batches=9)]
+  assert frontier.select(tied, base, 0.8)["batches"] == 9
+  assert [p["batches"] for p in frontier.pareto(curve)] == [0, 10, 20, 30, 50]
+  rows = frontier.table({"fam": {0: curve, 1: curve[:3]}}, {0: base, 1: base},
+                        (0.95, 0.7))
+  assert rows[0]["new_test"] == pytest.approx([0.06, 0.06])
+  assert rows[1]["new_test"] == pytest.approx([0.11, 0.09])
+  text = frontier.format_table(rows, (0.95, 0.7))
+  assert "| fam | 6.00 (6.00-6.00) | 10.00 (9.00-11.00) |" in text
+
+
+def test_frontier_mode_through_the_cli(mock_cifar, tmp_path):
+  flags = [*TINY_FLAGS, "--workdir", str(tmp_path), "--frontier",
+           "--set", "epochs=2", "--set", "pretrain_batch_size=8",
+           "--set", f"c10_val_examples={VAL}", "--set", "evals_per_epoch=2",
+           "--set", "wise_points=3", "--set", "frontier_lrs=1e-2",
+           "--set", "l2sp_alphas=0.1", "--set", "l2sp_lr=1e-2",
+           "--set", "frontier_head_lrs=1e-2", "--set", "seeds=0",
+           "--set", "batch_sizes=4"]
+  results = main.main(flags)
+  saved = json.loads((tmp_path / "frontier.json").read_text())
+  assert (tmp_path / "frontier.png").exists() and (tmp_path / "frontier.md").exists()
+  families = {"full FT", "L2-SP", "LP-FT", "head only", "PROFIT", "WiSE-FT",
+              "WiSE-FT of PROFIT"}
+  assert set(saved["frontier"][str(BATCH)]["families"]) == families
+  assert set(saved["frontier"]["4"]["families"]) == {"full FT", "PROFIT", "WiSE-FT",
+                                                     "WiSE-FT of PROFIT"}
+  # Equal batch budget at each batch size: 2 epochs of (96 - 16) // b batches,
+  # in whole cycles of 2; PROFIT makes half as many main steps.
+  for run in saved["runs"]:
+    per_epoch = ((NUM_EXAMPLES - VAL) // run["batch_size"]) // 2 * 2
+    assert run["batches_seen"] == 2 * per_epoch
+    assert run["history"][0]["batches_seen"] == 0
+    assert len(run["history"]) == 1 + 2 * 2  # two evaluations per epoch
+    assert run["main_steps"] == run["batches_seen"] // (2 if run["optimizer"] == "profit"
+                                                        else 1)
+  # WiSE-FT: a = 0 is the pre-trained backbone (CIFAR-10 with the frozen head
+  # equals the pre-trained model's), a = 1 the run's final weights.
+  base_c10 = saved["pretrain"]["c10_test_accuracy"]
+  for run in (r for r in saved["runs"] if "wise" in r):
+    assert [w["a"] for w in run["wise"]] == [0.0, 0.5, 1.0]
+    assert run["wise"][0]["c10_test_accuracy"] == base_c10
+    assert run["wise"][0]["c10_val_accuracy"] == saved["base_c10_val_accuracy"]
+    for key in ("c10_test_accuracy", "c100_test_accuracy", "c100_val_accuracy"):
+      assert run["wise"][-1][key] == run["final"][key]
+  # Head only never moves CIFAR-10.
+  (head,) = [r for r in saved["runs"] if r["family"] == "head only"]
+  assert {h["c10_test_accuracy"] for h in head["history"]} == {base_c10}
+  # PROFIT logged its diagnostics along training.
+  for row in saved["frontier"][str(BATCH)]["mechanism"]["profit_runs"]:
+    assert len(row["removed_fraction"]) == 4
+    assert all(0.0 <= f <= 1.0 for f in row["removed_fraction"])
+    assert all(-1.0 <= c <= 1.0 for c in row["cosine"])
+  assert "| WiSE-FT of PROFIT |" in results["table"]
+  assert "| 4 | PROFIT |" in results["study_table"]
