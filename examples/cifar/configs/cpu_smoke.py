@@ -1,6 +1,6 @@
 """Small CNN on the shared CIFAR subsets: Table 2's row on 2 CPU cores.
 
-Meant for ``--data-dir ../shared/data/tfds`` (real 10,000/2,000-image subsets
+Meant for ``--set data_dir=../shared/data/tfds`` (real 10,000/2,000-image subsets
 of CIFAR-10 and CIFAR-100); it runs unchanged on the full datasets. A 16-channel
 CNN (32k parameters) pre-trained for 15 epochs with Adam 1e-3 (the
 paper's 1e-4 does not get anywhere in 15 epochs), then 5 fine-tuning epochs
