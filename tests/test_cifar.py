@@ -19,7 +19,15 @@ import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
-from examples.cifar import input_pipeline, main, models, optimizers, train
+from examples.cifar import (
+  baselines,
+  frontier,
+  input_pipeline,
+  main,
+  models,
+  optimizers,
+  train,
+)
 from examples.cifar.configs import default
 
 NUM_EXAMPLES = 96  # per split under mock_data
@@ -27,10 +35,23 @@ VAL = 16
 TEST = 32
 BATCH = 8
 TINY_FLAGS = [
-    "--config", "cpu_smoke", "--no-progress",
-    "--pretrain-epochs", "1", "--epochs", "1", "--batch-size", str(BATCH),
-    "--set", "cnn_width=4", "--set", f"val_examples={VAL}",
-    "--set", f"test_examples={TEST}", "--set", "eval_batch_size=16",
+  "--config",
+  "cpu_smoke",
+  "--no-progress",
+  "--set",
+  "pretrain_epochs=1",
+  "--set",
+  "epochs=1",
+  "--set",
+  f"batch_size={BATCH}",
+  "--set",
+  "cnn_width=4",
+  "--set",
+  f"val_examples={VAL}",
+  "--set",
+  f"test_examples={TEST}",
+  "--set",
+  "eval_batch_size=16",
 ]
 
 
@@ -78,7 +99,7 @@ def _all_crops_and_flips(image):
   crops = []
   for dy in range(9):
     for dx in range(9):
-      crop = padded[dy:dy + 32, dx:dx + 32]
+      crop = padded[dy : dy + 32, dx : dx + 32]
       crops += [crop, crop[:, ::-1]]
   return crops
 
@@ -109,8 +130,8 @@ def test_train_dataset_is_deterministic_given_the_seed():
   chex.assert_trees_all_equal(epoch(0, 0), epoch(0, 0))
   for other in (epoch(1, 0), epoch(0, 1)):
     assert not np.array_equal(
-        np.stack([b["label"] for b in epoch(0, 0)]),
-        np.stack([b["label"] for b in other]),
+      np.stack([b["label"] for b in epoch(0, 0)]),
+      np.stack([b["label"] for b in other]),
     )
 
 
@@ -120,7 +141,9 @@ def test_group_stacks_consecutive_batches():
   grouped = input_pipeline.train_dataset(split, 4, seed=0, epoch=2, group=2)
   assert len(grouped) == len(single) // 2
   for i in range(len(grouped)):
-    expected = jax.tree.map(lambda a, b: np.stack([a, b]), single[2 * i], single[2 * i + 1])
+    expected = jax.tree.map(
+      lambda a, b: np.stack([a, b]), single[2 * i], single[2 * i + 1]
+    )
     chex.assert_trees_all_equal(grouped[i], expected)
 
 
@@ -132,8 +155,9 @@ def test_eval_batches_are_the_unaugmented_images_in_order():
   assert mask.sum() == 21 and not mask[21:].any()
   images = np.concatenate([b["image"] for b in batches])
   np.testing.assert_array_equal(images[:21], split.images)
-  np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[:21],
-                                split.labels)
+  np.testing.assert_array_equal(
+    np.concatenate([b["label"] for b in batches])[:21], split.labels
+  )
 
 
 def test_holdout_is_a_fixed_disjoint_split():
@@ -141,7 +165,9 @@ def test_holdout_is_a_fixed_disjoint_split():
   rest, held = input_pipeline.holdout(split, 10)
   assert len(held.labels) == 10 and len(rest.labels) == 30
   assert set(held.labels).isdisjoint(rest.labels)
-  np.testing.assert_array_equal(held.labels, input_pipeline.holdout(split, 10)[1].labels)
+  np.testing.assert_array_equal(
+    held.labels, input_pipeline.holdout(split, 10)[1].labels
+  )
   with pytest.raises(ValueError, match="`n`"):
     input_pipeline.holdout(split, 40)
 
@@ -163,8 +189,9 @@ def _shapes(backbone, batch=2):
 
 def _forward(backbone, batch=2):
   """A real (compiled) forward pass at a tiny batch."""
-  images = jnp.asarray(np.random.default_rng(0).normal(size=(batch, 32, 32, 3)),
-                       jnp.float32)
+  images = jnp.asarray(
+    np.random.default_rng(0).normal(size=(batch, 32, 32, 3)), jnp.float32
+  )
   params = jax.jit(backbone.init)(jax.random.key(0), images)
   return params, jax.jit(backbone.apply)(params, images)
 
@@ -182,15 +209,25 @@ def test_resnet18_features_and_parameter_count():
 
 def _vit_parameter_count(dim, mlp, depth):
   tokens = (32 // 4) ** 2 + 1
-  block = (2 * 2 * dim  # two LayerNorms
-           + 4 * (dim * dim + dim)  # q, k, v, out projections
-           + (dim * mlp + mlp) + (mlp * dim + dim))  # MLP
-  return (4 * 4 * 3 * dim + dim  # patch embedding
-          + dim + tokens * dim  # class token, position embeddings
-          + depth * block + 2 * dim)  # blocks, final LayerNorm
+  block = (
+    2 * 2 * dim  # two LayerNorms
+    + 4 * (dim * dim + dim)  # q, k, v, out projections
+    + (dim * mlp + mlp)
+    + (mlp * dim + dim)
+  )  # MLP
+  return (
+    4 * 4 * 3 * dim
+    + dim  # patch embedding
+    + dim
+    + tokens * dim  # class token, position embeddings
+    + depth * block
+    + 2 * dim
+  )  # blocks, final LayerNorm
 
 
-@pytest.mark.parametrize("name,dim,mlp", [("vit_tiny", 192, 768), ("vit_small", 384, 1536)])
+@pytest.mark.parametrize(
+  "name,dim,mlp", [("vit_tiny", 192, 768), ("vit_small", 384, 1536)]
+)
 def test_vit_features_and_parameter_count(name, dim, mlp):
   backbone = models.create_backbone(name)
   params, features = _shapes(backbone)
@@ -218,10 +255,16 @@ def test_im2col_convolution_matches_lax_conv():
   x = jnp.asarray(rng.normal(size=(2, 9, 7, 5)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 5, 6)), jnp.float32)
   expected = jax.lax.conv_general_dilated(
-      x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      precision="highest")
-  np.testing.assert_allclose(models.conv3x3_im2col(x, kernel), expected,
-                             rtol=1e-4, atol=1e-4)
+    x,
+    kernel,
+    (1, 1),
+    ((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    precision="highest",
+  )
+  np.testing.assert_allclose(
+    models.conv3x3_im2col(x, kernel), expected, rtol=1e-4, atol=1e-4
+  )
 
 
 def test_unknown_model_is_rejected():
@@ -262,9 +305,12 @@ def _independent_accuracy(config, backbone_params, head_params, dataset):
   images = (images - np.array(models.CIFAR_MEAN)) / np.array(models.CIFAR_STD)
   labels = np.array([int(source[i]["label"]) for i in range(n)])
   backbone = models.create_backbone(config.model, cnn_width=config.cnn_width)
-  features = backbone.apply({"params": backbone_params}, jnp.asarray(images, jnp.float32))
+  features = backbone.apply(
+    {"params": backbone_params}, jnp.asarray(images, jnp.float32)
+  )
   logits = nn.Dense(head_params["Dense_0"]["kernel"].shape[-1]).apply(
-      {"params": head_params["Dense_0"]}, features)
+    {"params": head_params["Dense_0"]}, features
+  )
   return float(np.mean(np.argmax(logits, -1) == labels)), n
 
 
@@ -274,8 +320,9 @@ def _bits(tree):
 
 @pytest.mark.parametrize("optimizer", default.OPTIMIZERS)
 def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
-  results = _run(workdir, "--optimizer", optimizer, "--lr", "1e-2")
-  config = _config("--optimizer", optimizer, "--lr", "1e-2")
+  flags = ("--set", f"optimizer={optimizer}", "--set", "lr=1e-2")
+  results = _run(workdir, *flags)
+  config = _config(*flags)
   (run,) = results["runs"]
   assert run["optimizer"] == optimizer
   directory = pathlib.Path(run["directory"])
@@ -290,19 +337,29 @@ def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
 
   pretrained = _restore_pretrained(results)
   data = train.load_data(config)
-  finetuned = train.load_finetuned(config, directory, data,
-                                   {"params": pretrained}, optimizer, 1e-2)
+  finetuned = train.load_finetuned(
+    config, directory, data, {"params": pretrained}, optimizer, 1e-2
+  )
   # The frozen CIFAR-10 head is bit-identical; the backbone has moved.
-  chex.assert_trees_all_equal(_bits(finetuned["frozen_head"]), _bits(pretrained["head"]))
-  assert any(not np.array_equal(a, b) for a, b in zip(
+  chex.assert_trees_all_equal(
+    _bits(finetuned["frozen_head"]), _bits(pretrained["head"])
+  )
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(
       jax.tree.leaves(finetuned["backbone"]),
-      jax.tree.leaves(pretrained["backbone"]), strict=True))
+      jax.tree.leaves(pretrained["backbone"]),
+      strict=True,
+    )
+  )
   # CIFAR-10 accuracy = fine-tuned backbone + frozen CIFAR-10 head.
-  acc10, n = _independent_accuracy(config, finetuned["backbone"], pretrained["head"],
-                                   "cifar10")
+  acc10, n = _independent_accuracy(
+    config, finetuned["backbone"], pretrained["head"], "cifar10"
+  )
   assert abs(run["final"]["c10_test_accuracy"] - acc10) <= 1 / n + 1e-9
-  acc100, n = _independent_accuracy(config, finetuned["backbone"], finetuned["head"],
-                                    "cifar100")
+  acc100, n = _independent_accuracy(
+    config, finetuned["backbone"], finetuned["head"], "cifar100"
+  )
   assert abs(run["final"]["c100_test_accuracy"] - acc100) <= 1 / n + 1e-9
   if optimizer == "profit":
     assert 0.0 <= run["history"][1]["projected_fraction"] <= 1.0
@@ -310,22 +367,41 @@ def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
 
 
 def test_head_only_keeps_the_backbone(mock_cifar, workdir):
-  results = _run(workdir, "--optimizer", "profit", "--lr", "1e-2", "--head-only")
-  config = _config("--optimizer", "profit", "--lr", "1e-2", "--head-only")
+  flags = ("--set", "optimizer=profit", "--set", "lr=1e-2", "--set", "head_only=true")
+  results = _run(workdir, *flags)
+  config = _config(*flags)
   (run,) = results["runs"]
   pretrained = _restore_pretrained(results)
-  finetuned = train.load_finetuned(config, run["directory"], train.load_data(config),
-                                   {"params": pretrained}, "profit", 1e-2)
-  chex.assert_trees_all_equal(_bits(finetuned["backbone"]), _bits(pretrained["backbone"]))
+  finetuned = train.load_finetuned(
+    config,
+    run["directory"],
+    train.load_data(config),
+    {"params": pretrained},
+    "profit",
+    1e-2,
+  )
+  chex.assert_trees_all_equal(
+    _bits(finetuned["backbone"]), _bits(pretrained["backbone"])
+  )
   fresh_head = train.init_head(config, 100, jax.random.key(config.seed + 1))
-  assert not np.array_equal(finetuned["head"]["Dense_0"]["kernel"],
-                            fresh_head["Dense_0"]["kernel"])
+  assert not np.array_equal(
+    finetuned["head"]["Dense_0"]["kernel"], fresh_head["Dense_0"]["kernel"]
+  )
 
 
-def test_interrupted_profit_run_resumes_to_the_same_result(mock_cifar, workdir,
-                                                            tmp_path, monkeypatch):
-  flags = ("--optimizer", "profit", "--lr", "1e-2", "--epochs", "2",
-           "--warmup-epochs", "1")
+def test_interrupted_profit_run_resumes_to_the_same_result(
+  mock_cifar, workdir, tmp_path, monkeypatch
+):
+  flags = (
+    "--set",
+    "optimizer=profit",
+    "--set",
+    "lr=1e-2",
+    "--set",
+    "epochs=2",
+    "--set",
+    "warmup_epochs=1",
+  )
   first = _run(workdir, *flags)
   uninterrupted = first["runs"][0]
   # PROFIT's warm-up epoch is 10 plain Adam steps, then 5 cycles of 2 batches.
@@ -351,21 +427,28 @@ def test_interrupted_profit_run_resumes_to_the_same_result(mock_cifar, workdir,
   monkeypatch.setattr(train, "_eval_all", original)
 
   resumed = _run(other, *flags)["runs"][0]
+
   def without_times(history):
-    return [{k: v for k, v in h.items() if k not in ("wall_s", "cpu_s")} for h in history]
+    return [
+      {k: v for k, v in h.items() if k not in ("wall_s", "cpu_s")} for h in history
+    ]
 
   assert without_times(resumed["history"]) == without_times(uninterrupted["history"])
   config = _config(*flags)
   pretrained = {"params": _restore_pretrained(first)}
   data = train.load_data(config)
-  a = train.load_finetuned(config, uninterrupted["directory"], data, pretrained,
-                           "profit", 1e-2)
-  b = train.load_finetuned(config, resumed["directory"], data, pretrained, "profit", 1e-2)
+  a = train.load_finetuned(
+    config, uninterrupted["directory"], data, pretrained, "profit", 1e-2
+  )
+  b = train.load_finetuned(
+    config, resumed["directory"], data, pretrained, "profit", 1e-2
+  )
   chex.assert_trees_all_equal(_bits(a), _bits(b))
 
 
 def test_sweep_writes_the_table(mock_cifar, workdir):
-  results = _run(workdir, "--sweep", "--lrs", "1e-2")  # reuses the runs above
+  # One learning rate for every optimizer: no per-optimizer grid, lr 1e-2.
+  results = _run(workdir, "--sweep", "--set", "sweep_lrs=", "--set", "lr=1e-2")
   assert list(results["selected"]) == list(default.OPTIMIZERS)
   table = (workdir / "table.md").read_text()
   assert "| Backbone | SGD | Adam | Lookahead | Adan | PROFIT |" in table
@@ -374,13 +457,22 @@ def test_sweep_writes_the_table(mock_cifar, workdir):
     assert run["optimizer"] == name and run["lr"] == 1e-2
 
 
-@pytest.mark.parametrize("flags,name", [
+@pytest.mark.parametrize(
+  "flags,name",
+  [
     (["--set", "lr=-1"], "lr"),
-    (["--optimizer", "rmsprop"], "optimizer"),
+    (["--set", "optimizer=rmsprop"], "optimizer"),
+    (["--optimizer", "adam"], "--optimizer"),  # removed: use --set optimizer=adam
+    (["--sweep", "--frontier"], "--frontier"),
+    (["--set", "l2sp_alpha=-1"], "l2sp_alpha"),
+    (["--set", "lp_epochs=1"], "lp_epochs"),  # must be below epochs (1)
+    (["--set", "wise_points=1"], "wise_points"),
+    (["--set", "levels=0.9,1.5"], "levels"),
     (["--set", "nope=1"], "FIELD"),
     (["--set", "n_ref=0"], "n_ref"),
     (["--set", "sgd_momentum=2"], "sgd_momentum"),
-])
+  ],
+)
 def test_bad_flags_name_the_argument(flags, name, capsys):
   with pytest.raises(SystemExit):
     main.main([*TINY_FLAGS, *flags])
@@ -388,17 +480,274 @@ def test_bad_flags_name_the_argument(flags, name, capsys):
 
 
 def test_optimizers_only_see_trainable_params():
-  config = _config("--optimizer", "profit")
+  config = _config("--set", "optimizer=profit")
   params = train.init_params(config, 100, jax.random.key(0))
   opt = optimizers.create_optimizer("profit", 1e-2, config, steps_per_epoch=4)
   state = opt.tx.init(opt.wrap(params))
-  (profit_state,) = [s for s in jax.tree.leaves(
-      state, is_leaf=lambda s: hasattr(s, "delta")) if hasattr(s, "delta")]
+  (profit_state,) = [
+    s
+    for s in jax.tree.leaves(state, is_leaf=lambda s: hasattr(s, "delta"))
+    if hasattr(s, "delta")
+  ]
   assert jax.tree.structure(profit_state.delta) == jax.tree.structure(params)
-  head_only = _config("--optimizer", "profit", "--head-only")
+  head_only = _config("--set", "optimizer=profit", "--set", "head_only=true")
   opt = optimizers.create_optimizer("profit", 1e-2, head_only, steps_per_epoch=4)
   grads = jax.tree.map(jnp.ones_like, params)
   wrapped = opt.wrap(params)
   updates, _ = jax.jit(opt.tx.update)(grads, opt.tx.init(wrapped), wrapped)
   assert all(not np.any(u) for u in jax.tree.leaves(updates["backbone"]))
   assert optax.tree.norm(updates["head"]) > 0
+
+
+# ----------------------------------------------------------------------------
+# Forgetting remedies: L2-SP, LP-FT, WiSE-FT.
+
+
+def _random_tree(seed, scale=1.0):
+  rng = np.random.default_rng(seed)
+  return {
+    "backbone": {
+      "conv": {
+        "kernel": jnp.asarray(scale * rng.normal(size=(3, 3, 2, 4)), jnp.float32)
+      },
+      "norm": {"scale": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+    },
+    "head": {
+      "Dense_0": {
+        "kernel": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
+        "bias": jnp.asarray(rng.normal(size=(5,)), jnp.float32),
+      }
+    },
+  }
+
+
+def test_l2sp_penalty_and_gradient_match_a_direct_computation():
+  anchor, params, grads = _random_tree(0), _random_tree(1), _random_tree(2)
+  alpha = 0.37
+  # Direct: alpha / 2 * sum of squared differences over the backbone leaves, in
+  # float64 NumPy; its gradient is alpha * (theta - theta_pre) on the backbone.
+  diffs = [
+    np.asarray(p, np.float64) - np.asarray(a, np.float64)
+    for p, a in zip(
+      jax.tree.leaves(params["backbone"]),
+      jax.tree.leaves(anchor["backbone"]),
+      strict=True,
+    )
+  ]
+  expected = 0.5 * alpha * sum(np.sum(d * d) for d in diffs)
+  penalty = baselines.l2sp_penalty(params["backbone"], anchor["backbone"], alpha)
+  np.testing.assert_allclose(float(penalty), expected, rtol=1e-6)
+
+  tx = baselines.l2sp(alpha)
+  state = tx.init(anchor)  # the anchor is the params at init
+  updates, _ = jax.jit(tx.update)(grads, state, params)
+  # The head gets the loss gradient unchanged (it has no pre-trained value).
+  chex.assert_trees_all_equal(updates["head"], grads["head"])
+  for u, g, d in zip(
+    jax.tree.leaves(updates["backbone"]),
+    jax.tree.leaves(grads["backbone"]),
+    diffs,
+    strict=True,
+  ):
+    np.testing.assert_allclose(
+      np.asarray(u), np.asarray(g) + alpha * d, rtol=1e-5, atol=1e-6
+    )
+
+  # And it is the gradient of loss + penalty, as autodiff of the direct formula.
+  def penalized(p):
+    return sum(
+      jnp.sum(g * x)
+      for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(p), strict=True)
+    ) + (
+      0.5
+      * alpha
+      * sum(
+        jnp.sum((x - a) ** 2)
+        for x, a in zip(
+          jax.tree.leaves(p["backbone"]),
+          jax.tree.leaves(anchor["backbone"]),
+          strict=True,
+        )
+      )
+    )
+
+  chex.assert_trees_all_close(
+    updates, jax.grad(penalized)(params), rtol=1e-5, atol=1e-6
+  )
+
+
+def test_l2sp_rejects_negative_alpha():
+  with pytest.raises(ValueError, match="`alpha`"):
+    baselines.l2sp(-1.0)
+
+
+def test_wise_ft_end_points_are_bit_identical():
+  pretrained, finetuned = _random_tree(0), _random_tree(1)
+  pretrained["backbone"]["norm"]["scale"] = (
+    pretrained["backbone"]["norm"]["scale"].at[0].set(-0.0)
+  )  # (1 - a) * p + a * f would turn -0.0 into 0.0
+  chex.assert_trees_all_equal(
+    _bits(baselines.interpolate(pretrained, finetuned, 0.0)), _bits(pretrained)
+  )
+  chex.assert_trees_all_equal(
+    _bits(baselines.interpolate(pretrained, finetuned, 1.0)), _bits(finetuned)
+  )
+  middle = baselines.interpolate(pretrained, finetuned, 0.25)
+  for m, p, f in zip(
+    jax.tree.leaves(middle),
+    jax.tree.leaves(pretrained),
+    jax.tree.leaves(finetuned),
+    strict=True,
+  ):
+    np.testing.assert_allclose(
+      m, 0.75 * np.asarray(p) + 0.25 * np.asarray(f), rtol=1e-6, atol=1e-7
+    )
+  with pytest.raises(ValueError, match="`a`"):
+    baselines.interpolate(pretrained, finetuned, 1.5)
+
+
+def test_switch_runs_the_head_first_then_a_fresh_optimizer():
+  params, grads = _random_tree(0), _random_tree(1)
+  probe = optax.multi_transform(
+    {"trainable": optax.sgd(0.5), "frozen": optax.set_to_zero()},
+    optimizers.head_only_labels,
+  )
+  tx = baselines.switch(probe, optax.adam(0.1), steps=2)
+  state = tx.init(params)
+  update = jax.jit(tx.update)
+  fresh_adam = optax.adam(0.1)
+  for i in range(4):
+    updates, state = update(grads, state, params)
+    if i < 2:  # LP: SGD on the head only
+      assert all(not np.any(u) for u in jax.tree.leaves(updates["backbone"]))
+      chex.assert_trees_all_close(
+        updates["head"], jax.tree.map(lambda g: -0.5 * g, grads["head"])
+      )
+    elif i == 2:  # FT: Adam's very first step (its state untouched so far)
+      expected, _ = fresh_adam.update(grads, fresh_adam.init(params), params)
+      chex.assert_trees_all_close(updates, expected, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# The frontier.
+
+
+def _pt(old, new, **extra):
+  return {
+    "old_val": old,
+    "new_val": new,
+    "old_test": old - 0.01,
+    "new_test": new + 0.01,
+    **extra,
+  }
+
+
+def test_frontier_selection_on_a_hand_made_curve():
+  # A curve along training: CIFAR-10 falls from the base 0.50 as CIFAR-100 rises,
+  # then CIFAR-100 overfits.
+  curve = [
+    _pt(0.50, 0.01, batches=0),
+    _pt(0.48, 0.05, batches=10),
+    _pt(0.46, 0.08, batches=20),
+    _pt(0.41, 0.10, batches=30),
+    _pt(0.36, 0.09, batches=40),
+    _pt(0.30, 0.11, batches=50),
+  ]
+  base = 0.50
+  # Levels 95/90/80/70 % of 0.50: 0.475, 0.45, 0.40, 0.35.
+  picks = {
+    level: frontier.select(curve, base, level)["batches"]
+    for level in (0.95, 0.9, 0.8, 0.7)
+  }
+  assert picks == {0.95: 10, 0.9: 20, 0.8: 30, 0.7: 30}
+  assert frontier.select(curve, base, 1.01) is None
+  # Ties in new-task accuracy go to the higher old-task accuracy.
+  tied = [_pt(0.45, 0.10, batches=5), _pt(0.47, 0.10, batches=9)]
+  assert frontier.select(tied, base, 0.8)["batches"] == 9
+  assert [p["batches"] for p in frontier.pareto(curve)] == [0, 10, 20, 30, 50]
+  rows = frontier.table(
+    {"fam": {0: curve, 1: curve[:3]}}, {0: base, 1: base}, (0.95, 0.7)
+  )
+  assert rows[0]["new_test"] == pytest.approx([0.06, 0.06])
+  assert rows[1]["new_test"] == pytest.approx([0.11, 0.09])
+  text = frontier.format_table(rows, (0.95, 0.7))
+  assert "| fam | 6.00 (6.00-6.00) | 10.00 (9.00-11.00) |" in text
+
+
+def test_frontier_mode_through_the_cli(mock_cifar, tmp_path):
+  flags = [
+    *TINY_FLAGS,
+    "--workdir",
+    str(tmp_path),
+    "--frontier",
+    "--set",
+    "epochs=2",
+    "--set",
+    "pretrain_batch_size=8",
+    "--set",
+    f"c10_val_examples={VAL}",
+    "--set",
+    "evals_per_epoch=2",
+    "--set",
+    "wise_points=3",
+    "--set",
+    "frontier_lrs=1e-2",
+    "--set",
+    "l2sp_alphas=0.1",
+    "--set",
+    "l2sp_lr=1e-2",
+    "--set",
+    "frontier_head_lrs=1e-2",
+    "--set",
+    "seeds=0",
+    "--set",
+    "batch_sizes=4",
+  ]
+  results = main.main(flags)
+  saved = json.loads((tmp_path / "frontier.json").read_text())
+  assert (tmp_path / "frontier.png").exists() and (tmp_path / "frontier.md").exists()
+  families = {
+    "full FT",
+    "L2-SP",
+    "LP-FT",
+    "head only",
+    "PROFIT",
+    "WiSE-FT",
+    "WiSE-FT of PROFIT",
+  }
+  assert set(saved["frontier"][str(BATCH)]["families"]) == families
+  assert set(saved["frontier"]["4"]["families"]) == {
+    "full FT",
+    "PROFIT",
+    "WiSE-FT",
+    "WiSE-FT of PROFIT",
+  }
+  # Equal batch budget at each batch size: 2 epochs of (96 - 16) // b batches,
+  # in whole cycles of 2; PROFIT makes half as many main steps.
+  for run in saved["runs"]:
+    per_epoch = ((NUM_EXAMPLES - VAL) // run["batch_size"]) // 2 * 2
+    assert run["batches_seen"] == 2 * per_epoch
+    assert run["history"][0]["batches_seen"] == 0
+    assert len(run["history"]) == 1 + 2 * 2  # two evaluations per epoch
+    assert run["main_steps"] == run["batches_seen"] // (
+      2 if run["optimizer"] == "profit" else 1
+    )
+  # WiSE-FT: a = 0 is the pre-trained backbone (CIFAR-10 with the frozen head
+  # equals the pre-trained model's), a = 1 the run's final weights.
+  base_c10 = saved["pretrain"]["c10_test_accuracy"]
+  for run in (r for r in saved["runs"] if "wise" in r):
+    assert [w["a"] for w in run["wise"]] == [0.0, 0.5, 1.0]
+    assert run["wise"][0]["c10_test_accuracy"] == base_c10
+    assert run["wise"][0]["c10_val_accuracy"] == saved["base_c10_val_accuracy"]
+    for key in ("c10_test_accuracy", "c100_test_accuracy", "c100_val_accuracy"):
+      assert run["wise"][-1][key] == run["final"][key]
+  # Head only never moves CIFAR-10.
+  (head,) = [r for r in saved["runs"] if r["family"] == "head only"]
+  assert {h["c10_test_accuracy"] for h in head["history"]} == {base_c10}
+  # PROFIT logged its diagnostics along training.
+  for row in saved["frontier"][str(BATCH)]["mechanism"]["profit_runs"]:
+    assert len(row["removed_fraction"]) == 4
+    assert all(0.0 <= f <= 1.0 for f in row["removed_fraction"])
+    assert all(-1.0 <= c <= 1.0 for c in row["cosine"])
+  assert "| WiSE-FT of PROFIT |" in results["table"]
+  assert "| 4 | PROFIT |" in results["study_table"]

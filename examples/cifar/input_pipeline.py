@@ -67,7 +67,7 @@ def clear_cache() -> None:
 
 
 def load_split(
-    dataset: str, split: str, data_dir: str | None = None, *, cache: bool = True
+  dataset: str, split: str, data_dir: str | None = None, *, cache: bool = True
 ) -> Split:
   """Loads a CIFAR split into memory.
 
@@ -86,9 +86,7 @@ def load_split(
     ValueError: naming ``dataset`` if it is not a CIFAR dataset.
   """
   if dataset not in ("cifar10", "cifar100"):
-    raise ValueError(
-        f"`dataset` must be 'cifar10' or 'cifar100', got {dataset!r}."
-    )
+    raise ValueError(f"`dataset` must be 'cifar10' or 'cifar100', got {dataset!r}.")
   if cache:
     return _cached_split(dataset, split, data_dir)
   return _read_split(dataset, split, data_dir)
@@ -122,8 +120,8 @@ def holdout(split: Split, n: int, *, seed: int = 0) -> tuple[Split, Split]:
   chosen = np.zeros(total, bool)
   chosen[np.random.default_rng(seed).permutation(total)[:n]] = True
   return (
-      Split(split.images[~chosen], split.labels[~chosen]),
-      Split(split.images[chosen], split.labels[chosen]),
+    Split(split.images[~chosen], split.labels[~chosen]),
+    Split(split.images[chosen], split.labels[chosen]),
   )
 
 
@@ -144,7 +142,7 @@ def augment_batch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   flip = rng.random(b) < 0.5
   rows = (dy[:, None] + np.arange(h))[:, :, None]
   cols = np.where(
-      flip[:, None], dx[:, None] + np.arange(w)[::-1], dx[:, None] + np.arange(w)
+    flip[:, None], dx[:, None] + np.arange(w)[::-1], dx[:, None] + np.arange(w)
   )[:, None, :]
   return padded[np.arange(b)[:, None, None], rows, cols]
 
@@ -155,13 +153,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def train_dataset(
-    split: Split,
-    batch_size: int,
-    *,
-    seed: int,
-    epoch: int,
-    group: int = 1,
-    augment: bool = True,
+  split: Split,
+  batch_size: int,
+  *,
+  seed: int,
+  epoch: int,
+  group: int = 1,
+  augment: bool = True,
 ) -> grain.MapDataset:
   """One epoch of shuffled, augmented training batches.
 
@@ -191,8 +189,8 @@ def train_dataset(
   n = len(split.labels)
   if n < batch_size * group:
     raise ValueError(
-        f"`batch_size` * `group` ({batch_size} * {group}) exceeds the "
-        f"{n} training examples."
+      f"`batch_size` * `group` ({batch_size} * {group}) exceeds the "
+      f"{n} training examples."
     )
   images, labels = split.images, split.labels
   s = epoch_seed(seed, epoch)

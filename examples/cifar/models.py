@@ -70,7 +70,7 @@ def conv3x3_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
   _, h, w, _ = x.shape
   padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
   columns = jnp.concatenate(
-      [padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1
+    [padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1
   )
   return columns @ kernel.reshape(-1, kernel.shape[-1])
 
@@ -92,12 +92,12 @@ class Conv3x3(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the convolution to ``[batch, height, width, c_in]``."""
     kernel = self.param(
-        "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
+      "kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features)
     )
     if self.im2col:
       return conv3x3_im2col(x, kernel)
     return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
 
 
@@ -144,16 +144,19 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the block."""
     residual = x
-    y = nn.Conv(
-        self.features, (3, 3), strides=self.strides, padding=1, use_bias=False
-    )(x)
+    y = nn.Conv(self.features, (3, 3), strides=self.strides, padding=1, use_bias=False)(
+      x
+    )
     y = nn.relu(_group_norm(self.features)(y))
     y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False)(y)
     y = _group_norm(self.features)(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       residual = nn.Conv(
-          self.features, (1, 1), strides=self.strides, use_bias=False,
-          name="shortcut_conv",
+        self.features,
+        (1, 1),
+        strides=self.strides,
+        use_bias=False,
+        name="shortcut_conv",
       )(x)
       residual = _group_norm(self.features)(residual)
     return nn.relu(y + residual)
@@ -235,14 +238,15 @@ class ViT(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Features ``[batch, dim]`` of normalized images ``[batch, 32, 32, 3]``."""
     p = self.patch_size
-    x = nn.Conv(self.dim, (p, p), strides=(p, p), padding="VALID",
-                name="patch_embedding")(x)
+    x = nn.Conv(
+      self.dim, (p, p), strides=(p, p), padding="VALID", name="patch_embedding"
+    )(x)
     batch = x.shape[0]
     x = x.reshape(batch, -1, self.dim)
     cls = self.param("cls", nn.initializers.zeros, (1, 1, self.dim))
     x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.dim)), x], 1)
     pos = self.param(
-        "pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], self.dim)
+      "pos_embedding", nn.initializers.normal(0.02), (1, x.shape[1], self.dim)
     )
     x = x + pos
     for _ in range(self.depth):
@@ -291,10 +295,10 @@ def create_backbone(model: str, *, cnn_width: int = 32) -> nn.Module:
     ValueError: for an unknown ``model``.
   """
   factories: dict[str, Callable[[], nn.Module]] = {
-      "cnn": lambda: SmallCNN(width=cnn_width),
-      "resnet18": ResNet18,
-      "vit_tiny": vit_tiny,
-      "vit_small": vit_small,
+    "cnn": lambda: SmallCNN(width=cnn_width),
+    "resnet18": ResNet18,
+    "vit_tiny": vit_tiny,
+    "vit_small": vit_small,
   }
   if model not in factories:
     raise ValueError(f"`model` must be one of {MODELS}, got {model!r}.")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 import optax_profit
+from examples.cifar import baselines
 from examples.cifar.configs import default
 
 Params = Any
@@ -48,9 +49,9 @@ def _identity(tree: Params) -> Params:
 
 
 def lookahead_on_pairs(
-    fast_optimizer: optax.GradientTransformation,
-    sync_period: int,
-    slow_step_size: float,
+  fast_optimizer: optax.GradientTransformation,
+  sync_period: int,
+  slow_step_size: float,
 ) -> optax.GradientTransformation:
   """``optax.lookahead`` whose gradients come as ``LookaheadParams``.
 
@@ -69,7 +70,7 @@ def lookahead_on_pairs(
     A transformation on ``optax.LookaheadParams``.
   """
   inner = optax.lookahead(
-      fast_optimizer, sync_period=sync_period, slow_step_size=slow_step_size
+    fast_optimizer, sync_period=sync_period, slow_step_size=slow_step_size
   )
 
   def update_fn(updates, state, params=None):
@@ -81,17 +82,17 @@ def lookahead_on_pairs(
 def head_only_labels(params: Params) -> Params:
   """``multi_transform`` labels: ``"frozen"`` backbone, ``"trainable"`` head."""
   return {
-      "backbone": jax.tree.map(lambda _: "frozen", params["backbone"]),
-      "head": jax.tree.map(lambda _: "trainable", params["head"]),
+    "backbone": jax.tree.map(lambda _: "frozen", params["backbone"]),
+    "head": jax.tree.map(lambda _: "trainable", params["head"]),
   }
 
 
 def create_optimizer(
-    name: str,
-    lr: float,
-    config: default.Config,
-    *,
-    steps_per_epoch: int,
+  name: str,
+  lr: float,
+  config: default.Config,
+  *,
+  steps_per_epoch: int,
 ) -> Optimizer:
   """The fine-tuning optimizer ``name`` at learning rate ``lr``.
 
@@ -102,6 +103,13 @@ def create_optimizer(
   * ``adan``: ``optax.adan(lr)`` (optax's default betas).
   * ``profit``: ``optax_profit.profit(optax.adam(lr), ref=lr / ratio,
     n_ref=n_ref, warmup_steps=warmup_epochs * steps_per_epoch)``.
+
+  With ``config.lp_epochs`` (LP-FT), the head alone is first trained with
+  ``optax.adam(lp_lr)`` for ``lp_epochs * steps_per_epoch`` updates, then the
+  optimizer above starts fresh on every parameter (:func:`baselines.switch`).
+  With ``config.l2sp_alpha`` (L2-SP), :func:`baselines.l2sp` comes first in
+  the chain: the optimizer sees the gradient of the loss plus ``alpha / 2 *
+  ||backbone - pretrained||^2``.
 
   Args:
     name: one of ``sgd``, ``adam``, ``lookahead``, ``adan``, ``profit``.
@@ -127,21 +135,33 @@ def create_optimizer(
     tx = optax.adan(lr)
   else:
     tx = optax_profit.profit(
-        optax.adam(lr),
-        ref=lr / config.ratio,
-        n_ref=config.n_ref,
-        warmup_steps=config.warmup_epochs * steps_per_epoch,
+      optax.adam(lr),
+      ref=lr / config.ratio,
+      n_ref=config.n_ref,
+      warmup_steps=config.warmup_epochs * steps_per_epoch,
     )
   if config.head_only:
     tx = optax.multi_transform(
-        {"trainable": tx, "frozen": optax.set_to_zero()},
-        head_only_labels,
+      {"trainable": tx, "frozen": optax.set_to_zero()},
+      head_only_labels,
     )
+  if config.lp_epochs:
+    if name in ("profit", "lookahead"):
+      raise ValueError(f"`lp_epochs` (LP-FT) supports sgd, adam, adan; got {name!r}.")
+    linear_probe = optax.multi_transform(
+      {"trainable": optax.adam(config.lp_lr), "frozen": optax.set_to_zero()},
+      head_only_labels,
+    )
+    tx = baselines.switch(linear_probe, tx, config.lp_epochs * steps_per_epoch)
+  if config.l2sp_alpha:
+    if name == "lookahead":
+      raise ValueError("`l2sp_alpha` (L2-SP) does not support lookahead.")
+    tx = optax.chain(baselines.l2sp(config.l2sp_alpha), tx)
   if name == "lookahead":
     return Optimizer(
-        tx=lookahead_on_pairs(tx, config.lookahead_k, config.lookahead_alpha),
-        wrap=lambda p: optax.LookaheadParams(fast=_copy(p), slow=_copy(p)),
-        loss_view=lambda p: p.fast,
-        eval_view=lambda p: p.slow,
+      tx=lookahead_on_pairs(tx, config.lookahead_k, config.lookahead_alpha),
+      wrap=lambda p: optax.LookaheadParams(fast=_copy(p), slow=_copy(p)),
+      loss_view=lambda p: p.fast,
+      eval_view=lambda p: p.slow,
     )
   return Optimizer(tx=tx, wrap=_copy, loss_view=_identity, eval_view=_identity)

@@ -12,15 +12,19 @@ CIFAR-10 head (the paper does not spell out how it measures it).
 Every optimizer goes through ``optax_profit.make_train_step``: one call
 consumes ``n_ref + 1`` stacked batches (one PROFIT cycle; for the other
 optimizers simply ``n_ref + 1`` ordinary steps), so every optimizer sees the
-same batches in the same order. Runs checkpoint after every epoch with an orbax
+same batches in the same order. Runs checkpoint with an orbax
 ``CheckpointManager`` and resume from the latest checkpoint; a finished run
-leaves ``result.json`` and is not run again.
+leaves ``result.json`` and is not run again (naming and caching: ``runs.py``).
+
+The frontier mode (``config.frontier``) fine-tunes every family of forgetting
+remedies with the same batch budget (full fine-tuning, L2-SP, LP-FT, head
+only, PROFIT, and WiSE-FT of the full and the PROFIT runs) and tabulates the
+best CIFAR-100 accuracy reachable at each CIFAR-10 level (``frontier.py``).
 """
 
 import dataclasses
 import functools
-import hashlib
-import json
+import itertools
 import os
 import pathlib
 import time
@@ -32,11 +36,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 
 import optax_profit
-from examples.cifar import input_pipeline, models, optimizers, reporting
+from examples.cifar import (
+  baselines,
+  frontier,
+  input_pipeline,
+  models,
+  optimizers,
+  reporting,
+  runs,
+)
 from examples.cifar.configs import default
 
 Params = Any
@@ -48,7 +59,10 @@ class Data:
   """The splits of one experiment.
 
   Attributes:
-    c10_train: CIFAR-10 training images (pre-training).
+    c10_train: CIFAR-10 training images (pre-training) minus the validation
+      images.
+    c10_val: CIFAR-10 training images held out from pre-training (old-task
+      validation of the frontier; may be empty).
     c10_test: CIFAR-10 test images (retention).
     c100_train: CIFAR-100 training images minus the validation images.
     c100_val: CIFAR-100 training images held out to select learning rates.
@@ -56,40 +70,51 @@ class Data:
   """
 
   c10_train: input_pipeline.Split
+  c10_val: input_pipeline.Split
   c10_test: input_pipeline.Split
   c100_train: input_pipeline.Split
   c100_val: input_pipeline.Split
   c100_test: input_pipeline.Split
 
   def sizes(self) -> dict[str, int]:
-    """Number of examples per split."""
-    return {f.name: len(getattr(self, f.name).labels) for f in dataclasses.fields(self)}
+    """Number of examples per split (``c10_val`` only when it is not empty)."""
+    sizes = {
+      f.name: len(getattr(self, f.name).labels) for f in dataclasses.fields(self)
+    }
+    if not sizes["c10_val"]:
+      del sizes["c10_val"]  # The Table 2 runs keep their folder names.
+    return sizes
 
 
 def load_data(config: default.Config) -> Data:
   """Loads CIFAR-10 and CIFAR-100 (``config.data_dir``) into memory.
 
   Args:
-    config: supplies ``data_dir``, ``train_examples``, ``test_examples`` and
-      ``val_examples``.
+    config: supplies ``data_dir``, ``train_examples``, ``test_examples``,
+      ``val_examples`` and ``c10_val_examples``.
 
   Returns:
     The :class:`Data`.
   """
+
   def load(dataset: str, split: str, n: int | None) -> input_pipeline.Split:
     return input_pipeline.take(
-        input_pipeline.load_split(dataset, split, config.data_dir), n
+      input_pipeline.load_split(dataset, split, config.data_dir), n
     )
 
   c100_train, c100_val = input_pipeline.holdout(
-      load("cifar100", "train", config.train_examples), config.val_examples
+    load("cifar100", "train", config.train_examples), config.val_examples
+  )
+  c10_train, c10_val = input_pipeline.holdout(
+    load("cifar10", "train", config.train_examples), config.c10_val_examples
   )
   return Data(
-      c10_train=load("cifar10", "train", config.train_examples),
-      c10_test=load("cifar10", "test", config.test_examples),
-      c100_train=c100_train,
-      c100_val=c100_val,
-      c100_test=load("cifar100", "test", config.test_examples),
+    c10_train=c10_train,
+    c10_val=c10_val,
+    c10_test=load("cifar10", "test", config.test_examples),
+    c100_train=c100_train,
+    c100_val=c100_val,
+    c100_test=load("cifar100", "test", config.test_examples),
   )
 
 
@@ -108,19 +133,17 @@ def _initializers(model: str, cnn_width: int, num_classes: int):
   images = jnp.zeros((1, 32, 32, 3), jnp.float32)
   init_backbone = jax.jit(lambda key: backbone.init(key, images)["params"])
   features = jax.eval_shape(
-      lambda key: backbone.apply({"params": init_backbone(key)}, images),
-      jax.random.key(0),
+    lambda key: backbone.apply({"params": init_backbone(key)}, images),
+    jax.random.key(0),
   )
   head = models.Head(num_classes)
   init_head = jax.jit(
-      lambda key: head.init(key, jnp.zeros(features.shape, features.dtype))["params"]
+    lambda key: head.init(key, jnp.zeros(features.shape, features.dtype))["params"]
   )
   return init_backbone, init_head
 
 
-def init_params(
-    config: default.Config, num_classes: int, key: jax.Array
-) -> Params:
+def init_params(config: default.Config, num_classes: int, key: jax.Array) -> Params:
   """Fresh ``{"backbone": ..., "head": ...}`` params for ``num_classes``.
 
   Args:
@@ -154,7 +177,7 @@ def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Arr
     Logits ``[batch, num_classes]``.
   """
   features = backbone.apply(
-      {"params": params["backbone"]}, models.normalize_images(images)
+    {"params": params["backbone"]}, models.normalize_images(images)
   )
   num_classes = params["head"]["Dense_0"]["kernel"].shape[-1]
   return models.Head(num_classes).apply({"params": params["head"]}, features)
@@ -200,7 +223,7 @@ def _eval_step(model: str, cnn_width: int):
 
 
 def evaluate(
-    config: default.Config, params: Params, split: input_pipeline.Split
+  config: default.Config, params: Params, split: input_pipeline.Split
 ) -> dict[str, float]:
   """Mean cross-entropy and accuracy of ``params`` on every image of ``split``.
 
@@ -216,102 +239,67 @@ def evaluate(
   if n == 0:
     return {"loss": float("nan"), "accuracy": float("nan")}
   step = _eval_step(config.model, config.cnn_width)
-  totals = [step(params, batch) for batch in
-            input_pipeline.eval_dataset(split, min(config.eval_batch_size, n))]
+  totals = [
+    step(params, batch)
+    for batch in input_pipeline.eval_dataset(split, min(config.eval_batch_size, n))
+  ]
   loss, correct = jax.device_get(jax.tree.map(lambda *x: sum(x), *totals))
   return {"loss": float(loss) / n, "accuracy": float(correct) / n}
 
 
 # ----------------------------------------------------------------------------
-# Checkpoints and bookkeeping.
-
-
-def _digest(payload: Any) -> str:
-  text = json.dumps(payload, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def _manager(directory: pathlib.Path) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      directory.absolute() / "checkpoints",
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=1, create=True, enable_async_checkpointing=False
-      ),
-  )
-
-
-def _save(manager: ocp.CheckpointManager, epoch: int, state: Params,
-          history: list[Metrics]) -> None:
-  manager.save(
-      epoch,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          history=ocp.args.JsonSave(history),
-      ),
-  )
-  manager.wait_until_finished()
-
-
-def _restore(manager: ocp.CheckpointManager, target: Params):
-  """``(epoch, state, history)`` of the latest checkpoint, or None."""
-  epoch = manager.latest_step()
-  if epoch is None:
-    return None
-  restored = manager.restore(
-      epoch,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target),
-          history=ocp.args.JsonRestore(),
-      ),
-  )
-  return epoch, restored["state"], list(restored["history"])
-
-
-def _checkpoint_due(config: default.Config, epoch: int, last: int) -> bool:
-  return epoch % config.checkpoint_every == 0 or epoch == last
+# Training loop helpers.
 
 
 def _iterate(ds: grain.MapDataset, threads: int):
   if threads > 0:
-    return iter(ds.to_iter_dataset(
+    return iter(
+      ds.to_iter_dataset(
         grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
-    ))
+      )
+    )
   return (ds[i] for i in range(len(ds)))
 
 
-def _train_epoch(step, params, opt_state, ds, *, desc: str,
-                 config: default.Config):
-  """Runs ``step`` over one epoch; returns params, state and mean metrics."""
-  losses, accuracies, projected = [], [], []
-  bar = tqdm.tqdm(total=len(ds), desc=desc, leave=False, disable=not config.progress,
-                  unit="step")
+def _train_epoch(step, params, opt_state, ds, *, desc: str, config: default.Config):
+  """Runs ``step`` over the calls of ``ds``; returns params, state and mean metrics.
+
+  The metrics are the mean training loss and accuracy and, for PROFIT, the
+  mean of each main step's diagnostics: the fraction of main steps whose
+  gradient was projected, ``removed_fraction`` (``||g - g'|| / ||g||``) and
+  ``cosine`` (between the main gradient and the displacement ``delta``).
+  """
+  losses, accuracies, diagnostics = [], [], []
+  bar = tqdm.tqdm(
+    total=len(ds), desc=desc, leave=False, disable=not config.progress, unit="step"
+  )
   for i, batches in enumerate(_iterate(ds, config.data_threads)):
     params, opt_state, metrics = step(params, opt_state, batches)
     losses.append(metrics["loss"])
     accuracies.append(metrics["aux"]["accuracy"])
     if "projected" in metrics:
-      projected.append(metrics["projected"])
+      diagnostics.append(
+        {k: metrics[k] for k in ("projected", "removed_fraction", "cosine")}
+      )
     if config.progress and (i % 10 == 9 or i == len(ds) - 1):
       recent_loss, recent_acc = jax.device_get((losses[-1], accuracies[-1]))
-      bar.set_postfix(loss=f"{np.mean(recent_loss):.3f}",
-                      acc=f"{np.mean(recent_acc):.3f}")
+      bar.set_postfix(
+        loss=f"{np.mean(recent_loss):.3f}", acc=f"{np.mean(recent_acc):.3f}"
+      )
     bar.update()
   bar.close()
-  losses, accuracies, projected = jax.device_get((losses, accuracies, projected))
+  losses, accuracies, diagnostics = jax.device_get((losses, accuracies, diagnostics))
   train = {
-      "train_loss": float(np.mean(np.concatenate([np.ravel(x) for x in losses]))),
-      "train_accuracy": float(np.mean(np.concatenate([np.ravel(x) for x in accuracies]))),
+    "train_loss": float(np.mean(np.concatenate([np.ravel(x) for x in losses]))),
+    "train_accuracy": float(np.mean(np.concatenate([np.ravel(x) for x in accuracies]))),
   }
-  if projected:
-    train["projected_fraction"] = float(np.mean(projected))
+  if diagnostics:
+    train["projected_fraction"] = float(np.mean([d["projected"] for d in diagnostics]))
+    train["removed_fraction"] = float(
+      np.mean([d["removed_fraction"] for d in diagnostics])
+    )
+    train["cosine"] = float(np.mean([d["cosine"] for d in diagnostics]))
   return params, opt_state, train
-
-
-def _write_json(path: pathlib.Path, payload: Any) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(payload, indent=1, default=str))
-  tmp.replace(path)
 
 
 def _log(config: default.Config, text: str) -> None:
@@ -324,26 +312,18 @@ def _log(config: default.Config, text: str) -> None:
 
 
 def pretrain_name(config: default.Config, data: Data) -> str:
-  """Folder name of the pre-training run: the model and a digest of its settings."""
-  settings = {
-      "model": config.model,
-      "cnn_width": config.cnn_width if config.model == "cnn" else None,
-      "epochs": config.pretrain_epochs,
-      "lr": config.pretrain_lr,
-      "batch_size": config.batch_size,
-      "seed": config.seed,
-      "c10_train": data.sizes()["c10_train"],
-  }
-  return f"{config.model}-{_digest(settings)}"
+  """Folder name of the pre-training run (see ``runs.pretrain_name``)."""
+  return runs.pretrain_name(config, data.sizes())
 
 
-def pretrain(config: default.Config, workdir: str | pathlib.Path,
-             data: Data) -> dict[str, Any]:
+def pretrain(
+  config: default.Config, workdir: str | pathlib.Path, data: Data
+) -> dict[str, Any]:
   """Pre-trains backbone + CIFAR-10 head with Adam, or loads the checkpoint.
 
   Args:
     config: supplies the model, ``pretrain_epochs``, ``pretrain_lr``,
-      ``batch_size`` and ``seed``.
+      ``pretrain_batch_size`` (or ``batch_size``) and ``seed``.
     workdir: the output folder; the run lives in
       ``<workdir>/pretrain/<pretrain_name>`` and resumes from its latest
       checkpoint.
@@ -351,17 +331,18 @@ def pretrain(config: default.Config, workdir: str | pathlib.Path,
 
   Returns:
     ``{"params": {"backbone", "head"}, "c10_test_accuracy", "c10_test_loss",
+    "c10_val_accuracy" (when there is a CIFAR-10 validation split),
     "history", "directory", "wall_s"}``.
   """
   directory = pathlib.Path(workdir) / "pretrain" / pretrain_name(config, data)
-  manager = _manager(directory)
+  manager = runs.manager(directory)
   key = jax.random.key(config.seed)
   params = init_params(config, 10, key)
   tx = optax.adam(config.pretrain_lr)
   state = {"params": params, "opt_state": tx.init(params)}
   history: list[Metrics] = []
   start = 0
-  restored = _restore(manager, state)
+  restored = runs.restore(manager, state)
   wall = cpu = 0.0
   if restored is not None:
     start, state, history = restored
@@ -371,48 +352,72 @@ def pretrain(config: default.Config, workdir: str | pathlib.Path,
       _log(config, f"Loaded the pre-trained {config.model} from {directory}.")
   if start == 0 and not history:
     c10 = evaluate(config, state["params"], data.c10_test)
-    history.append({"epoch": 0, "c10_test_loss": c10["loss"],
-                    "c10_test_accuracy": c10["accuracy"], "wall_s": 0.0, "cpu_s": 0.0})
-    _save(manager, 0, state, history)
+    history.append(
+      {
+        "epoch": 0,
+        "c10_test_loss": c10["loss"],
+        "c10_test_accuracy": c10["accuracy"],
+        "wall_s": 0.0,
+        "cpu_s": 0.0,
+      }
+    )
+    runs.save(manager, 0, state, history)
   step = _pretrain_step(config.model, config.cnn_width, config.pretrain_lr)
   params, opt_state = state["params"], state["opt_state"]
+  batch_size = runs.pretrain_batch_size(config)
   for epoch in range(start, config.pretrain_epochs):
     t0, c0 = time.perf_counter(), time.process_time()
     ds = input_pipeline.train_dataset(
-        data.c10_train, config.batch_size, seed=config.seed, epoch=epoch
+      data.c10_train, batch_size, seed=config.seed, epoch=epoch
     )
     ds = ds.map(lambda b: jax.tree.map(lambda x: x[None], b))
     params, opt_state, train = _train_epoch(
-        step, params, opt_state, ds, config=config,
-        desc=f"pre-train {config.model} {epoch + 1}/{config.pretrain_epochs}",
+      step,
+      params,
+      opt_state,
+      ds,
+      config=config,
+      desc=f"pre-train {config.model} {epoch + 1}/{config.pretrain_epochs}",
     )
     c10 = evaluate(config, params, data.c10_test)
-    history.append({"epoch": epoch + 1, **train, "c10_test_loss": c10["loss"],
-                    "c10_test_accuracy": c10["accuracy"],
-                    "wall_s": wall + time.perf_counter() - t0,
-                    "cpu_s": cpu + time.process_time() - c0})
-    if _checkpoint_due(config, epoch + 1, config.pretrain_epochs):
-      _save(manager, epoch + 1, {"params": params, "opt_state": opt_state}, history)
+    history.append(
+      {
+        "epoch": epoch + 1,
+        **train,
+        "c10_test_loss": c10["loss"],
+        "c10_test_accuracy": c10["accuracy"],
+        "wall_s": wall + time.perf_counter() - t0,
+        "cpu_s": cpu + time.process_time() - c0,
+      }
+    )
+    if runs.checkpoint_due(config, epoch + 1, config.pretrain_epochs):
+      runs.save(manager, epoch + 1, {"params": params, "opt_state": opt_state}, history)
     wall += time.perf_counter() - t0
     cpu += time.process_time() - c0
     history[-1].update(wall_s=wall, cpu_s=cpu)  # now with the checkpoint
-    _log(config, f"pre-train epoch {epoch + 1}: train loss {train['train_loss']:.3f} "
-                 f"acc {train['train_accuracy']:.3f}, CIFAR-10 test acc "
-                 f"{c10['accuracy']:.4f}")
+    _log(
+      config,
+      f"pre-train epoch {epoch + 1}: train loss {train['train_loss']:.3f} "
+      f"acc {train['train_accuracy']:.3f}, CIFAR-10 test acc "
+      f"{c10['accuracy']:.4f}",
+    )
   if start < config.pretrain_epochs or not (directory / "curves.png").exists():
-    _write_json(directory / "history.json", history)
+    runs.write_json(directory / "history.json", history)
     reporting.plot_pretraining(history, directory / "curves.png")
   manager.close()
-  return {
-      "params": params,
-      "c10_test_accuracy": history[-1]["c10_test_accuracy"],
-      "c10_test_loss": history[-1]["c10_test_loss"],
-      "epochs": config.pretrain_epochs,
-      "history": history,
-      "directory": str(directory),
-      "wall_s": wall,
-      "cpu_s": cpu,
+  out = {
+    "params": params,
+    "c10_test_accuracy": history[-1]["c10_test_accuracy"],
+    "c10_test_loss": history[-1]["c10_test_loss"],
+    "epochs": config.pretrain_epochs,
+    "history": history,
+    "directory": str(directory),
+    "wall_s": wall,
+    "cpu_s": cpu,
   }
+  if len(data.c10_val.labels):
+    out["c10_val_accuracy"] = evaluate(config, params, data.c10_val)["accuracy"]
+  return out
 
 
 # ----------------------------------------------------------------------------
@@ -420,23 +425,39 @@ def pretrain(config: default.Config, workdir: str | pathlib.Path,
 
 
 # Runs with the same settings (a resumed run, the tests) reuse the compiled step.
-_STEP_FIELDS = ("model", "cnn_width", "n_ref", "ratio", "head_only", "warmup_epochs",
-                "sgd_momentum", "lookahead_k", "lookahead_alpha")
+_STEP_FIELDS = (
+  "model",
+  "cnn_width",
+  "n_ref",
+  "ratio",
+  "head_only",
+  "warmup_epochs",
+  "sgd_momentum",
+  "lookahead_k",
+  "lookahead_alpha",
+  "l2sp_alpha",
+  "lp_epochs",
+  "lp_lr",
+)
 
 
 def _step_key(config: default.Config) -> default.Config:
   """``config`` reduced to the fields that the train step depends on."""
   return dataclasses.replace(
-      default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS})
+    default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS}
+  )
 
 
 @functools.lru_cache(maxsize=8)
-def _finetune_step(key: default.Config, optimizer: str, lr: float,
-                   steps_per_epoch: int):
+def _finetune_step(
+  key: default.Config, optimizer: str, lr: float, steps_per_epoch: int
+):
   opt = optimizers.create_optimizer(optimizer, lr, key, steps_per_epoch=steps_per_epoch)
   step = optax_profit.make_train_step(
-      make_loss_fn(key, opt.loss_view), opt.tx, has_aux=True,
-      cycle_length=key.n_ref + 1,
+    make_loss_fn(key, opt.loss_view),
+    opt.tx,
+    has_aux=True,
+    cycle_length=key.n_ref + 1,
   )
   return opt, step
 
@@ -445,68 +466,95 @@ def _finetune_step(key: default.Config, optimizer: str, lr: float,
 def _pretrain_step(model: str, cnn_width: int, lr: float):
   config = dataclasses.replace(default.Config(), model=model, cnn_width=cnn_width)
   return optax_profit.make_train_step(
-      make_loss_fn(config), optax.adam(lr), has_aux=True, cycle_length=1
+    make_loss_fn(config), optax.adam(lr), has_aux=True, cycle_length=1
   )
 
 
-def finetune_name(config: default.Config, data: Data, optimizer: str,
-                  lr: float, epochs: int) -> str:
-  """Folder name of a fine-tuning run: readable prefix + settings digest."""
-  settings = {
-      "pretrain": pretrain_name(config, data),
-      "optimizer": optimizer,
-      "lr": lr,
-      "epochs": epochs,
-      "batch_size": config.batch_size,
-      "n_ref": config.n_ref,
-      "head_only": config.head_only,
-      "seed": config.seed,
-      "sizes": data.sizes(),
-  }
-  if optimizer == "profit":
-    settings.update(ratio=config.ratio, warmup_epochs=config.warmup_epochs)
-  if optimizer == "sgd":
-    settings.update(momentum=config.sgd_momentum)
-  if optimizer == "lookahead":
-    settings.update(k=config.lookahead_k, alpha=config.lookahead_alpha)
-  name = f"{optimizer}_lr{lr:g}"
-  if config.head_only:
-    name += "_head"
-  return f"{name}-{_digest(settings)}"
+def finetune_name(
+  config: default.Config, data: Data, optimizer: str, lr: float, epochs: int
+) -> str:
+  """Folder name of a fine-tuning run (see ``runs.finetune_name``)."""
+  return runs.finetune_name(
+    config, data.sizes(), pretrain_name(config, data), optimizer, lr, epochs
+  )
 
 
-def _eval_all(config: default.Config, params: Params, frozen_head: Params,
-              data: Data) -> Metrics:
+def _eval_all(
+  config: default.Config, params: Params, frozen_head: Params, data: Data
+) -> Metrics:
   c100 = evaluate(config, params, data.c100_test)
-  c10 = evaluate(config, {"backbone": params["backbone"], "head": frozen_head},
-                 data.c10_test)
-  out = {"c100_test_loss": c100["loss"], "c100_test_accuracy": c100["accuracy"],
-         "c10_test_loss": c10["loss"], "c10_test_accuracy": c10["accuracy"]}
+  old = {"backbone": params["backbone"], "head": frozen_head}
+  c10 = evaluate(config, old, data.c10_test)
+  out = {
+    "c100_test_loss": c100["loss"],
+    "c100_test_accuracy": c100["accuracy"],
+    "c10_test_loss": c10["loss"],
+    "c10_test_accuracy": c10["accuracy"],
+  }
   if len(data.c100_val.labels):
     val = evaluate(config, params, data.c100_val)
     out.update(c100_val_loss=val["loss"], c100_val_accuracy=val["accuracy"])
+  if len(data.c10_val.labels):
+    val = evaluate(config, old, data.c10_val)
+    out.update(c10_val_loss=val["loss"], c10_val_accuracy=val["accuracy"])
   return out
 
 
+def wise_curve(
+  config: default.Config,
+  pretrained_backbone: Params,
+  finetuned: Params,
+  frozen_head: Params,
+  data: Data,
+) -> list[Metrics]:
+  """WiSE-FT: the evaluations of ``(1 - a) * pretrained + a * fine-tuned``.
+
+  Only the backbone is interpolated: the new CIFAR-100 head has no
+  pre-trained value, so every point uses the *fine-tuned* head (at ``a = 0``
+  the pre-trained backbone with the head trained on the moving features).
+  CIFAR-10 uses the frozen CIFAR-10 head, so ``a = 0`` is the pre-trained
+  model there.
+
+  Args:
+    config: supplies ``wise_points`` (evenly spaced ``a`` in [0, 1]).
+    pretrained_backbone: the pre-trained backbone params.
+    finetuned: the fine-tuned ``{"backbone", "head"}``.
+    frozen_head: the CIFAR-10 head.
+    data: the splits.
+
+  Returns:
+    One evaluation (as in the history) per ``a``, with ``a`` added.
+  """
+  curve = []
+  for a in np.linspace(0.0, 1.0, config.wise_points):
+    backbone = baselines.interpolate(
+      pretrained_backbone, finetuned["backbone"], float(a)
+    )
+    params = {"backbone": backbone, "head": finetuned["head"]}
+    curve.append({"a": float(a), **_eval_all(config, params, frozen_head, data)})
+  return curve
+
+
 def finetune(
-    config: default.Config,
-    workdir: str | pathlib.Path,
-    data: Data,
-    pretrained: dict[str, Any],
-    *,
-    optimizer: str,
-    lr: float,
-    epochs: int,
+  config: default.Config,
+  workdir: str | pathlib.Path,
+  data: Data,
+  pretrained: dict[str, Any],
+  *,
+  optimizer: str,
+  lr: float,
+  epochs: int,
 ) -> dict[str, Any]:
   """Fine-tunes the pre-trained backbone and a new CIFAR-100 head.
 
   Args:
     config: supplies ``batch_size``, ``n_ref``, ``ratio``, ``head_only``,
-      ``warmup_epochs``, ``seed`` and the optimizers' settings.
+      ``warmup_epochs``, ``l2sp_alpha``, ``lp_epochs``, ``evals_per_epoch``,
+      ``wise_points``, ``seed`` and the optimizers' settings.
     workdir: the output folder; the run lives in
-      ``<workdir>/finetune/<finetune_name>``, checkpoints every epoch and
-      resumes from the latest checkpoint. A finished run (``result.json``) is
-      loaded, not run again.
+      ``<workdir>/finetune/<finetune_name>``, checkpoints every
+      ``checkpoint_every`` epochs and resumes from the latest checkpoint. A
+      finished run (``result.json``) is loaded, not run again.
     data: the splits.
     pretrained: the dict returned by :func:`pretrain`.
     optimizer: ``sgd``, ``adam``, ``lookahead``, ``adan`` or ``profit``.
@@ -514,109 +562,178 @@ def finetune(
     epochs: passes over the CIFAR-100 training data.
 
   Returns:
-    The run's result: settings, ``history`` (per epoch; epoch 0 is before
-    fine-tuning), ``final`` metrics, ``batches_seen``, ``main_steps``,
-    ``wall_s`` and ``directory``.
+    The run's result: settings, ``history`` (``evals_per_epoch`` entries per
+    epoch, indexed by ``batches_seen``; entry 0 is before fine-tuning),
+    ``final`` metrics, ``wise`` (the WiSE-FT curve, when ``wise_points``),
+    ``batches_seen``, ``main_steps``, ``wall_s`` and ``directory``.
   """
-  name = finetune_name(config, data, optimizer, lr, epochs)
+  name = runs.finetune_name(
+    config,
+    data.sizes(),
+    pathlib.Path(pretrained["directory"]).name,
+    optimizer,
+    lr,
+    epochs,
+  )
   directory = pathlib.Path(workdir) / "finetune" / name
   result_path = directory / "result.json"
-  if result_path.exists():
+  finished = runs.load_result(result_path)
+  if finished is not None:
     _log(config, f"{name}: finished earlier, loading {result_path}.")
-    return json.loads(result_path.read_text())
+    return finished
 
   group = config.n_ref + 1
   calls_per_epoch = (len(data.c100_train.labels) // config.batch_size) // group
-  if calls_per_epoch < 1:
+  if calls_per_epoch < config.evals_per_epoch:
     raise ValueError(
-        f"`batch_size` * (`n_ref` + 1) = {config.batch_size * group} exceeds "
-        f"the {len(data.c100_train.labels)} CIFAR-100 training examples."
+      f"`batch_size` * (`n_ref` + 1) * `evals_per_epoch` = "
+      f"{config.batch_size * group * config.evals_per_epoch} exceeds the "
+      f"{len(data.c100_train.labels)} CIFAR-100 training examples."
     )
   steps_per_epoch = calls_per_epoch * group
   model_params = {
-      "backbone": pretrained["params"]["backbone"],
-      "head": init_head(config, 100, jax.random.key(config.seed + 1)),
+    "backbone": pretrained["params"]["backbone"],
+    "head": init_head(config, 100, jax.random.key(config.seed + 1)),
   }
   opt, step = _finetune_step(_step_key(config), optimizer, lr, steps_per_epoch)
   frozen_head = pretrained["params"]["head"]
   params = opt.wrap(model_params)
-  state = {"params": params, "opt_state": opt.tx.init(params),
-           "frozen_head": frozen_head}
-  manager = _manager(directory)
+  state = {
+    "params": params,
+    "opt_state": opt.tx.init(params),
+    "frozen_head": frozen_head,
+  }
+  manager = runs.manager(directory)
   history: list[Metrics] = []
   start, wall, cpu = 0, 0.0, 0.0
-  restored = _restore(manager, state)
+  restored = runs.restore(manager, state)
   if restored is not None:
     start, state, history = restored
     wall, cpu = history[-1]["wall_s"], history[-1]["cpu_s"]
     _log(config, f"{name}: resuming after epoch {start}.")
   else:
     metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
-    history.append({"epoch": 0, **metrics, "batches_seen": 0, "main_steps": 0,
-                    "wall_s": 0.0, "cpu_s": 0.0})
-    _save(manager, 0, state, history)
+    history.append(
+      {
+        "epoch": 0,
+        **metrics,
+        "batches_seen": 0,
+        "main_steps": 0,
+        "wall_s": 0.0,
+        "cpu_s": 0.0,
+      }
+    )
+    runs.save(manager, 0, state, history)
   params, opt_state, frozen_head = (
-      state["params"], state["opt_state"], state["frozen_head"])
+    state["params"],
+    state["opt_state"],
+    state["frozen_head"],
+  )
   warmup_steps = config.warmup_epochs * steps_per_epoch if optimizer == "profit" else 0
+  # Evaluation points split an epoch's calls as evenly as possible.
+  bounds = np.linspace(0, calls_per_epoch, config.evals_per_epoch + 1).astype(int)
   for epoch in range(start, epochs):
     t0, c0 = time.perf_counter(), time.process_time()
     ds = input_pipeline.train_dataset(
-        data.c100_train, config.batch_size, seed=config.seed + 1, epoch=epoch,
-        group=group,
+      data.c100_train,
+      config.batch_size,
+      seed=config.seed + 1,
+      epoch=epoch,
+      group=group,
     )
-    params, opt_state, train = _train_epoch(
-        step, params, opt_state, ds, config=config,
+    for part, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+      params, opt_state, train = _train_epoch(
+        step,
+        params,
+        opt_state,
+        ds[int(lo) : int(hi)],
+        config=config,
         desc=f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}",
-    )
-    metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
-    batches = (epoch + 1) * steps_per_epoch
-    main_steps = batches
-    if optimizer == "profit":
-      cycles = max(batches - warmup_steps, 0) // group
-      main_steps = min(batches, warmup_steps) + cycles
-    history.append({"epoch": epoch + 1, **train, **metrics, "batches_seen": batches,
-                    "main_steps": main_steps,
-                    "wall_s": wall + time.perf_counter() - t0,
-                    "cpu_s": cpu + time.process_time() - c0})
-    if _checkpoint_due(config, epoch + 1, epochs):
-      _save(manager, epoch + 1,
-            {"params": params, "opt_state": opt_state, "frozen_head": frozen_head},
-            history)
+      )
+      metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
+      batches = (epoch * calls_per_epoch + int(hi)) * group
+      main_steps = batches
+      if optimizer == "profit":
+        cycles = max(batches - warmup_steps, 0) // group
+        main_steps = min(batches, warmup_steps) + cycles
+      history.append(
+        {
+          "epoch": epoch + (part + 1) / config.evals_per_epoch,
+          **train,
+          **metrics,
+          "batches_seen": batches,
+          "main_steps": main_steps,
+          "wall_s": wall + time.perf_counter() - t0,
+          "cpu_s": cpu + time.process_time() - c0,
+        }
+      )
+    history[-1]["epoch"] = epoch + 1
+    if runs.checkpoint_due(config, epoch + 1, epochs):
+      runs.save(
+        manager,
+        epoch + 1,
+        {"params": params, "opt_state": opt_state, "frozen_head": frozen_head},
+        history,
+      )
     wall += time.perf_counter() - t0
     cpu += time.process_time() - c0
     history[-1].update(wall_s=wall, cpu_s=cpu)  # now with the checkpoint
-    _log(config, f"{optimizer} lr={lr:g} epoch {epoch + 1}: train loss "
-                 f"{train['train_loss']:.3f}, CIFAR-100 test "
-                 f"{metrics['c100_test_accuracy']:.4f}, CIFAR-10 test "
-                 f"{metrics['c10_test_accuracy']:.4f}")
+    _log(
+      config,
+      f"{name} epoch {epoch + 1}: train loss "
+      f"{train['train_loss']:.3f}, CIFAR-100 test "
+      f"{metrics['c100_test_accuracy']:.4f}, CIFAR-10 test "
+      f"{metrics['c10_test_accuracy']:.4f}",
+    )
   manager.close()
-  final = {k: v for k, v in history[-1].items()
-           if k.startswith(("c10_", "c100_", "train_", "projected_"))}
-  result = {
-      "optimizer": optimizer,
-      "lr": lr,
-      "epochs": epochs,
-      "n_ref": config.n_ref,
-      "ratio": config.ratio if optimizer == "profit" else None,
-      "ref_lr": lr / config.ratio if optimizer == "profit" else None,
-      "warmup_epochs": config.warmup_epochs if optimizer == "profit" else 0,
-      "head_only": config.head_only,
-      "batches_seen": history[-1]["batches_seen"],
-      "main_steps": history[-1]["main_steps"],
-      "final": final,
-      "history": history,
-      "wall_s": wall,
-      "cpu_s": cpu,
-      "directory": str(directory),
+  final = {
+    k: v
+    for k, v in history[-1].items()
+    if k.startswith(("c10_", "c100_", "train_", "projected_", "removed_", "cosine"))
   }
-  _write_json(result_path, result)
+  result = {
+    "optimizer": optimizer,
+    "lr": lr,
+    "epochs": epochs,
+    "batch_size": config.batch_size,
+    "seed": config.seed,
+    "n_ref": config.n_ref,
+    "ratio": config.ratio if optimizer == "profit" else None,
+    "ref_lr": lr / config.ratio if optimizer == "profit" else None,
+    "warmup_epochs": config.warmup_epochs if optimizer == "profit" else 0,
+    "head_only": config.head_only,
+    "l2sp_alpha": config.l2sp_alpha,
+    "lp_epochs": config.lp_epochs,
+    "lp_lr": config.lp_lr if config.lp_epochs else None,
+    "batches_seen": history[-1]["batches_seen"],
+    "main_steps": history[-1]["main_steps"],
+    "final": final,
+    "history": history,
+    "wall_s": wall,
+    "cpu_s": cpu,
+    "directory": str(directory),
+  }
+  if config.wise_points:
+    result["wise"] = wise_curve(
+      config,
+      pretrained["params"]["backbone"],
+      opt.eval_view(params),
+      frozen_head,
+      data,
+    )
+  runs.write_json(result_path, result)
   reporting.plot_curves([result], directory / "curves.png", title=name)
   return result
 
 
-def load_finetuned(config: default.Config, directory: str | pathlib.Path,
-                   data: Data, pretrained: dict[str, Any], optimizer: str,
-                   lr: float) -> dict[str, Params]:
+def load_finetuned(
+  config: default.Config,
+  directory: str | pathlib.Path,
+  data: Data,
+  pretrained: dict[str, Any],
+  optimizer: str,
+  lr: float,
+) -> dict[str, Params]:
   """The fine-tuned model of a run folder, from its latest checkpoint.
 
   Args:
@@ -630,52 +747,281 @@ def load_finetuned(config: default.Config, directory: str | pathlib.Path,
   Returns:
     ``{"backbone", "head" (CIFAR-100), "frozen_head" (CIFAR-10)}``.
   """
+  del data  # The shapes come from the model; kept for the callers.
   model_params = {
-      "backbone": pretrained["params"]["backbone"],
-      "head": init_head(config, 100, jax.random.key(config.seed + 1)),
+    "backbone": pretrained["params"]["backbone"],
+    "head": init_head(config, 100, jax.random.key(config.seed + 1)),
   }
   opt = optimizers.create_optimizer(optimizer, lr, config, steps_per_epoch=1)
   params = opt.wrap(model_params)
-  target = {"params": params, "opt_state": opt.tx.init(params),
-            "frozen_head": pretrained["params"]["head"]}
-  manager = _manager(pathlib.Path(directory))
-  _, state, _ = _restore(manager, target)
+  target = {
+    "params": params,
+    "opt_state": opt.tx.init(params),
+    "frozen_head": pretrained["params"]["head"],
+  }
+  manager = runs.manager(pathlib.Path(directory))
+  _, state, _ = runs.restore(manager, target)
   manager.close()
   trained = opt.eval_view(state["params"])
-  return {"backbone": trained["backbone"], "head": trained["head"],
-          "frozen_head": state["frozen_head"]}
+  return {
+    "backbone": trained["backbone"],
+    "head": trained["head"],
+    "frozen_head": state["frozen_head"],
+  }
+
+
+# ----------------------------------------------------------------------------
+# The Table 2 sweep.
+
+
+def _select(config: default.Config, results: list[dict[str, Any]]) -> dict[str, Any]:
+  key = "c100_val_accuracy" if config.val_examples else "c100_test_accuracy"
+  best = max(results, key=lambda r: (r["final"][key], -r["lr"]))
+  best["selected"] = True
+  return best
+
+
+def _sweep(
+  config: default.Config, workdir: pathlib.Path, data: Data, pretrained: dict[str, Any]
+) -> dict[str, Any]:
+  """The Table 2 sweep (or one run): every optimizer over its learning rates."""
+  if config.sweep:
+    plan = [
+      (name, lr, config.epochs_for(name))
+      for name in config.sweep_optimizers
+      for lr in config.lrs_for(name)
+    ]
+  else:
+    plan = [(config.optimizer, config.lr, config.epochs)]
+  done = [
+    finetune(config, workdir, data, pretrained, optimizer=name, lr=lr, epochs=epochs)
+    for name, lr, epochs in plan
+  ]
+  selected = {}
+  for name in dict.fromkeys(name for name, _, _ in plan):
+    selected[name] = _select(config, [r for r in done if r["optimizer"] == name])
+  results = {
+    "runs": done,
+    "selected": selected,
+    "selection_metric": (
+      "CIFAR-100 validation accuracy"
+      if config.val_examples
+      else "CIFAR-100 test accuracy (no validation split)"
+    ),
+  }
+  return results
+
+
+# ----------------------------------------------------------------------------
+# The compute-matched frontier.
+
+
+def frontier_plan(
+  config: default.Config,
+) -> list[tuple[str, default.Config, str, float]]:
+  """The frontier's runs at ``config.batch_size`` and seed ``config.seed``.
+
+  Args:
+    config: supplies the ``frontier_*`` grids, ``l2sp_alphas``, ``l2sp_lr``,
+      ``lp_epochs`` (1 when unset) and ``wise_points``.
+
+  Returns:
+    ``(family, run config, optimizer, lr)`` per run. Full fine-tuning and
+    PROFIT runs carry a WiSE-FT curve (families ``WiSE-FT`` and ``WiSE-FT of
+    PROFIT``).
+  """
+  plain = dataclasses.replace(
+    config, head_only=False, l2sp_alpha=0.0, lp_epochs=0, wise_points=0
+  )
+  wise = dataclasses.replace(plain, wise_points=config.wise_points)
+  plan = [("full FT", wise, "adam", lr) for lr in config.frontier_lrs]
+  plan += [
+    ("L2-SP", dataclasses.replace(plain, l2sp_alpha=alpha), "adam", config.l2sp_lr)
+    for alpha in config.l2sp_alphas
+  ]
+  lp = dataclasses.replace(plain, lp_epochs=config.lp_epochs or 1)
+  plan += [("LP-FT", lp, "adam", lr) for lr in config.frontier_lrs]
+  head = dataclasses.replace(plain, head_only=True)
+  plan += [("head only", head, "adam", lr) for lr in config.frontier_head_lrs]
+  plan += [
+    ("PROFIT", dataclasses.replace(wise, ratio=ratio), "profit", lr)
+    for ratio in config.frontier_ratios
+    for lr in config.frontier_lrs
+  ]
+  return plan
+
+
+def _points(result: dict[str, Any]) -> list[dict[str, Any]]:
+  label = pathlib.Path(result["directory"]).name
+  return [
+    frontier.point(h, run=label, batches=h["batches_seen"]) for h in result["history"]
+  ]
+
+
+def _wise_points(result: dict[str, Any]) -> list[dict[str, Any]]:
+  label = pathlib.Path(result["directory"]).name
+  return [
+    frontier.point(w, run=label, a=w["a"], batches=result["batches_seen"])
+    for w in result["wise"]
+  ]
+
+
+def _families(
+  config: default.Config,
+  workdir: pathlib.Path,
+  data: Data,
+  pretrained: dict[str, Any],
+  seeds: tuple[int, ...],
+  only: tuple[str, ...] | None = None,
+) -> tuple[dict[str, dict[int, list]], list[dict[str, Any]]]:
+  """Runs the frontier plan per seed; ``{family: {seed: points}}`` and the runs."""
+  families: dict[str, dict[int, list]] = {}
+  done = []
+  for seed in seeds:
+    for family, run_config, optimizer, lr in frontier_plan(
+      dataclasses.replace(config, seed=seed)
+    ):
+      if only is not None and family not in only:
+        continue
+      result = finetune(
+        run_config,
+        workdir,
+        data,
+        pretrained,
+        optimizer=optimizer,
+        lr=lr,
+        epochs=config.epochs,
+      )
+      result["family"] = family
+      done.append(result)
+      families.setdefault(family, {}).setdefault(seed, []).extend(_points(result))
+      if "wise" in result:
+        wise = "WiSE-FT of PROFIT" if family == "PROFIT" else "WiSE-FT"
+        families.setdefault(wise, {}).setdefault(seed, []).extend(_wise_points(result))
+  return families, done
+
+
+def _mechanism(results: list[dict[str, Any]]) -> dict[str, Any]:
+  """PROFIT's diagnostics along training, averaged over its runs."""
+  profit_runs = [r for r in results if r["optimizer"] == "profit"]
+  rows = []
+  for r in profit_runs:
+    trained = [h for h in r["history"] if "removed_fraction" in h]
+    rows.append(
+      {
+        "run": pathlib.Path(r["directory"]).name,
+        "lr": r["lr"],
+        "ratio": r["ratio"],
+        "seed": r["seed"],
+        "batches_seen": [h["batches_seen"] for h in trained],
+        "removed_fraction": [h["removed_fraction"] for h in trained],
+        "cosine": [h["cosine"] for h in trained],
+        "projected_fraction": [h["projected_fraction"] for h in trained],
+        "mean_removed_fraction": float(
+          np.mean([h["removed_fraction"] for h in trained])
+        ),
+        "mean_cosine": float(np.mean([h["cosine"] for h in trained])),
+        "mean_projected_fraction": float(
+          np.mean([h["projected_fraction"] for h in trained])
+        ),
+      }
+    )
+  return {"profit_runs": rows}
+
+
+_STUDY_FAMILIES = ("full FT", "PROFIT")
+
+
+def _frontier(
+  config: default.Config, workdir: pathlib.Path, data: Data, pretrained: dict[str, Any]
+) -> dict[str, Any]:
+  """The frontier at ``batch_size`` over ``seeds``, then the batch-size study."""
+  if "c10_val_accuracy" not in pretrained:
+    raise ValueError("The frontier needs `c10_val_examples` > 0 (old-task validation).")
+  base = pretrained["c10_val_accuracy"]
+  families, done = _families(config, workdir, data, pretrained, config.seeds)
+  bases = dict.fromkeys(config.seeds, base)
+  rows = frontier.table(families, bases, config.levels)
+  by_batch_size = {
+    config.batch_size: {
+      "families": families,
+      "rows": rows,
+      "table": frontier.format_table(rows, config.levels),
+      "mechanism": _mechanism(done),
+      "seeds": list(config.seeds),
+    }
+  }
+  study_seed = config.seeds[:1]
+  for batch_size in config.batch_sizes:
+    if batch_size == config.batch_size:
+      continue
+    sized = dataclasses.replace(config, batch_size=batch_size)
+    fams, sized_runs = _families(
+      sized, workdir, data, pretrained, study_seed, only=_STUDY_FAMILIES
+    )
+    study_rows = frontier.table(fams, dict.fromkeys(study_seed, base), config.levels)
+    by_batch_size[batch_size] = {
+      "families": fams,
+      "rows": study_rows,
+      "table": frontier.format_table(study_rows, config.levels),
+      "mechanism": _mechanism(sized_runs),
+      "seeds": list(study_seed),
+    }
+    done += sized_runs
+  # The main batch size restricted to the study's families and seed, so the
+  # batch-size rows compare like with like.
+  main = {
+    f: {s: pts for s, pts in by_seed.items() if s in study_seed}
+    for f, by_seed in families.items()
+    if f in (*_STUDY_FAMILIES, "WiSE-FT", "WiSE-FT of PROFIT")
+  }
+  study = []
+  for batch_size, entry in sorted(by_batch_size.items()):
+    fams = main if batch_size == config.batch_size else entry["families"]
+    for row in frontier.table(fams, dict.fromkeys(study_seed, base), config.levels):
+      study.append({"batch_size": batch_size, **row})
+  return {
+    "runs": done,
+    "base_c10_val_accuracy": base,
+    "frontier": by_batch_size,
+    "batch_size_study": study,
+    "table": by_batch_size[config.batch_size]["table"],
+    "study_table": reporting.format_study(study, config.levels, by_batch_size),
+    "selection_metric": (
+      "best CIFAR-100 validation accuracy with CIFAR-10 validation accuracy >= "
+      "level x the pre-trained model's; test accuracies reported"
+    ),
+  }
 
 
 # ----------------------------------------------------------------------------
 # Entry point.
 
 
-def _select(config: default.Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
-  key = "c100_val_accuracy" if config.val_examples else "c100_test_accuracy"
-  best = max(runs, key=lambda r: (r["final"][key], -r["lr"]))
-  best["selected"] = True
-  return best
-
-
-def train_and_evaluate(config: default.Config,
-                       workdir: str | pathlib.Path) -> dict[str, Any]:
+def train_and_evaluate(
+  config: default.Config, workdir: str | pathlib.Path
+) -> dict[str, Any]:
   """Pre-trains (or loads), fine-tunes, and writes the results.
 
   With ``config.sweep``, every optimizer of ``config.sweep_optimizers`` runs
   at each learning rate of ``config.sweep_lrs`` for ``config.epochs_for``
   epochs; each optimizer's learning rate with the best held-out CIFAR-100
-  accuracy goes into the table. Otherwise one run of ``config.optimizer`` at
-  ``config.lr`` for ``config.epochs``.
+  accuracy goes into the table. With ``config.frontier``, the families of
+  :func:`frontier_plan` run with the same batch budget and the frontier table
+  is written (``frontier.json``, ``frontier.md``, ``frontier.png``).
+  Otherwise one run of ``config.optimizer`` at ``config.lr`` for
+  ``config.epochs``.
 
   Args:
     config: the configuration.
-    workdir: output folder: ``results.json``, ``table.md``, ``curves.png``,
-      and the ``pretrain/`` and ``finetune/`` run folders with orbax
-      checkpoints.
+    workdir: output folder: ``results.json``, ``table.md``, ``curves.png``
+      (or the frontier's files), and the ``pretrain/`` and ``finetune/`` run
+      folders with orbax checkpoints.
 
   Returns:
-    ``{"config", "data_sizes", "pretrain", "runs", "selected", "table",
-    "runs_table", "selection_metric", "wall_s", "device"}``.
+    ``{"config", "data_sizes", "pretrain", "runs", "wall_s", "device", ...}``
+    with ``"selected"``, ``"table"`` and ``"runs_table"`` (sweep, one run) or
+    ``"frontier"``, ``"table"`` and ``"study_table"`` (frontier).
   """
   default.validate(config)
   workdir = pathlib.Path(workdir)
@@ -684,35 +1030,36 @@ def train_and_evaluate(config: default.Config,
   data = load_data(config)
   load_s = time.perf_counter() - t0
   pretrained = pretrain(config, workdir, data)
-  if config.sweep:
-    plan = [(name, lr, config.epochs_for(name))
-            for name in config.sweep_optimizers for lr in config.lrs_for(name)]
-  else:
-    plan = [(config.optimizer, config.lr, config.epochs)]
-  runs = [finetune(config, workdir, data, pretrained, optimizer=name, lr=lr,
-                   epochs=epochs) for name, lr, epochs in plan]
-  selected = {}
-  for name in dict.fromkeys(name for name, _, _ in plan):
-    selected[name] = _select(config, [r for r in runs if r["optimizer"] == name])
   results = {
-      "config": dataclasses.asdict(config),
-      "data_sizes": data.sizes(),
-      "device": str(jax.devices()[0].device_kind),
-      "pretrain": {k: v for k, v in pretrained.items() if k != "params"},
-      "runs": runs,
-      "selected": selected,
-      "selection_metric": ("CIFAR-100 validation accuracy" if config.val_examples
-                           else "CIFAR-100 test accuracy (no validation split)"),
-      "data_load_s": load_s,
+    "config": dataclasses.asdict(config),
+    "data_sizes": data.sizes(),
+    "device": str(jax.devices()[0].device_kind),
+    "pretrain": {k: v for k, v in pretrained.items() if k != "params"},
+    "data_load_s": load_s,
   }
-  results["table"] = reporting.format_table(results)
-  results["runs_table"] = reporting.format_runs(runs)
+  if config.frontier:
+    results.update(_frontier(config, workdir, data, pretrained))
+  else:
+    results.update(_sweep(config, workdir, data, pretrained))
+    results["table"] = reporting.format_table(results)
+    results["runs_table"] = reporting.format_runs(results["runs"])
   results["wall_s"] = time.perf_counter() - t0
   results["cpu_s"] = time.process_time() - c0
   results["loadavg"] = {"start": load_start, "end": os.getloadavg()}
-  _write_json(workdir / "results.json", results)
-  (workdir / "table.md").write_text(
-      results["table"] + "\n\n" + results["runs_table"] + "\n")
-  reporting.plot_curves(list(selected.values()), workdir / "curves.png",
-                        title=f"{config.model}: CIFAR-10 -> CIFAR-100 fine-tuning")
+  if config.frontier:
+    runs.write_json(workdir / "frontier.json", results)
+    (workdir / "frontier.md").write_text(
+      results["table"] + "\n\n" + results["study_table"] + "\n"
+    )
+    reporting.plot_frontier(results, workdir / "frontier.png")
+  else:
+    runs.write_json(workdir / "results.json", results)
+    (workdir / "table.md").write_text(
+      results["table"] + "\n\n" + results["runs_table"] + "\n"
+    )
+    reporting.plot_curves(
+      list(results["selected"].values()),
+      workdir / "curves.png",
+      title=f"{config.model}: CIFAR-10 -> CIFAR-100 fine-tuning",
+    )
   return results

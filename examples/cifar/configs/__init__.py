@@ -5,12 +5,13 @@ import importlib
 from examples.cifar.configs.default import Config
 
 CONFIGS = (
-    "default",
-    "cpu_smoke",
-    "gpu_subsets",
-    "paper",
-    "paper_vit_tiny",
-    "paper_vit_small",
+  "default",
+  "cpu_smoke",
+  "cpu_frontier",
+  "gpu_subsets",
+  "paper",
+  "paper_vit_tiny",
+  "paper_vit_small",
 )
 
 

@@ -25,7 +25,13 @@ class Config:
     val_examples: CIFAR-100 training examples held out (same ones in every
       run) to choose each optimizer's learning rate in the sweep; 0 selects
       on the CIFAR-100 test set instead (flagged in the table).
-    batch_size: examples per batch (pre-training and fine-tuning).
+    c10_val_examples: CIFAR-10 training examples held out from pre-training
+      (old-task validation: the frontier's CIFAR-10 levels are checked on
+      them); 0 for none.
+    batch_size: examples per batch (fine-tuning; pre-training too unless
+      ``pretrain_batch_size`` is set).
+    pretrain_batch_size: examples per pre-training batch (None:
+      ``batch_size``); set it to share one pre-training across batch sizes.
     eval_batch_size: examples per evaluation batch.
     pretrain_epochs: epochs of CIFAR-10 pre-training.
     pretrain_lr: Adam learning rate of pre-training (paper: 1e-4).
@@ -38,6 +44,17 @@ class Config:
     n_ref: PROFIT's reference steps per cycle.
     ratio: PROFIT's ``lambda_main / lambda_ref``: ``ref = lr / ratio``.
     head_only: fine-tune the CIFAR-100 head only (backbone frozen).
+    l2sp_alpha: L2-SP strength: ``alpha / 2 * ||backbone - pretrained||^2`` is
+      added to the loss (0: off).
+    lp_epochs: LP-FT: epochs of fitting the new head alone (Adam at
+      ``lp_lr``) before every parameter is fine-tuned at ``lr`` (0: off).
+      They count in ``epochs`` (the same batch budget).
+    lp_lr: the head's Adam learning rate in the LP phase of LP-FT.
+    evals_per_epoch: evaluations per fine-tuning epoch (points of the
+      trade-off curves, indexed by batches seen).
+    wise_points: WiSE-FT: evaluate this many evenly spaced ``a`` in [0, 1] of
+      ``(1 - a) * pretrained + a * fine-tuned`` backbone after the run (0:
+      none).
     warmup_epochs: plain main-optimizer (Adam) epochs before PROFIT starts
       (PROFIT's ``warmup_steps``); ignored by the other optimizers.
     sgd_momentum: momentum of SGD (0 for plain SGD).
@@ -50,6 +67,20 @@ class Config:
       the one with the best held-out CIFAR-100 accuracy goes in the table.
     sweep_epochs: fine-tuning epochs per optimizer, ``((name, epochs), ...)``
       (paper Table 10); optimizers not listed use ``epochs``.
+    frontier: run the compute-matched frontier (``frontier_*`` fields) and
+      write its table instead of one run or the sweep.
+    frontier_lrs: Adam learning rates of full fine-tuning, PROFIT and LP-FT.
+    frontier_ratios: PROFIT's ``lambda_main / lambda_ref`` ratios.
+    frontier_head_lrs: Adam learning rates of head-only fine-tuning.
+    l2sp_alphas: L2-SP strengths of the frontier.
+    l2sp_lr: Adam learning rate of the L2-SP runs.
+    seeds: fine-tuning seeds of the frontier (head init, data order); the
+      pre-training is the one of ``seed``.
+    levels: CIFAR-10 levels of the frontier table, as fractions of the
+      pre-trained model's validation accuracy.
+    batch_sizes: further batch sizes of the mechanism study: full
+      fine-tuning, PROFIT and their WiSE-FT curves at each (first seed), with
+      the same epochs.
     seed: seed of initialization, data order and augmentation.
     checkpoint_every: save an orbax checkpoint every this many epochs (and
       after the last one); an interrupted run resumes from the latest.
@@ -65,7 +96,9 @@ class Config:
   train_examples: int | None = None
   test_examples: int | None = None
   val_examples: int = 5000
+  c10_val_examples: int = 0
   batch_size: int = 128
+  pretrain_batch_size: int | None = None
   eval_batch_size: int = 500
   pretrain_epochs: int = 200
   pretrain_lr: float = 1e-4
@@ -75,6 +108,11 @@ class Config:
   n_ref: int = 1
   ratio: float = 10.0
   head_only: bool = False
+  l2sp_alpha: float = 0.0
+  lp_epochs: int = 0
+  lp_lr: float = 1e-2
+  evals_per_epoch: int = 1
+  wise_points: int = 0
   warmup_epochs: int = 0
   sgd_momentum: float = 0.9
   lookahead_k: int = 1
@@ -82,19 +120,28 @@ class Config:
   sweep: bool = False
   sweep_optimizers: tuple[str, ...] = OPTIMIZERS
   sweep_lrs: tuple[tuple[str, tuple[float, ...]], ...] = (
-      ("sgd", (1e-3, 1e-2)),
-      ("adam", (1e-4,)),
-      ("lookahead", (1e-4,)),
-      ("adan", (1e-4, 1e-3)),
-      ("profit", (1e-4,)),
+    ("sgd", (1e-3, 1e-2)),
+    ("adam", (1e-4,)),
+    ("lookahead", (1e-4,)),
+    ("adan", (1e-4, 1e-3)),
+    ("profit", (1e-4,)),
   )
   sweep_epochs: tuple[tuple[str, int], ...] = (
-      ("sgd", 200),
-      ("adam", 200),
-      ("lookahead", 100),
-      ("adan", 200),
-      ("profit", 100),
+    ("sgd", 200),
+    ("adam", 200),
+    ("lookahead", 100),
+    ("adan", 200),
+    ("profit", 100),
   )
+  frontier: bool = False
+  frontier_lrs: tuple[float, ...] = (1e-4, 3e-4)
+  frontier_ratios: tuple[float, ...] = (10.0,)
+  frontier_head_lrs: tuple[float, ...] = (1e-3,)
+  l2sp_alphas: tuple[float, ...] = (0.01, 0.1, 1.0)
+  l2sp_lr: float = 3e-4
+  seeds: tuple[int, ...] = (0,)
+  levels: tuple[float, ...] = (0.95, 0.9, 0.8, 0.7)
+  batch_sizes: tuple[int, ...] = ()
   seed: int = 0
   checkpoint_every: int = 1
   data_threads: int = 0
@@ -127,27 +174,76 @@ def validate(config: Config) -> None:
 
   if config.model not in models.MODELS:
     raise ValueError(f"`model` must be one of {models.MODELS}, got {config.model!r}.")
-  for name in ("cnn_width", "batch_size", "eval_batch_size", "lr", "n_ref",
-               "ratio", "lookahead_k", "pretrain_lr", "train_examples",
-               "test_examples", "checkpoint_every"):
+  for name in (
+    "cnn_width",
+    "batch_size",
+    "eval_batch_size",
+    "lr",
+    "n_ref",
+    "ratio",
+    "lookahead_k",
+    "pretrain_lr",
+    "train_examples",
+    "test_examples",
+    "checkpoint_every",
+    "pretrain_batch_size",
+    "lp_lr",
+    "evals_per_epoch",
+    "l2sp_lr",
+  ):
     positive(name)
-  for name in ("pretrain_epochs", "epochs", "val_examples", "warmup_epochs",
-               "sgd_momentum", "lookahead_alpha", "data_threads"):
+  for name in (
+    "pretrain_epochs",
+    "epochs",
+    "val_examples",
+    "warmup_epochs",
+    "sgd_momentum",
+    "lookahead_alpha",
+    "data_threads",
+    "c10_val_examples",
+    "l2sp_alpha",
+    "lp_epochs",
+    "wise_points",
+  ):
     positive(name, allow_zero=True)
+  for name in (
+    "frontier_lrs",
+    "frontier_ratios",
+    "frontier_head_lrs",
+    "l2sp_alphas",
+    "levels",
+    "batch_sizes",
+  ):
+    if any(v <= 0 for v in getattr(config, name)):
+      raise ValueError(f"`{name}` must be positive, got {getattr(config, name)}.")
+  if any(v > 1 for v in config.levels):
+    raise ValueError(f"`levels` must be fractions <= 1, got {config.levels}.")
+  if config.wise_points == 1:
+    raise ValueError("`wise_points` must be 0 or >= 2 (a = 0 and a = 1), got 1.")
+  if config.lp_epochs and config.lp_epochs >= config.epochs:
+    raise ValueError(
+      f"`lp_epochs` ({config.lp_epochs}) must be below `epochs` ({config.epochs})."
+    )
+  if config.lp_epochs and config.head_only:
+    raise ValueError("`lp_epochs` (LP-FT) and `head_only` exclude each other.")
+  if config.sweep and config.frontier:
+    raise ValueError("`sweep` and `frontier` exclude each other: choose one mode.")
+  if config.frontier and not config.seeds:
+    raise ValueError("`seeds` must name at least one seed for the frontier.")
   for name in ("sgd_momentum", "lookahead_alpha"):
     if getattr(config, name) > 1:
       raise ValueError(f"`{name}` must be <= 1, got {getattr(config, name)}.")
   if config.optimizer not in OPTIMIZERS:
     raise ValueError(
-        f"`optimizer` must be one of {OPTIMIZERS}, got {config.optimizer!r}."
+      f"`optimizer` must be one of {OPTIMIZERS}, got {config.optimizer!r}."
     )
   unknown = set(config.sweep_optimizers) - set(OPTIMIZERS)
   unknown |= {name for name, _ in config.sweep_lrs} - set(OPTIMIZERS)
   unknown |= {name for name, _ in config.sweep_epochs} - set(OPTIMIZERS)
   if unknown:
     raise ValueError(
-        f"`sweep_optimizers`/`sweep_lrs`/`sweep_epochs` name unknown optimizers "
-        f"{sorted(unknown)}; choose from {OPTIMIZERS}."
+      f"`sweep_optimizers`/`sweep_lrs`/`sweep_epochs` name unknown optimizers "
+      f"{sorted(unknown)}; choose from {OPTIMIZERS}."
     )
   for name, lrs in config.sweep_lrs:
     if not lrs or any(lr <= 0 for lr in lrs):

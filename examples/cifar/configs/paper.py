@@ -24,27 +24,39 @@ from examples.cifar.configs import default
 
 # model -> (pretrain epochs, ratio, {optimizer: (lrs, epochs)}).
 TABLE_10 = {
-    "resnet18": (200, 10.0, {
-        "sgd": ((1e-3, 1e-2), 200),
-        "adam": ((1e-4,), 200),
-        "lookahead": ((1e-4,), 100),
-        "adan": ((1e-4, 1e-3), 200),
-        "profit": ((1e-4,), 100),
-    }),
-    "vit_tiny": (400, 1000.0, {
-        "sgd": ((1e-3, 1e-2), 400),
-        "adam": ((1e-5,), 400),
-        "lookahead": ((1e-4,), 200),
-        "adan": ((1e-5, 1e-4), 400),
-        "profit": ((1e-4,), 200),
-    }),
-    "vit_small": (400, 100.0, {
-        "sgd": ((1e-3, 1e-2), 400),
-        "adam": ((3e-4,), 400),
-        "lookahead": ((3e-4,), 200),
-        "adan": ((3e-5, 3e-4), 400),
-        "profit": ((3e-4,), 200),
-    }),
+  "resnet18": (
+    200,
+    10.0,
+    {
+      "sgd": ((1e-3, 1e-2), 200),
+      "adam": ((1e-4,), 200),
+      "lookahead": ((1e-4,), 100),
+      "adan": ((1e-4, 1e-3), 200),
+      "profit": ((1e-4,), 100),
+    },
+  ),
+  "vit_tiny": (
+    400,
+    1000.0,
+    {
+      "sgd": ((1e-3, 1e-2), 400),
+      "adam": ((1e-5,), 400),
+      "lookahead": ((1e-4,), 200),
+      "adan": ((1e-5, 1e-4), 400),
+      "profit": ((1e-4,), 200),
+    },
+  ),
+  "vit_small": (
+    400,
+    100.0,
+    {
+      "sgd": ((1e-3, 1e-2), 400),
+      "adam": ((3e-4,), 400),
+      "lookahead": ((3e-4,), 200),
+      "adan": ((3e-5, 3e-4), 400),
+      "profit": ((3e-4,), 200),
+    },
+  ),
 }
 
 
@@ -59,20 +71,20 @@ def paper_config(model: str) -> default.Config:
   """
   pretrain_epochs, ratio, rows = TABLE_10[model]
   return dataclasses.replace(
-      default.get_config(),
-      model=model,
-      pretrain_epochs=pretrain_epochs,
-      pretrain_lr=1e-4,
-      optimizer="profit",
-      lr=rows["profit"][0][0],
-      epochs=rows["profit"][1],
-      ratio=ratio,
-      n_ref=1,
-      val_examples=5000,
-      sweep_lrs=tuple((name, lrs) for name, (lrs, _) in rows.items()),
-      sweep_epochs=tuple((name, epochs) for name, (_, epochs) in rows.items()),
-      checkpoint_every=5,
-      data_threads=4,
+    default.get_config(),
+    model=model,
+    pretrain_epochs=pretrain_epochs,
+    pretrain_lr=1e-4,
+    optimizer="profit",
+    lr=rows["profit"][0][0],
+    epochs=rows["profit"][1],
+    ratio=ratio,
+    n_ref=1,
+    val_examples=5000,
+    sweep_lrs=tuple((name, lrs) for name, (lrs, _) in rows.items()),
+    sweep_epochs=tuple((name, epochs) for name, (_, epochs) in rows.items()),
+    checkpoint_every=5,
+    data_threads=4,
   )
 
 

@@ -1,0 +1,143 @@
+"""The compute-matched frontier: old-task levels, the best new-task score at each.
+
+A *point* is one evaluated model: a moment of a fine-tuning run (indexed by
+the batches seen) or a WiSE-FT interpolation of one. It carries CIFAR-10 (old
+task) and CIFAR-100 (new task) accuracy on held-out validation images
+(``old_val``, ``new_val``) and on the test sets (``old_test``, ``new_test``).
+
+The selection rule, the same for every family: at level ``L``, among the
+family's points whose ``old_val >= L * base`` (``base``: the pre-trained
+model's CIFAR-10 validation accuracy), take the one with the highest
+``new_val`` (ties: the higher ``old_val``, then the fewer batches) and report
+its test accuracies. It is done per seed; the table gives the mean and range
+over seeds.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+Point = Mapping[str, Any]
+_KEYS = {
+  "old_val": "c10_val_accuracy",
+  "new_val": "c100_val_accuracy",
+  "old_test": "c10_test_accuracy",
+  "new_test": "c100_test_accuracy",
+}
+
+
+def point(metrics: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+  """A point from an evaluation's metrics (``c10_val_accuracy``, ...).
+
+  Args:
+    metrics: a history entry or a WiSE-FT evaluation.
+    **extra: labels kept with the point (run, batches, ``a``).
+
+  Returns:
+    ``{"old_val", "new_val", "old_test", "new_test", **extra}``.
+  """
+  return {**{k: float(metrics[v]) for k, v in _KEYS.items()}, **extra}
+
+
+def select(points: Sequence[Point], base: float, level: float) -> Point | None:
+  """The selection rule (module docstring) at one level.
+
+  Args:
+    points: the family's points of one seed.
+    base: the pre-trained model's old-task validation accuracy.
+    level: the fraction of ``base`` the old-task accuracy must keep.
+
+  Returns:
+    The selected point, or None when no point keeps the level.
+  """
+  eligible = [p for p in points if p["old_val"] >= level * base]
+  if not eligible:
+    return None
+  return max(eligible, key=lambda p: (p["new_val"], p["old_val"], -p.get("batches", 0)))
+
+
+def pareto(points: Sequence[Point], x: str = "old_val", y: str = "new_val"):
+  """The points no other point beats on both ``x`` and ``y``, by decreasing ``x``.
+
+  Args:
+    points: any points.
+    x: the first coordinate (higher is better).
+    y: the second coordinate (higher is better).
+
+  Returns:
+    The non-dominated points, sorted by decreasing ``x``.
+  """
+  front, best_y = [], -np.inf
+  for p in sorted(points, key=lambda p: (-p[x], -p[y])):
+    if p[y] > best_y:
+      front.append(p)
+      best_y = p[y]
+  return front
+
+
+def table(
+  families: Mapping[str, Mapping[int, Sequence[Point]]],
+  bases: Mapping[int, float],
+  levels: Sequence[float],
+) -> list[dict[str, Any]]:
+  """The frontier table: per family and level, the selected test scores.
+
+  Args:
+    families: ``{family: {seed: points}}``.
+    bases: ``{seed: the pre-trained old-task validation accuracy}``.
+    levels: the old-task levels (fractions of the base).
+
+  Returns:
+    One row per family and level: ``family``, ``level``, ``new_test`` and
+    ``old_test`` (lists over seeds, None where no point keeps the level), and
+    ``selected`` (the points).
+  """
+  rows = []
+  for family, by_seed in families.items():
+    for level in levels:
+      chosen = [select(points, bases[seed], level) for seed, points in by_seed.items()]
+      rows.append(
+        {
+          "family": family,
+          "level": level,
+          "new_test": [None if c is None else c["new_test"] for c in chosen],
+          "old_test": [None if c is None else c["old_test"] for c in chosen],
+          "selected": chosen,
+        }
+      )
+  return rows
+
+
+def _spread(values: Sequence[float | None]) -> str:
+  if any(v is None for v in values):
+    return "-"
+  values = 100 * np.asarray(values)
+  if len(values) == 1:
+    return f"{values[0]:.2f}"
+  return f"{values.mean():.2f} ({values.min():.2f}-{values.max():.2f})"
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> str:
+  """Markdown: a row per family, a column per level (CIFAR-100 test %).
+
+  Args:
+    rows: the rows of :func:`table`.
+    levels: the levels, in column order.
+
+  Returns:
+    The table; a cell is the mean over seeds and the (min-max) range, "-"
+    where some seed has no point at that level.
+  """
+  head = " | ".join(f"CIFAR-10 >= {100 * level:g}%" for level in levels)
+  lines = [f"| family | {head} |", "|---" * (len(levels) + 1) + "|"]
+  by_family: dict[str, dict[float, Mapping[str, Any]]] = {}
+  for row in rows:
+    by_family.setdefault(row["family"], {})[row["level"]] = row
+  for family, cells in by_family.items():
+    lines.append(
+      f"| {family} | "
+      + " | ".join(_spread(cells[level]["new_test"]) for level in levels)
+      + " |"
+    )
+  return "\n".join(lines)
