@@ -79,10 +79,10 @@ def test_validate_names_the_bad_field(field, value):
 def test_validate_needs_a_learning_rate_and_a_divisible_batch():
   with pytest.raises(ValueError, match=r"`adamw_lrs`.*`profit_lrs`"):
     default.validate(dataclasses.replace(default.Config(), adamw_lrs=(), profit_lrs=()))
-  config = dataclasses.replace(default.Config(), batch_size=12)
+  config = dataclasses.replace(default.Config(), batch_size=16)
   default.validate(config, data_parallelism=4)
   with pytest.raises(ValueError, match=r"`batch_size`.*data axis"):
-    default.validate(config, data_parallelism=8)
+    default.validate(config, data_parallelism=3)
 
 
 def test_bad_set_is_a_usage_error(capsys):
