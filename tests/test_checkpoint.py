@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import optax_profit
-from examples.sharded_finetune import checkpointing, sharding, train
+from examples.sharded_finetune import checkpointing, runs, sharding, train
 from examples.sharded_finetune.configs import quick
 from tests import _sharded_worker as worker
 from tests.test_sharding import run_worker
@@ -183,7 +183,7 @@ def test_example_resumes_a_finetuning_run(tmp_path):
   )
   mesh = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
   exp = train.Experiment(config, tmp_path, mesh=mesh, show_progress=False)
-  spec = train.RunSpec("profit", 1e-3)
+  spec = runs.RunSpec("profit", 1e-3)
 
   def run(directory, num_batches):
     return exp.train(

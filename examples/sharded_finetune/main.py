@@ -9,63 +9,28 @@ Run from the repository root::
   # one process per host (SLURM, Cloud TPU, or pass the coordinator):
   python -m examples.sharded_finetune.main --distributed
 
-Flags override fields of the selected config (``configs/quick.py`` with
-``--quick``, else ``configs/default.py``). Outputs go to ``--workdir``
-(default ``results/sharded_finetune``): ``results.json``, ``table.md``,
-``tradeoff.png`` and the orbax checkpoints, from which an interrupted run
-resumes when started again with the same flags.
+``--set FIELD=VALUE`` (repeatable) overrides a field of the selected config
+(``configs/quick.py`` with ``--quick``, else ``configs/default.py``), e.g.
+``--set mesh_shape=2,4 --set adamw_lrs=1e-4,3e-4 --set ft_steps=400``.
+Outputs go to ``--workdir`` (default ``results/sharded_finetune``):
+``results.json``, ``table.md``, ``tradeoff.png`` and the orbax checkpoints,
+from which an interrupted run resumes when started again with the same
+configuration.
 
 This module imports JAX only after reading the flags: ``--host-devices``
-must set ``XLA_FLAGS`` before JAX starts.
+must set ``XLA_FLAGS`` before JAX starts (the configs do not import JAX).
 """
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
 from collections.abc import Sequence
 
-DEFAULT_WORKDIR = "results/sharded_finetune"
+from examples import overrides
+from examples.sharded_finetune.configs import default, quick
 
-# flag -> (config field, type, nargs, help)
-_OVERRIDES = {
-  "--seed": ("seed", int, None, "data order and initialisation seed"),
-  "--split-letter": (
-    "split_letter",
-    str,
-    None,
-    "modules starting with a..LETTER are the old domain, the rest the new",
-  ),
-  "--seq-len": ("seq_len", int, None, "bytes per training window"),
-  "--batch-size": ("batch_size", int, None, "global batch size"),
-  "--eval-windows": ("eval_windows", int, None, "validation windows per domain"),
-  "--d-model": ("d_model", int, None, "model width"),
-  "--num-layers": ("num_layers", int, None, "transformer blocks"),
-  "--num-heads": ("num_heads", int, None, "attention heads"),
-  "--d-ff": ("d_ff", int, None, "MLP hidden width"),
-  "--mesh-shape": (
-    "mesh_shape",
-    int,
-    2,
-    "DATA MODEL mesh sizes (0 0: automatic; -1 infers one)",
-  ),
-  "--pretrain-steps": ("pretrain_steps", int, None, "pre-training batches"),
-  "--pretrain-lr": ("pretrain_lr", float, None, "peak pre-training learning rate"),
-  "--weight-decay": ("weight_decay", float, None, "AdamW weight decay"),
-  "--ft-steps": ("ft_steps", int, None, "fine-tuning batches, every method"),
-  "--adamw-lrs": ("adamw_lrs", float, "*", "AdamW fine-tuning learning rates"),
-  "--profit-lrs": ("profit_lrs", float, "*", "PROFIT main learning rates"),
-  "--profit-ratio": ("profit_ratio", float, None, "PROFIT lr_main / lr_ref"),
-  "--n-ref": ("n_ref", int, None, "PROFIT reference steps per cycle"),
-  "--eval-every": ("eval_every", int, None, "evaluate every this many batches"),
-  "--checkpoint-every": (
-    "checkpoint_every",
-    int,
-    None,
-    "save a checkpoint every this many batches",
-  ),
-}
+DEFAULT_WORKDIR = "results/sharded_finetune"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
     "--quick", action="store_true", help="the few-minute CPU configuration"
   )
+  overrides.add_set_flag(parser)
   parser.add_argument(
     "--workdir", default=DEFAULT_WORKDIR, help="output and checkpoint directory"
+  )
+  parser.add_argument(
+    "--no-progress", action="store_true", help="no tqdm progress bars"
   )
   parser.add_argument(
     "--host-devices",
@@ -101,22 +70,27 @@ def build_parser() -> argparse.ArgumentParser:
     "--num-processes", type=int, default=None, help="with --distributed"
   )
   parser.add_argument("--process-id", type=int, default=None, help="with --distributed")
-  for flag, (_, type_, nargs, help_) in _OVERRIDES.items():
-    parser.add_argument(flag, type=type_, nargs=nargs, default=None, help=help_)
   return parser
 
 
-def config_from_args(args: argparse.Namespace):
-  """The selected config with the flags' overrides applied."""
-  from examples.sharded_finetune.configs import default, quick
+def config_from_args(args: argparse.Namespace) -> default.Config:
+  """The selected config with the ``--set`` overrides applied and validated.
 
+  Args:
+    args: the parsed flags.
+
+  Returns:
+    ``configs/quick.py``'s config with ``--quick``, else ``configs/default.py``'s,
+    with every ``--set FIELD=VALUE`` applied.
+
+  Raises:
+    ValueError: naming the field, for an unknown field, a value that does not
+      parse or an invalid configuration.
+  """
   config = quick.get_config() if args.quick else default.get_config()
-  overrides = {}
-  for flag, (field, _, nargs, _) in _OVERRIDES.items():
-    value = getattr(args, flag[2:].replace("-", "_"))
-    if value is not None:
-      overrides[field] = tuple(value) if nargs is not None else value
-  return dataclasses.replace(config, **overrides)
+  config = overrides.apply_overrides(config, args.overrides)
+  default.validate(config)
+  return config
 
 
 #: XLA_FLAGS set by ``--host-devices``. The simulated devices share the host's
@@ -162,7 +136,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.host_devices < 1:
       parser.error(f"--host-devices must be >= 1, got {args.host_devices}.")
     set_host_devices(args.host_devices)
-  config = config_from_args(args)
+  try:
+    config = config_from_args(args)
+  except ValueError as e:
+    parser.error(str(e))
 
   import jax
 
@@ -172,20 +149,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
       num_processes=args.num_processes,
       process_id=args.process_id,
     )
-  from examples.sharded_finetune import train
+  from examples.sharded_finetune import reporting, train
 
-  try:
-    train.validate_config(config)
-  except ValueError as e:
-    parser.error(str(e))
   started = time.perf_counter()
-  results = train.train_and_evaluate(config, args.workdir)
+  results = train.train_and_evaluate(
+    config, args.workdir, show_progress=not args.no_progress
+  )
   if jax.process_index() == 0:
     print(
       f"\nmesh {results['environment']['mesh']} on "
       f"{results['environment']['devices']} {jax.default_backend()} devices"
     )
-    print(train.format_table(results))
+    print(reporting.format_table(results))
     print(f"wall time {time.perf_counter() - started:.0f} s; results in {args.workdir}")
   return results
 

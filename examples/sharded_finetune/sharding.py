@@ -163,7 +163,8 @@ def batch_sharding(mesh: Mesh, stacked: bool = True) -> NamedSharding:
   Args:
     mesh: the device mesh.
     stacked: whether the batches carry a leading axis of consecutive batches
-      (``[steps, batch, length]``), as ``optax_profit.make_train_step`` takes.
+      (``[cycle_length, batch, seq + 1]``), as ``optax_profit.make_train_step``
+      takes.
 
   Returns:
     ``P(None, "data")`` when stacked, else ``P("data")``.

@@ -16,19 +16,16 @@
 
 Every run goes through one ``jax.jit`` train step with explicit
 ``in_shardings``/``out_shardings`` around ``optax_profit.make_train_step``
-(one PROFIT cycle of ``n_ref + 1`` batches per call, params and optimizer
-state donated). Each run checkpoints its whole state (params, optimizer state
-incl. PROFIT's, step, eval history) with orbax and resumes from its latest
-checkpoint when started again with the same configuration.
-Outputs: ``results.json``, ``table.md`` and ``tradeoff.png`` in ``workdir``.
+(one PROFIT cycle, ``cycle_length = n_ref + 1`` stacked batches, per call;
+params and optimizer state donated). Each run checkpoints its whole state
+(params, optimizer state incl. PROFIT's, step, eval history) with orbax and
+resumes from its latest checkpoint when started again with the same
+configuration (``runs.py``). Outputs (``reporting.py``): ``results.json``,
+``table.md`` and ``tradeoff.png`` in ``workdir``.
 """
 
 import dataclasses
-import hashlib
-import json
-import math
 import pathlib
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +42,8 @@ from examples.sharded_finetune import (
   checkpointing,
   input_pipeline,
   models,
+  reporting,
+  runs,
   sharding,
 )
 from examples.sharded_finetune.configs import default
@@ -56,90 +55,6 @@ LossFn = Callable[[Params, jax.Array], jax.Array]
 #: Data streams of ``input_pipeline.train_batches``.
 PRETRAIN_STREAM = 0
 FINETUNE_STREAM = 1
-#: Bump when training changes in a way the config does not show (it keys the
-#: checkpoint directories).
-CHECKPOINT_VERSION = 1
-METHODS = ("adamw", "profit")
-
-
-def validate_config(config: Config, data_parallelism: int | None = None) -> None:
-  """Raises ``ValueError`` naming the field (and CLI flag) of a bad value.
-
-  Args:
-    config: the configuration to check.
-    data_parallelism: size of the mesh's ``data`` axis, if known (the batch
-      size must be divisible by it).
-  """
-
-  def check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-      flag = "--" + field.replace("_", "-")
-      raise ValueError(f"`{field}` ({flag}) {message}, got {getattr(config, field)!r}.")
-
-  for field in (
-    "seq_len",
-    "batch_size",
-    "eval_windows",
-    "d_model",
-    "num_layers",
-    "num_heads",
-    "d_ff",
-    "pretrain_steps",
-    "ft_steps",
-    "n_ref",
-    "eval_every",
-    "checkpoint_every",
-  ):
-    value = getattr(config, field)
-    check(
-      isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-      field,
-      "must be an int >= 1",
-    )
-  check(config.pretrain_warmup >= 0, "pretrain_warmup", "must be >= 0")
-  check(
-    config.d_model % config.num_heads == 0,
-    "num_heads",
-    f"must divide d_model ({config.d_model})",
-  )
-  check(
-    config.eval_windows % config.batch_size == 0,
-    "eval_windows",
-    f"must be a multiple of batch_size ({config.batch_size})",
-  )
-  for field in ("pretrain_lr", "profit_ratio"):
-    value = getattr(config, field)
-    check(math.isfinite(value) and value > 0, field, "must be finite and > 0")
-  check(
-    0 <= config.weight_decay < 1 and math.isfinite(config.weight_decay),
-    "weight_decay",
-    "must be in [0, 1)",
-  )
-  for field in ("adamw_lrs", "profit_lrs"):
-    lrs = getattr(config, field)
-    check(
-      all(math.isfinite(lr) and lr > 0 for lr in lrs),
-      field,
-      "must hold finite learning rates > 0",
-    )
-  check(
-    bool(config.adamw_lrs or config.profit_lrs),
-    "adamw_lrs",
-    "and --profit-lrs must not both be empty",
-  )
-  check(
-    len(config.split_letter) == 1 and "a" <= config.split_letter <= "y",
-    "split_letter",
-    "must be one letter in a..y",
-  )
-  check(config.val_mod >= 2, "val_mod", "must be >= 2")
-  check(len(config.mesh_shape) == 2, "mesh_shape", "must be (data, model)")
-  if data_parallelism is not None:
-    check(
-      config.batch_size % data_parallelism == 0,
-      "batch_size",
-      f"must be divisible by the mesh's data axis ({data_parallelism})",
-    )
 
 
 def make_model(config: Config) -> models.TransformerLM:
@@ -258,7 +173,9 @@ def make_optimizer(
     return adamw
   if method == "profit":
     return optax_profit.profit(adamw, ref=lr / config.profit_ratio, n_ref=config.n_ref)
-  raise ValueError(f"`method` must be one of {METHODS} or 'pretrain', got {method!r}.")
+  raise ValueError(
+    f"`method` must be one of {runs.METHODS} or 'pretrain', got {method!r}."
+  )
 
 
 def make_sharded_train_step(
@@ -267,7 +184,7 @@ def make_sharded_train_step(
   mesh: jax.sharding.Mesh,
   param_shardings: Params,
   state_shardings: optax.OptState,
-  batches_per_call: int,
+  cycle_length: int,
 ) -> Callable[..., Any]:
   """``optax_profit.make_train_step`` under ``jax.jit`` with shardings.
 
@@ -278,15 +195,17 @@ def make_sharded_train_step(
     param_shardings: the params' shardings.
     state_shardings: the optimizer state's shardings
       (``sharding.opt_state_shardings``).
-    batches_per_call: batches per call (``n_ref + 1`` for PROFIT).
+    cycle_length: the batches one call consumes (``n_ref + 1``, one PROFIT
+      cycle; AdamW runs take as many per call, so that every run evaluates
+      and checkpoints at the same batch counts).
 
   Returns:
     ``step(params, opt_state, batches) -> (params, opt_state, metrics)`` with
-    ``batches`` int32 ``[batches_per_call, batch, seq + 1]``; params and
+    ``batches`` int32 ``[cycle_length, batch, seq + 1]``; params and
     state keep their shardings and are donated.
   """
   inner = optax_profit.make_train_step(
-    loss_fn, tx, cycle_length=batches_per_call, donate=False
+    loss_fn, tx, cycle_length=cycle_length, donate=False
   )
   return jax.jit(
     inner,
@@ -337,50 +256,6 @@ def make_evaluate(
   return evaluate
 
 
-def _digest(payload: dict[str, Any]) -> str:
-  text = json.dumps(payload, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
-def _pretrain_key(config: Config) -> dict[str, Any]:
-  fields = (
-    "split_letter",
-    "val_mod",
-    "seq_len",
-    "batch_size",
-    "d_model",
-    "num_layers",
-    "num_heads",
-    "d_ff",
-    "pretrain_steps",
-    "pretrain_lr",
-    "pretrain_warmup",
-    "weight_decay",
-    "seed",
-  )
-  key = {f: getattr(config, f) for f in fields}
-  key["version"] = CHECKPOINT_VERSION
-  return key
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """One training run.
-
-  Attributes:
-    method: ``"pretrain"``, ``"adamw"`` or ``"profit"``.
-    lr: its (peak, main) learning rate.
-  """
-
-  method: str
-  lr: float
-
-  @property
-  def name(self) -> str:
-    """E.g. ``profit_lr1e-03``."""
-    return f"{self.method}_lr{self.lr:.0e}"
-
-
 class Experiment:
   """The shared pieces of every run: data, mesh, model, compiled functions.
 
@@ -401,9 +276,9 @@ class Experiment:
   ):
     self.config = config
     self.workdir = pathlib.Path(workdir)
-    validate_config(config)
+    default.validate(config)
     self.mesh = mesh or sharding.make_mesh(config.mesh_shape)
-    validate_config(config, self.mesh.shape["data"])
+    default.validate(config, self.mesh.shape["data"])
     self.domains = input_pipeline.load_domains(config.split_letter, config.val_mod)
     self.eval_sets = {
       name: input_pipeline.eval_windows(
@@ -421,9 +296,9 @@ class Experiment:
     self._evaluate = make_evaluate(
       self.loss_fn, self.mesh, self.param_shardings, config.batch_size
     )
-    self._optimizers: dict[RunSpec, tuple[Any, ...]] = {}
+    self._optimizers: dict[runs.RunSpec, tuple[Any, ...]] = {}
     self.show_progress = show_progress and jax.process_index() == 0
-    self.batches_per_call = config.n_ref + 1
+    self.cycle_length = config.n_ref + 1
 
   def init_params(self, seed: int) -> Params:
     """Freshly initialised params, on their shardings."""
@@ -433,7 +308,7 @@ class Experiment:
     """Validation loss of both domains."""
     return {name: self._evaluate(params, w) for name, w in self.eval_sets.items()}
 
-  def optimizer(self, spec: RunSpec) -> tuple[Any, ...]:
+  def optimizer(self, spec: runs.RunSpec) -> tuple[Any, ...]:
     """``(tx, state_shardings, init_fn, step_fn)`` of a run, compiled once."""
     if spec not in self._optimizers:
       tx = make_optimizer(spec.method, spec.lr, self.config)
@@ -447,18 +322,35 @@ class Experiment:
         self.mesh,
         self.param_shardings,
         state_shardings,
-        self.batches_per_call,
+        self.cycle_length,
       )
       self._optimizers[spec] = (tx, state_shardings, init_fn, step_fn)
     return self._optimizers[spec]
 
-  def _every(self, n: int) -> int:
-    k = self.batches_per_call
+  def _whole_calls(self, n: int) -> int:
+    """``n`` batches rounded up to whole calls of ``cycle_length`` batches."""
+    k = self.cycle_length
     return -(-n // k) * k
+
+  def _batches(self, text: np.ndarray, stream: int, step: int) -> jax.Array:
+    """The ``cycle_length`` stacked batches from batch ``step`` on, sharded."""
+    config = self.config
+    local = input_pipeline.train_batches(
+      text,
+      seed=config.seed,
+      stream=stream,
+      step=step,
+      num_batches=self.cycle_length,
+      batch_size=config.batch_size,
+      seq_len=config.seq_len,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+    return sharding.global_array(local, sharding.batch_sharding(self.mesh))
 
   def train(
     self,
-    spec: RunSpec,
+    spec: runs.RunSpec,
     params: Params,
     *,
     num_batches: int,
@@ -487,37 +379,26 @@ class Experiment:
       validation losses and the timings.
     """
     config, mesh = self.config, self.mesh
-    k = self.batches_per_call
-    num_batches = self._every(num_batches)
-    eval_every = self._every(config.eval_every)
-    checkpoint_every = self._every(config.checkpoint_every)
+    k = self.cycle_length
+    num_batches = self._whole_calls(num_batches)
+    eval_every = self._whole_calls(config.eval_every)
+    checkpoint_every = self._whole_calls(config.checkpoint_every)
     tx, state_shardings, init_fn, step_fn = self.optimizer(spec)
     text = self.domains[domain].train
-    batch_sharding = sharding.batch_sharding(mesh)
     start_time = time.perf_counter()
     with checkpointing.manager(checkpoint_dir, max_to_keep=1) as mngr:
-      if mngr.latest_step() is not None:
-        target = checkpointing.abstract_state(
-          checkpointing.TrainState(
-            step=jax.ShapeDtypeStruct((), jnp.int32),
-            params=self.abstract_params,
-            opt_state=jax.eval_shape(tx.init, self.abstract_params),
-          ),
-          checkpointing.TrainState(
-            step=sharding.replicated(mesh),
-            params=self.param_shardings,
-            opt_state=state_shardings,
-          ),
-        )
-        jax.tree.map(lambda x: x.delete(), params)
-        state, extra = checkpointing.restore(mngr, target)
-        params, opt_state, step = state.params, state.opt_state, int(state.step)
-        history = extra["history"]
-        resumed_from = step
-      else:
+      target = runs.restore_target(
+        tx, self.abstract_params, self.param_shardings, state_shardings, mesh
+      )
+      resumed = runs.resume(mngr, target, discard=params)
+      if resumed is None:
         opt_state = init_fn(params)
         step, resumed_from = 0, None
         history = [{"step": 0, **(initial_eval or self.evaluate(params))}]
+      else:
+        state, history = resumed
+        params, opt_state, step = state.params, state.opt_state, int(state.step)
+        resumed_from = step
       bar = tqdm.tqdm(
         total=num_batches,
         initial=step,
@@ -529,18 +410,7 @@ class Experiment:
       projected = []  # PROFIT: whether each main step projected its gradient.
       first_call_s = None  # Includes the compilation.
       while step < num_batches:
-        local = input_pipeline.train_batches(
-          text,
-          seed=config.seed,
-          stream=stream,
-          step=step,
-          num_batches=k,
-          batch_size=config.batch_size,
-          seq_len=config.seq_len,
-          process_index=jax.process_index(),
-          process_count=jax.process_count(),
-        )
-        batches = sharding.global_array(local, batch_sharding)
+        batches = self._batches(text, stream, step)
         params, opt_state, metrics = step_fn(params, opt_state, batches)
         if first_call_s is None:
           jax.block_until_ready(metrics)
@@ -583,160 +453,48 @@ class Experiment:
     return params, record
 
 
-def environment(mesh: jax.sharding.Mesh) -> dict[str, Any]:
-  """The machine, versions and mesh, for the results file."""
-  return {
-    "python": platform.python_version(),
-    "jax": jax.__version__,
-    "platform": jax.default_backend(),
-    "device_kind": jax.devices()[0].device_kind,
-    "devices": jax.device_count(),
-    "processes": jax.process_count(),
-    "mesh": dict(mesh.shape),
-    "machine": platform.machine(),
-    "processor": platform.processor(),
-  }
-
-
-def format_table(results: dict[str, Any]) -> str:
-  """A Markdown table of the final validation losses (nats per byte)."""
-  pre = results["pretrained"]
-  lines = [
-    "| run | lr | optimizer steps | old-domain val loss (retention) | "
-    "new-domain val loss (transfer) |",
-    "|---|---|---|---|---|",
-    f"| pre-trained | | | {pre['old']:.4f} | {pre['new']:.4f} |",
-  ]
-  for run in results["finetune"]:
-    old, new = run["final"]["old"], run["final"]["new"]
-    lines.append(
-      f"| {run['method']} | {run['lr']:g} | {run['optimizer_steps']} | "
-      f"{old:.4f} ({old - pre['old']:+.4f}) | {new:.4f} ({new - pre['new']:+.4f}) |"
-    )
-  return "\n".join(lines) + "\n"
-
-
-def plot_tradeoff(results: dict[str, Any], path: pathlib.Path) -> None:
-  """Old- vs new-domain validation loss along every fine-tuning run.
-
-  Two panels: every point, and a zoom on the pre-trained model and the AdamW
-  runs (a diverging run would otherwise squash the interesting region).
-  """
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-  colors = {"adamw": plt.cm.Blues, "profit": plt.cm.Oranges}
-  runs = results["finetune"]
-  pre = results["pretrained"]
-  for ax in axes:
-    for method, cmap in colors.items():
-      mine = [r for r in runs if r["method"] == method]
-      for i, run in enumerate(mine):
-        hist = run["history"]
-        ax.plot(
-          [h["new"] for h in hist],
-          [h["old"] for h in hist],
-          "o-",
-          ms=3,
-          color=cmap(0.45 + 0.5 * (i + 1) / (len(mine) + 1)),
-          label=f"{method} lr={run['lr']:g}",
-        )
-        ax.plot(
-          [hist[-1]["new"]],
-          [hist[-1]["old"]],
-          "s",
-          ms=6,
-          color=ax.lines[-1].get_color(),
-        )
-    ax.plot([pre["new"]], [pre["old"]], "k*", ms=12, label="pre-trained")
-    ax.set_xlabel("new-domain validation loss (nats/byte): transfer")
-    ax.set_ylabel("old-domain validation loss (nats/byte): retention")
-    ax.grid(alpha=0.3)
-  axes[0].set_title("Fine-tuning trajectories (lower left is better)")
-  axes[0].legend(fontsize=8)
-  zoom = [(pre["new"], pre["old"])] + [
-    (h["new"], h["old"]) for r in runs if r["method"] == "adamw" for h in r["history"]
-  ]
-  xs, ys = zip(*zoom, strict=True)
-  pad_x = 0.15 * (max(xs) - min(xs) or 0.05)
-  pad_y = 0.15 * (max(ys) - min(ys) or 0.05)
-  axes[1].set_xlim(min(xs) - pad_x, max(xs) + pad_x)
-  axes[1].set_ylim(min(ys) - pad_y, max(ys) + pad_y)
-  axes[1].set_title("Zoom on the AdamW runs (squares: end of each run)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-
-
-def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict[str, Any]:
+def train_and_evaluate(
+  config: Config, workdir: str | pathlib.Path, show_progress: bool = True
+) -> dict[str, Any]:
   """Runs pre-training and every fine-tuning run; writes the results.
 
   Args:
     config: the configuration.
     workdir: output directory (``results.json``, ``table.md``,
       ``tradeoff.png``, ``checkpoints/``).
+    show_progress: show tqdm bars (on process 0).
 
   Returns:
     The results dict written to ``results.json``.
   """
   workdir = pathlib.Path(workdir)
-  exp = Experiment(config, workdir)
-  mesh = exp.mesh
+  exp = Experiment(config, workdir, show_progress=show_progress)
   started = time.perf_counter()
-  pre_key = _pretrain_key(config)
-  checkpoints = workdir / "checkpoints"
-  pre_spec = RunSpec("pretrain", config.pretrain_lr)
   params, pre_record = exp.train(
-    pre_spec,
+    runs.RunSpec("pretrain", config.pretrain_lr),
     exp.init_params(config.seed),
     num_batches=config.pretrain_steps,
     domain="old",
     stream=PRETRAIN_STREAM,
-    checkpoint_dir=checkpoints / f"pretrain-{_digest(pre_key)}",
+    checkpoint_dir=runs.pretrain_dir(workdir, config),
   )
   pretrained_eval = pre_record["final"]
-  specs = [RunSpec("adamw", lr) for lr in config.adamw_lrs] + [
-    RunSpec("profit", lr) for lr in config.profit_lrs
-  ]
   finetune = []
-  for spec in specs:
-    run_key = {
-      **pre_key,
-      "run": dataclasses.asdict(spec),
-      "ft_steps": config.ft_steps,
-      "n_ref": config.n_ref,
-      "profit_ratio": config.profit_ratio if spec.method == "profit" else None,
-    }
+  for spec in runs.finetune_specs(config):
     _, record = exp.train(
       spec,
       jax.tree.map(lambda x: x.copy(), params),
       num_batches=config.ft_steps,
       domain="new",
       stream=FINETUNE_STREAM,
-      checkpoint_dir=checkpoints / f"{spec.name}-{_digest(run_key)}",
+      checkpoint_dir=runs.finetune_dir(workdir, config, spec),
       initial_eval=pretrained_eval,
     )
     finetune.append(record)
-  domains = exp.domains
   results = {
     "config": dataclasses.asdict(config),
-    "environment": environment(mesh),
-    "data": {
-      "stdlib": str(input_pipeline.stdlib_root()),
-      **{
-        name: {
-          "modules": list(d.modules),
-          "train_bytes": int(d.train.size),
-          "val_bytes": int(d.val.size),
-          "files": list(d.n_files),
-          "sha256": d.sha256,
-        }
-        for name, d in domains.items()
-      },
-    },
+    "environment": reporting.environment(exp.mesh),
+    "data": reporting.data_summary(exp.domains),
     "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
     "pretrained": pretrained_eval,
     "pretrain": pre_record,
@@ -744,8 +502,5 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict[str,
     "wall_s": time.perf_counter() - started,
   }
   if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "results.json").write_text(json.dumps(results, indent=1))
-    (workdir / "table.md").write_text(format_table(results))
-    plot_tradeoff(results, workdir / "tradeoff.png")
+    reporting.write(results, workdir)
   return results

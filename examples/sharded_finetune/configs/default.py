@@ -4,9 +4,11 @@ Sized for a machine with an accelerator or a few idle CPU cores (about 0.8M
 params, 256-byte windows); ``quick.py`` is the few-minute CPU version. All
 fine-tuning runs consume the same number of batches (``ft_steps``): PROFIT,
 with ``n_ref = 1``, takes half as many main-optimizer steps as AdamW.
+:func:`validate` checks a configuration before anything runs.
 """
 
 import dataclasses
+import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,9 +44,10 @@ class Config:
     profit_ratio: ``lr_main / lr_ref`` of PROFIT (reference optimizer: SGD).
     n_ref: PROFIT's reference steps per cycle.
     eval_every: evaluate both domains every this many batches (rounded up
-      to whole PROFIT cycles).
+      to whole calls of ``cycle_length = n_ref + 1`` batches).
     checkpoint_every: save an orbax checkpoint every this many batches
-      (rounded up to whole PROFIT cycles); runs resume from the latest one.
+      (rounded up to whole calls of ``cycle_length`` batches); runs resume
+      from the latest one.
     seed: fixes the data order and the initialisation.
   """
 
@@ -76,6 +79,94 @@ class Config:
   eval_every: int = 200
   checkpoint_every: int = 1000
   seed: int = 0
+
+
+#: Integer fields that must be >= 1.
+_POSITIVE_INTS = (
+  "seq_len",
+  "batch_size",
+  "eval_windows",
+  "d_model",
+  "num_layers",
+  "num_heads",
+  "d_ff",
+  "pretrain_steps",
+  "ft_steps",
+  "n_ref",
+  "eval_every",
+  "checkpoint_every",
+)
+
+
+def validate(config: Config, data_parallelism: int | None = None) -> None:
+  """Raises ``ValueError`` naming the field of a bad value.
+
+  Args:
+    config: the configuration to check.
+    data_parallelism: size of the mesh's ``data`` axis, if known (the batch
+      size must be divisible by it).
+
+  Raises:
+    ValueError: naming the field (and how to set it, ``--set FIELD=VALUE``).
+  """
+
+  def check(ok: bool, field: str, message: str) -> None:
+    if not ok:
+      raise ValueError(
+        f"`{field}` (--set {field}=...) {message}, got {getattr(config, field)!r}."
+      )
+
+  for field in _POSITIVE_INTS:
+    value = getattr(config, field)
+    check(
+      isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+      field,
+      "must be an int >= 1",
+    )
+  check(config.pretrain_warmup >= 0, "pretrain_warmup", "must be >= 0")
+  check(
+    config.d_model % config.num_heads == 0,
+    "num_heads",
+    f"must divide d_model ({config.d_model})",
+  )
+  check(
+    config.eval_windows % config.batch_size == 0,
+    "eval_windows",
+    f"must be a multiple of batch_size ({config.batch_size})",
+  )
+  for field in ("pretrain_lr", "profit_ratio"):
+    value = getattr(config, field)
+    check(math.isfinite(value) and value > 0, field, "must be finite and > 0")
+  check(
+    0 <= config.weight_decay < 1 and math.isfinite(config.weight_decay),
+    "weight_decay",
+    "must be in [0, 1)",
+  )
+  for field in ("adamw_lrs", "profit_lrs"):
+    lrs = getattr(config, field)
+    check(
+      all(math.isfinite(lr) and lr > 0 for lr in lrs),
+      field,
+      "must hold finite learning rates > 0",
+    )
+  check(
+    bool(config.adamw_lrs or config.profit_lrs),
+    "adamw_lrs",
+    "and `profit_lrs` must not both be empty",
+  )
+  check(
+    len(config.split_letter) == 1 and "a" <= config.split_letter <= "y",
+    "split_letter",
+    "must be one letter in a..y",
+  )
+  check(config.val_mod >= 2, "val_mod", "must be >= 2")
+  check(len(config.mesh_shape) == 2, "mesh_shape", "must be (data, model)")
+  if data_parallelism is not None:
+    check(
+      config.batch_size % data_parallelism == 0,
+      "batch_size",
+      f"must be divisible by the mesh's data axis ({data_parallelism})",
+    )
 
 
 def get_config() -> Config:
