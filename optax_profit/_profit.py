@@ -100,7 +100,16 @@ class ProfitTransformation(optax.GradientTransformationExtraArgs):
 
 
 def profit_spec(tx: optax.GradientTransformation) -> ProfitSpec | None:
-  """Returns the :class:`ProfitSpec` of ``tx`` if `profit` built it, else None."""
+  """Returns the :class:`ProfitSpec` of ``tx`` if `profit` built it, else None.
+
+  Example:
+    >>> import optax, optax_profit
+    >>> tx = optax_profit.profit(optax.sgd(1e-2), ref=1e-3, n_ref=3)
+    >>> optax_profit.profit_spec(tx).cycle_length
+    4
+    >>> optax_profit.profit_spec(optax.sgd(1e-2)) is None
+    True
+  """
   return getattr(tx, "spec", None) if isinstance(tx, ProfitTransformation) else None
 
 

@@ -25,6 +25,15 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
     ValueError: naming the sizes, if there are no leaves, a leaf is a scalar,
       the leaves disagree on the leading size (ragged), or it differs from
       ``cycle_length``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from optax_profit import check_stacked_batches
+    >>> check_stacked_batches({"x": jnp.zeros((2, 8, 3))}, cycle_length=2)
+    >>> check_stacked_batches({"x": jnp.zeros((3, 8, 3))}, cycle_length=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: `batches` has leading size 3, but one call consumes ...
   """
   leaves_with_path = jax.tree_util.tree_leaves_with_path(batches)
   if not leaves_with_path:
@@ -66,6 +75,20 @@ def profit_diagnostics(opt_state: optax.OptState) -> Metrics:
     ``removed_fraction`` and ``projected``: scalars when the state holds one
     :class:`ProfitState`, stacked along a leading axis (in pytree order) when
     it holds several, and an empty dict when none.
+
+  Example:
+    >>> import jax.numpy as jnp, optax, optax_profit
+    >>> tx = optax.chain(
+    ...     optax.clip(1.0), optax_profit.profit(optax.sgd(0.1), ref=0.1)
+    ... )
+    >>> params = {"w": jnp.array([1.0, 2.0])}
+    >>> state = tx.init(params)
+    >>> for g in ([1.0, 0.0], [1.0, 1.0]):  # a reference step, then the main step
+    ...   updates, state = tx.update({"w": jnp.array(g)}, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> diag = optax_profit.profit_diagnostics(state)
+    >>> bool(diag["projected"]), round(float(diag["removed_fraction"]), 4)
+    (True, 0.7071)
   """
   is_state = lambda x: isinstance(x, _profit.ProfitState)
   states = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]

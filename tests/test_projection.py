@@ -62,8 +62,9 @@ def test_projection_properties(gd):
   omega_unit = float(g64 @ unit)
   if abs(omega_unit) <= 1e-12 * scale:
     # The sign of a (numerically) zero omega is summation-order noise: the
-    # rule is then judged on the library's own omega, checked close above.
-    omega_unit = float(out.omega)
+    # rule is then judged on the library's own omega, checked close above
+    # (divided by d_max: omega_unit is in units of `unit = delta / d_max`).
+    omega_unit = float(out.omega) / d_max if d_max else float(out.omega)
   fires = omega_unit < 0 and d_max > 0
   assert bool(out.projected) == fires
   np.testing.assert_allclose(
