@@ -4,7 +4,8 @@ Every method trains the model params ``{"backbone", "head"}`` with one main
 optimizer (``optax.sgd(lr, momentum)`` or ``optax.adam(lr)``):
 
 * plain: the main optimizer;
-* PROFIT: ``optax_profit.profit(main, ref=lr / ratio, n_ref=n_ref)``;
+* PROFIT: ``optax_profit.profit(main, ref=optax.sgd(lr / ratio),
+  n_ref=n_ref)``;
 * L2-SP (Li et al., 2018, arXiv 1802.01483): the main optimizer on the loss
   plus ``alpha / 2 * ||backbone - backbone_pre||^2`` (backbone only, not the
   head), added as the penalty's gradient ``alpha * (backbone -
@@ -57,9 +58,16 @@ def l2_sp_penalty(params: Params, anchor: Params, alpha: float) -> jax.Array:
 
 
 class L2SPState(NamedTuple):
-  """The anchor of :func:`l2_sp` (the params at ``init``)."""
+  """The state of :func:`l2_sp`.
+
+  Attributes:
+    anchor: the params at ``init``.
+    alpha: the strength, a float32 scalar (state, not a compile-time
+      constant, so one compiled train step serves every strength).
+  """
 
   anchor: Params
+  alpha: jax.Array
 
 
 def l2_sp(alpha: float) -> optax.GradientTransformation:
@@ -83,13 +91,15 @@ def l2_sp(alpha: float) -> optax.GradientTransformation:
     raise ValueError(f"`alpha` must be >= 0, got {alpha}.")
 
   def init_fn(params: Params) -> L2SPState:
-    return L2SPState(anchor=jax.tree.map(jnp.copy, params))
+    return L2SPState(
+      anchor=jax.tree.map(jnp.copy, params), alpha=jnp.asarray(alpha, jnp.float32)
+    )
 
   def update_fn(updates: Params, state: L2SPState, params: Params | None = None):
     if params is None:
       raise ValueError("`params` is required by l2_sp's update.")
     updates = jax.tree.map(
-      lambda g, p, a: g + (alpha * (p - a)).astype(g.dtype),
+      lambda g, p, a: g + (state.alpha * (p - a)).astype(g.dtype),
       updates,
       params,
       state.anchor,
@@ -133,6 +143,8 @@ def create_optimizer(
   Returns:
     The transformation; drive it with ``make_train_step(...,
     cycle_length=n_ref + 1)`` for every method, so all see the same batches.
+    ``lr``, ``lr / ratio`` and ``alpha`` are held in its state: a train step
+    built for one value runs any other (same structure) unchanged.
 
   Raises:
     ValueError: naming ``method`` or ``main_optimizer`` if unknown.

@@ -13,6 +13,7 @@ interpolates each full-model run's final weights with the pre-trained ones.
 """
 
 import dataclasses
+import functools
 import os
 import pathlib
 import time
@@ -327,6 +328,32 @@ def pretrain(
 # ----------------------------------------------------------------------------
 # Stage 2.
 
+# The fields a compiled stage 2 step depends on (learning rates and L2-SP's
+# alpha are optimizer state, see ``methods.create_optimizer``).
+_STEP_FIELDS = ("model", "cnn_width", "main_optimizer", "momentum", "n_ref")
+
+
+def _step_key(config: default.Config) -> default.Config:
+  return dataclasses.replace(
+    default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS}
+  )
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(key: default.Config, method: str):
+  """The compiled stage 2 step of ``method`` (any lr, alpha), built once."""
+  tx = methods.create_optimizer(
+    method,
+    1.0,
+    main_optimizer=key.main_optimizer,
+    momentum=key.momentum,
+    n_ref=key.n_ref,
+    alpha=1.0,
+  )
+  return optax_profit.make_train_step(
+    make_loss_fn(key), tx, has_aux=True, cycle_length=key.cycle_length
+  )
+
 
 def finetune_name(
   config: default.Config, stage1: str, method: str, lr: float, alpha: float, seed: int
@@ -412,9 +439,7 @@ def finetune(
     alpha=alpha,
   )
   group = config.cycle_length
-  step = optax_profit.make_train_step(
-    make_loss_fn(config), tx, has_aux=True, cycle_length=group
-  )
+  step = _train_step(_step_key(config), method)
   params = _copy(pretrained["params"])  # The step donates its params.
   opt_state = tx.init(params)
   stream = input_pipeline.stacked(
