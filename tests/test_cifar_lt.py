@@ -11,6 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import tensorflow_datasets as tfds
 from hypothesis import given, settings
@@ -245,16 +246,26 @@ def test_head_only_methods_leave_the_backbone_bit_identical(method):
   assert not np.array_equal(params["head"]["w"], before["head"]["w"])
 
 
-def test_profit_method_wraps_the_same_main_optimizer():
-  # PROFIT with n_ref = 1 and a zero reference step is the main optimizer
-  # taking one step per two batches: check the main step's update.
-  tx = methods.create_optimizer("full_profit", 0.1, momentum=0.0, ratio=1e30)
-  params, grads = _tree(0), _tree(1)
+def test_profit_method_is_sgd_at_lr_on_the_projected_gradient():
+  # One cycle (n_ref = 1) by hand: a reference SGD step at lr / ratio with g1,
+  # then the main SGD step at lr with g2 minus its component along g1 (they
+  # agree, <g1, g2> > 0), taken from the restored weights.
+  lr, ratio = 0.1, 10.0
+  tx = methods.create_optimizer("full_profit", lr, momentum=0.0, ratio=ratio)
+  params, g1, noise = _tree(0), _tree(1), _tree(2, scale=0.5)
+  g2 = jax.tree.map(lambda a, b: a + b, g1, noise)
+  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
+  v1, v2 = flat(g1).astype(np.float64), flat(g2).astype(np.float64)
+  assert v1 @ v2 > 0
+  projected = v2 - (v1 @ v2) / (v1 @ v1) * v1
   state = tx.init(params)
-  _, state = tx.update(grads, state, params)  # reference step (~0)
-  updates, _ = tx.update(grads, state, params)
-  chex.assert_trees_all_close(
-    updates, jax.tree.map(lambda g: -0.1 * g, grads), rtol=1e-5
+  updates, state = tx.update(g1, state, params)
+  np.testing.assert_allclose(flat(updates), -lr / ratio * v1, rtol=1e-5)
+  params_ref = optax.apply_updates(params, updates)
+  updates, state = tx.update(g2, state, params_ref)
+  final = optax.apply_updates(params_ref, updates)
+  np.testing.assert_allclose(
+    flat(final), flat(params) - lr * projected, rtol=1e-4, atol=1e-6
   )
 
 

@@ -3,7 +3,7 @@
 Meant for ``--set data_dir=../shared/data/tfds`` (real images, 100 training
 and 20 test images per class), so the long tail starts at ``n_max = 100``:
 at ``beta = 10`` stage 1 has 3,769 images of classes 0-89 and stage 2 the 107
-images of classes 90-99. A 16-channel CNN (about 40k parameters) is
+images of classes 90-99. A 16-channel CNN (32k backbone + 12.9k head parameters) is
 pre-trained for 30 epochs with Adam 3e-3 (fast from scratch on a CPU; the
 SGD-momentum recipe of ``paper.py`` needs far more epochs). Stage 2: SGD with
 momentum 0.9, 96 batches of 32 per run, evaluated every 8 batches; its base
