@@ -3,7 +3,7 @@
 A *point* is one evaluated model: its base-class accuracy (classes 0-89) and
 its held-out-class ("LT") accuracy (classes 90-99). A method family's curve
 is the union of its points: every evaluation along training (every
-``eval_every`` batches seen, batch 0 included) of every run of the family
+``eval_points`` of batches seen, batch 0 included) of every run of the family
 (its learning rates, its L2-SP strengths), or every mixing coefficient of
 WiSE-FT over the family's fine-tuned runs. GOODFIT's Table 2 reads LT accuracy
 "when the base class accuracy is 40 %": here the **best LT accuracy among the

@@ -151,17 +151,21 @@ def create_optimizer(
   """
   if method not in METHODS:
     raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}.")
+  # Learning rates live in the optimizer state (inject_hyperparams), not in
+  # the compiled code: one compiled train step serves a whole lr grid.
   if main_optimizer == "sgd":
-    tx = optax.sgd(lr, momentum=momentum or None)
+    sgd = optax.inject_hyperparams(optax.sgd, static_args=("momentum", "nesterov"))
+    tx = sgd(learning_rate=lr, momentum=momentum or None)
   elif main_optimizer == "adam":
-    tx = optax.adam(lr)
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
   else:
     raise ValueError(
       f"`main_optimizer` must be 'sgd' or 'adam', got {main_optimizer!r}."
     )
   full, profit, l2sp = METHODS[method]
   if profit:
-    tx = optax_profit.profit(tx, ref=lr / ratio, n_ref=n_ref)
+    ref = optax.inject_hyperparams(optax.sgd)(learning_rate=lr / ratio)
+    tx = optax_profit.profit(tx, ref=ref, n_ref=n_ref)
   if l2sp:
     penalty = optax.multi_transform(
       {"backbone": l2_sp(alpha), "head": optax.identity()},

@@ -107,7 +107,9 @@ def plot_tradeoff(
   """Base vs held-out accuracy per family (GOODFIT Fig. 3a's form), seed 0.
 
   Each family's points are faint; its Pareto front (``frontier.pareto_front``)
-  is the line. Dashed lines mark the table's thresholds.
+  is the staircase, whose height at a base level is what the table reads there
+  (the best LT accuracy at base accuracy >= that level). Dotted lines mark the
+  table's thresholds.
 
   Args:
     config: supplies the thresholds and seeds.
@@ -139,6 +141,7 @@ def plot_tradeoff(
       style,
       marker="o",
       ms=3,
+      drawstyle="steps-post",  # what lt_at_threshold reads at each level
       color=color,
       label=label.format(opt=opt),
     )

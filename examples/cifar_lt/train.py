@@ -5,7 +5,7 @@ CIFAR-100-LT: for each imbalance ratio ``beta``, stage 1 trains backbone + a
 100-way head on the long-tailed images of classes 0-89 (classes 90-99 held
 out), checkpointed with orbax and reused; stage 2 fine-tunes it **only** on the
 long-tailed images of classes 90-99 with each method of ``methods.py``, every
-run for the same number of batches seen, evaluated every ``eval_every``
+run for the same number of batches seen, evaluated after ``eval_points``
 batches on the balanced test set: base-class accuracy (test images of classes
 0-89) and held-out ("LT") accuracy (classes 90-99), both 100-way. WiSE-FT
 interpolates each full-model run's final weights with the pre-trained ones.
@@ -370,7 +370,7 @@ def finetune_name(
     "momentum": config.momentum if config.main_optimizer == "sgd" else None,
     "batch_size": config.batch_size,
     "budget_batches": config.budget_batches,
-    "eval_every": config.eval_every,
+    "eval_points": list(config.eval_points),
     "cycle_length": config.cycle_length,
     "ratio": config.ratio if profit else None,
     "augment": config.augment,
@@ -417,7 +417,7 @@ def finetune(
       head-only runs).
 
   Returns:
-    The run's settings, ``curve`` (points at batches ``0, eval_every, ...``:
+    The run's settings, ``curve`` (points at batch 0 and ``eval_points``:
     ``batches_seen``, ``base_accuracy``, ``lt_accuracy``, ``train_loss``),
     ``wise`` (WiSE-FT points, full-model methods), ``main_steps``,
     ``diagnostics`` (PROFIT's, averaged over its main steps) and ``wall_s``.
@@ -453,6 +453,8 @@ def finetune(
   curve = [{"batches_seen": 0, **{k: pretrained[k] for k in keys}}]
   losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
   calls = config.budget_batches // group
+  eval_points = set(config.eval_points)
+  last = 0
   bar = tqdm.tqdm(
     range(calls), desc=name.split("-")[0], disable=not config.progress, leave=False
   )
@@ -463,9 +465,10 @@ def finetune(
       if key in metrics:
         values.append(metrics[key])
     seen = (call + 1) * group
-    if seen % config.eval_every == 0:
+    if seen in eval_points:
       point = evaluator.evaluate(params, features)
-      loss = float(np.mean(jax.device_get(losses[-config.eval_every // group :])))
+      loss = float(np.mean(jax.device_get(losses[last // group :])))
+      last = seen
       curve.append({"batches_seen": seen, **point, "train_loss": loss})
       bar.set_postfix(
         base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"

@@ -6,6 +6,7 @@ the test suite.
 """
 
 import dataclasses
+import itertools
 
 MAIN_OPTIMIZERS = ("sgd", "adam")
 
@@ -42,8 +43,10 @@ class Config:
     budget_batches: stage 2 batches seen (forward/backward passes) per run,
       the same for every method; PROFIT spends ``n_ref + 1`` of them per main
       step.
-    eval_every: evaluate every this many batches seen (a multiple of
-      ``n_ref + 1``); the curve of a run is these points plus batch 0.
+    eval_points: the batches seen after which a run is evaluated (each a
+      multiple of ``n_ref + 1``, increasing, the last ``budget_batches``);
+      the curve of a run is these points plus batch 0. Dense early, where
+      base accuracy falls fastest.
     full_lrs: learning rates of full-model fine-tuning (plain and PROFIT).
     head_lrs: learning rates of head-only fine-tuning (plain and PROFIT).
     n_ref: PROFIT's reference steps per cycle.
@@ -84,7 +87,7 @@ class Config:
   momentum: float = 0.9
   batch_size: int = 64
   budget_batches: int = 2000
-  eval_every: int = 100
+  eval_points: tuple[int, ...] = (20, 50, *range(100, 2001, 100))
   full_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
   head_lrs: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
   n_ref: int = 1
@@ -126,7 +129,6 @@ def validate(config: Config) -> None:
     "pretrain_batch_size",
     "batch_size",
     "budget_batches",
-    "eval_every",
     "n_ref",
     "ratio",
     "checkpoint_every",
@@ -149,15 +151,21 @@ def validate(config: Config) -> None:
   check("thresholds", bool(config.thresholds), "non-empty")
   check("thresholds", all(0 < t <= 1 for t in config.thresholds), "in (0, 1]")
   check("seeds", bool(config.seeds), "non-empty")
+  points = config.eval_points
   check(
-    "eval_every",
-    config.eval_every % config.cycle_length == 0,
-    f"a multiple of n_ref + 1 = {config.cycle_length}",
+    "eval_points",
+    bool(points)
+    and all(p % config.cycle_length == 0 for p in points)
+    and all(a < b for a, b in itertools.pairwise(points))
+    and points[0] > 0
+    and points[-1] == config.budget_batches,
+    f"increasing positive multiples of n_ref + 1 = {config.cycle_length} ending "
+    f"at budget_batches = {config.budget_batches}",
   )
   check(
     "budget_batches",
-    config.budget_batches % config.eval_every == 0,
-    f"a multiple of eval_every = {config.eval_every}",
+    config.budget_batches % config.cycle_length == 0,
+    f"a multiple of n_ref + 1 = {config.cycle_length}",
   )
 
 

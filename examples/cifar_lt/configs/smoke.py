@@ -26,7 +26,7 @@ def get_config() -> default.Config:
     pretrain_batch_size=16,
     batch_size=4,
     budget_batches=8,
-    eval_every=4,
+    eval_points=(4, 8),
     full_lrs=(1e-2,),
     head_lrs=(1e-2,),
     l2sp_alphas=(1.0,),
