@@ -1,0 +1,75 @@
+"""The trade-off curve and GOODFIT's metric: held-out accuracy at a base level.
+
+A *point* is one evaluated model: its base-class accuracy (classes 0-89) and
+its held-out-class ("LT") accuracy (classes 90-99). A method family's curve
+is the union of its points: every evaluation along training (every
+``eval_points`` of batches seen, batch 0 included) of every run of the family
+(its learning rates, its L2-SP strengths), or every mixing coefficient of
+WiSE-FT over the family's fine-tuned runs. GOODFIT's Table 2 reads LT accuracy
+"when the base class accuracy is 40 %": here the **best LT accuracy among the
+family's points whose base accuracy is at least the threshold** (no
+interpolation), the same rule for every family.
+
+Example:
+  >>> points = [(0.5, 0.0), (0.45, 0.2), (0.3, 0.6)]
+  >>> lt_at_threshold(points, 0.4)
+  0.2
+"""
+
+from collections.abc import Iterable, Sequence
+
+# Tolerance of the comparison with a threshold computed as a product
+# (e.g. 0.9 * base accuracy), so that rounding cannot drop an exact tie.
+_EPS = 1e-9
+
+
+def lt_at_threshold(
+  points: Iterable[tuple[float, float]], threshold: float
+) -> float | None:
+  """Best LT accuracy among points with base accuracy >= ``threshold``.
+
+  Args:
+    points: ``(base_accuracy, lt_accuracy)`` pairs.
+    threshold: the base-accuracy level.
+
+  Returns:
+    The best LT accuracy, or None if no point reaches the threshold.
+  """
+  reachable = [lt for base, lt in points if base >= threshold - _EPS]
+  return max(reachable) if reachable else None
+
+
+def pareto_front(
+  points: Iterable[tuple[float, float]],
+) -> list[tuple[float, float]]:
+  """The points no other point beats on both accuracies, by falling base.
+
+  Args:
+    points: ``(base_accuracy, lt_accuracy)`` pairs.
+
+  Returns:
+    The non-dominated points sorted by decreasing base accuracy (and so
+    increasing LT accuracy): the curve that :func:`lt_at_threshold` reads.
+  """
+  front: list[tuple[float, float]] = []
+  for base, lt in sorted(set(points), key=lambda p: (-p[0], -p[1])):
+    if not front or lt > front[-1][1]:
+      front.append((base, lt))
+  return front
+
+
+def thresholds_for(
+  thresholds: Sequence[float], pretrained_base: float, relative: bool
+) -> list[float]:
+  """The absolute base-accuracy levels of a table.
+
+  Args:
+    thresholds: fractions (GOODFIT's 0.40 / 0.35 / 0.30, or 0.9 / 0.8 / 0.7
+      of the pre-trained base accuracy).
+    pretrained_base: the pre-trained model's base-class accuracy.
+    relative: whether ``thresholds`` are fractions of ``pretrained_base``.
+
+  Returns:
+    The levels, as accuracies.
+  """
+  return [t * pretrained_base if relative else t for t in thresholds]

@@ -1,0 +1,641 @@
+"""Stage 1 on the base classes, stage 2 on the held-out classes, the sweep.
+
+GOODFIT's held-out-class experiment (GOODFIT Sec. 4.2, Table 2, Fig. 3) on
+CIFAR-100-LT: for each imbalance ratio ``beta``, stage 1 trains backbone + a
+100-way head on the long-tailed images of classes 0-89 (classes 90-99 held
+out), checkpointed with orbax and reused; stage 2 fine-tunes it **only** on the
+long-tailed images of classes 90-99 with each method of ``methods.py``, every
+run for the same number of batches seen, evaluated after ``eval_points``
+batches on the balanced test set: base-class accuracy (test images of classes
+0-89) and held-out ("LT") accuracy (classes 90-99), both 100-way. WiSE-FT
+interpolates each full-model run's final weights with the pre-trained ones.
+``frontier.py`` reads the families' curves into the table.
+"""
+
+import dataclasses
+import functools
+import os
+import pathlib
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+
+import optax_profit
+from examples.cifar_lt import frontier, input_pipeline, methods, models, reporting, runs
+from examples.cifar_lt.configs import default
+
+Params = Any
+NUM_CLASSES = 100
+
+# The families of the table and the plot: (label, method, WiSE-FT of it).
+FAMILIES = (
+  ("head, {opt}", "head", False),
+  ("head, PROFIT({opt})", "head_profit", False),
+  ("full, {opt}", "full", False),
+  ("full, PROFIT({opt})", "full_profit", False),
+  ("full, L2-SP", "l2sp", False),
+  ("WiSE-FT of full {opt}", "full", True),
+  ("WiSE-FT of full PROFIT", "full_profit", True),
+)
+WISE_METHODS = ("full", "full_profit")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The splits of one imbalance ratio.
+
+  Attributes:
+    beta: the imbalance ratio.
+    counts: training images per class of the long tail, ``[100]``.
+    base_train: long-tailed training images of the base classes (stage 1).
+    held_out_train: long-tailed training images of the held-out classes
+      (stage 2).
+    test: the balanced test images of all 100 classes.
+    num_base: the number of base classes (labels ``< num_base``).
+  """
+
+  beta: float
+  counts: np.ndarray
+  base_train: input_pipeline.Split
+  held_out_train: input_pipeline.Split
+  test: input_pipeline.Split
+  num_base: int
+
+  def sizes(self) -> dict[str, int]:
+    """Number of images per split."""
+    return {
+      "base_train": len(self.base_train.labels),
+      "held_out_train": len(self.held_out_train.labels),
+      "test": len(self.test.labels),
+      "test_base": int(np.sum(self.test.labels < self.num_base)),
+      "test_held_out": int(np.sum(self.test.labels >= self.num_base)),
+    }
+
+
+def load_data(config: default.Config, beta: float) -> Data:
+  """The CIFAR-100-LT splits of ``beta`` (``config.data_dir``).
+
+  Args:
+    config: supplies ``data_dir``, ``n_max``, ``lt_seed``,
+      ``held_out_classes`` and ``test_examples``.
+    beta: the imbalance ratio.
+
+  Returns:
+    The :class:`Data`.
+  """
+  train = input_pipeline.load_split("train", config.data_dir)
+  test = input_pipeline.take(
+    input_pipeline.load_split("test", config.data_dir), config.test_examples
+  )
+  lt = input_pipeline.long_tail(train, beta, n_max=config.n_max, seed=config.lt_seed)
+  num_base = NUM_CLASSES - config.held_out_classes
+  return Data(
+    beta=beta,
+    counts=np.bincount(lt.labels, minlength=NUM_CLASSES),
+    base_train=input_pipeline.select_classes(lt, range(num_base)),
+    held_out_train=input_pipeline.select_classes(lt, range(num_base, NUM_CLASSES)),
+    test=test,
+    num_base=num_base,
+  )
+
+
+# ----------------------------------------------------------------------------
+# Model functions.
+
+
+def _backbone(config: default.Config) -> nn.Module:
+  return models.create_backbone(config.model, cnn_width=config.cnn_width)
+
+
+def init_params(config: default.Config, key: jax.Array) -> Params:
+  """Fresh ``{"backbone", "head"}`` params (a 100-way head).
+
+  Args:
+    config: supplies the model.
+    key: the PRNG key.
+
+  Returns:
+    The params.
+  """
+  backbone = _backbone(config)
+  images = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  key_backbone, key_head = jax.random.split(key)
+  backbone_params = jax.jit(backbone.init)(key_backbone, images)["params"]
+  features = backbone.apply({"params": backbone_params}, images)
+  head_params = models.Head(NUM_CLASSES).init(key_head, features)["params"]
+  return {"backbone": backbone_params, "head": head_params}
+
+
+def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
+  """100-way logits of uint8 ``images`` under ``{"backbone", "head"}``."""
+  features = backbone.apply(
+    {"params": params["backbone"]}, models.normalize_images(images)
+  )
+  return models.Head(NUM_CLASSES).apply({"params": params["head"]}, features)
+
+
+def make_loss_fn(config: default.Config):
+  """``loss_fn(params, batch) -> (mean cross-entropy, {"accuracy"})``."""
+  backbone = _backbone(config)
+
+  def loss_fn(params: Params, batch: dict[str, jax.Array]):
+    logits = logits_fn(backbone, params, batch["image"])
+    labels = batch["label"]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+  return loss_fn
+
+
+class Evaluator:
+  """Base-class and held-out-class test accuracy of a model.
+
+  Head-only runs keep the pre-trained backbone, so their evaluations reuse
+  its test features (:meth:`features`) instead of recomputing them.
+
+  Args:
+    config: supplies the model and ``eval_batch_size``.
+    data: supplies the test split and ``num_base``.
+  """
+
+  def __init__(self, config: default.Config, data: Data):
+    backbone = _backbone(config)
+    self._test = data.test
+    self._is_base = data.test.labels < data.num_base
+    self._batch = min(config.eval_batch_size, len(data.test.labels))
+    self._features = jax.jit(
+      lambda p, images: backbone.apply({"params": p}, models.normalize_images(images))
+    )
+    self._predict = jax.jit(
+      lambda p, f: jnp.argmax(models.Head(NUM_CLASSES).apply({"params": p}, f), -1)
+    )
+
+  def features(self, backbone_params: Params) -> np.ndarray:
+    """Backbone features of every test image, ``[n, features]``."""
+    n = len(self._test.labels)
+    parts = [
+      np.asarray(self._features(backbone_params, b["image"]))
+      for b in input_pipeline.eval_batches(self._test, self._batch)
+    ]
+    return np.concatenate(parts)[:n]
+
+  def evaluate(
+    self, params: Params, features: np.ndarray | None = None
+  ) -> dict[str, float]:
+    """Accuracies of ``params`` (or of its head on given test ``features``).
+
+    Args:
+      params: ``{"backbone", "head"}``.
+      features: the test features of ``params["backbone"]``, if known.
+
+    Returns:
+      ``{"base_accuracy", "lt_accuracy", "accuracy"}``.
+    """
+    if features is None:
+      features = self.features(params["backbone"])
+    correct = np.asarray(self._predict(params["head"], features)) == self._test.labels
+    return {
+      "base_accuracy": float(np.mean(correct[self._is_base])),
+      "lt_accuracy": float(np.mean(correct[~self._is_base])),
+      "accuracy": float(np.mean(correct)),
+    }
+
+
+def _log(text: str) -> None:
+  tqdm.tqdm.write(text)
+
+
+def _copy(tree: Params) -> Params:
+  return jax.tree.map(jnp.copy, tree)
+
+
+# ----------------------------------------------------------------------------
+# Stage 1.
+
+
+def stage1_name(config: default.Config, data: Data) -> str:
+  """Folder name of stage 1: the model, beta and a digest of its settings."""
+  settings = {
+    "model": config.model,
+    "cnn_width": config.cnn_width if config.model == "cnn" else None,
+    "counts": data.counts.tolist(),
+    "lt_seed": config.lt_seed,
+    "held_out": config.held_out_classes,
+    "augment": config.augment,
+    "optimizer": config.pretrain_optimizer,
+    "lr": config.pretrain_lr,
+    "weight_decay": config.pretrain_weight_decay,
+    "epochs": config.pretrain_epochs,
+    "batch_size": config.pretrain_batch_size,
+    "seed": config.pretrain_seed,
+  }
+  return runs.run_name(f"{config.model}-beta{data.beta:g}", settings)
+
+
+def _stage1_optimizer(
+  config: default.Config, steps: int
+) -> optax.GradientTransformation:
+  if config.pretrain_optimizer == "adam":
+    return optax.adam(config.pretrain_lr)
+  schedule = optax.cosine_decay_schedule(config.pretrain_lr, max(steps, 1))
+  return optax.chain(
+    optax.add_decayed_weights(config.pretrain_weight_decay),
+    optax.sgd(schedule, momentum=0.9),
+  )
+
+
+def pretrain(
+  config: default.Config, workdir: pathlib.Path, data: Data, evaluator: Evaluator
+) -> dict[str, Any]:
+  """Stage 1: trains on the base classes, or loads the checkpoint.
+
+  Args:
+    config: supplies the stage 1 settings.
+    workdir: the output folder; the run lives in
+      ``<workdir>/stage1/<stage1_name>`` and resumes from its latest checkpoint.
+    data: the splits.
+    evaluator: the test evaluator.
+
+  Returns:
+    ``{"params", "name", "history", "base_accuracy", "lt_accuracy",
+    "wall_s"}``.
+  """
+  name = stage1_name(config, data)
+  directory = workdir / "stage1" / name
+  batches_per_epoch = len(data.base_train.labels) // config.pretrain_batch_size
+  tx = _stage1_optimizer(config, config.pretrain_epochs * batches_per_epoch)
+  params = init_params(config, jax.random.key(config.pretrain_seed))
+  state = {"params": params, "opt_state": tx.init(params)}
+  checkpoints = runs.Checkpoints(directory)
+  restored = checkpoints.restore(state)
+  history: list[dict[str, Any]] = []
+  start = 0
+  if restored is not None:
+    start, state, history = restored
+    _log(
+      f"stage 1 {name}: {'loaded' if start >= config.pretrain_epochs else 'resuming after epoch ' + str(start)}."
+    )
+  wall = history[-1]["wall_s"] if history else 0.0
+  step = optax_profit.make_train_step(
+    make_loss_fn(config), tx, has_aux=True, cycle_length=1
+  )
+  params, opt_state = state["params"], state["opt_state"]
+  bar = tqdm.tqdm(
+    range(start, config.pretrain_epochs),
+    desc=f"stage 1 beta={data.beta:g}",
+    disable=not config.progress,
+    leave=False,
+    unit="epoch",
+  )
+  for epoch in bar:
+    t0 = time.perf_counter()
+    ds = input_pipeline.train_dataset(
+      data.base_train,
+      config.pretrain_batch_size,
+      seed=config.pretrain_seed,
+      epoch=epoch,
+      augment=config.augment,
+    )
+    losses = []
+    for i in range(len(ds)):
+      batch = jax.tree.map(lambda x: x[None], ds[i])
+      params, opt_state, metrics = step(params, opt_state, batch)
+      losses.append(metrics["loss"])
+    loss = float(np.mean(jax.device_get(losses)))
+    wall += time.perf_counter() - t0
+    history.append({"epoch": epoch + 1, "train_loss": loss, "wall_s": wall})
+    bar.set_postfix(loss=f"{loss:.3f}")
+    if (
+      epoch + 1
+    ) % config.checkpoint_every == 0 or epoch + 1 == config.pretrain_epochs:
+      checkpoints.save(epoch + 1, {"params": params, "opt_state": opt_state}, history)
+  checkpoints.close()
+  point = evaluator.evaluate(params)
+  if start < config.pretrain_epochs:
+    _log(
+      f"stage 1 beta={data.beta:g}: {config.pretrain_epochs} epochs in {wall:.0f} s, "
+      f"base-class test accuracy {point['base_accuracy']:.4f}"
+    )
+  return {"params": params, "name": name, "history": history, "wall_s": wall, **point}
+
+
+# ----------------------------------------------------------------------------
+# Stage 2.
+
+# The fields a compiled stage 2 step depends on (learning rates and L2-SP's
+# alpha are optimizer state, see ``methods.create_optimizer``).
+_STEP_FIELDS = ("model", "cnn_width", "main_optimizer", "momentum", "n_ref")
+
+
+def _step_key(config: default.Config) -> default.Config:
+  return dataclasses.replace(
+    default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS}
+  )
+
+
+@functools.lru_cache(maxsize=16)
+def _train_step(key: default.Config, method: str):
+  """The compiled stage 2 step of ``method`` (any lr, alpha), built once."""
+  tx = methods.create_optimizer(
+    method,
+    1.0,
+    main_optimizer=key.main_optimizer,
+    momentum=key.momentum,
+    n_ref=key.n_ref,
+    alpha=1.0,
+  )
+  return optax_profit.make_train_step(
+    make_loss_fn(key), tx, has_aux=True, cycle_length=key.cycle_length
+  )
+
+
+def finetune_name(
+  config: default.Config, stage1: str, method: str, lr: float, alpha: float, seed: int
+) -> str:
+  """Folder name of a stage 2 run: readable prefix + digest of its settings."""
+  _, profit, l2sp = methods.METHODS[method]
+  settings = {
+    "stage1": stage1,
+    "method": method,
+    "lr": lr,
+    "alpha": alpha if l2sp else None,
+    "seed": seed,
+    "main_optimizer": config.main_optimizer,
+    "momentum": config.momentum if config.main_optimizer == "sgd" else None,
+    "batch_size": config.batch_size,
+    "budget_batches": config.budget_batches,
+    "eval_points": list(config.eval_points),
+    "cycle_length": config.cycle_length,
+    "ratio": config.ratio if profit else None,
+    "augment": config.augment,
+    "wise_points": config.wise_points if method in WISE_METHODS else None,
+  }
+  prefix = f"{method}_lr{lr:g}" + (f"_a{alpha:g}" if l2sp else "") + f"_s{seed}"
+  return runs.run_name(prefix, settings)
+
+
+def finetune(
+  config: default.Config,
+  workdir: pathlib.Path,
+  data: Data,
+  pretrained: dict[str, Any],
+  evaluator: Evaluator,
+  *,
+  method: str,
+  lr: float,
+  alpha: float = 0.0,
+  seed: int = 0,
+  pretrained_features: np.ndarray | None = None,
+) -> dict[str, Any]:
+  """Stage 2: one run of ``method`` on the held-out classes, and its curve.
+
+  Every method makes ``config.budget_batches // cycle_length`` calls of an
+  ``optax_profit.make_train_step`` step over ``cycle_length = n_ref + 1``
+  stacked batches, so every run sees the same batches in the same order; a
+  plain run makes ``budget_batches`` optimizer steps, a PROFIT run
+  ``budget_batches / (n_ref + 1)`` main steps.
+
+  Args:
+    config: the configuration.
+    workdir: the output folder; the run's ``result.json`` goes to
+      ``<workdir>/stage2/<finetune_name>`` and is loaded instead of running
+      again.
+    data: the splits.
+    pretrained: the stage 1 result (:func:`pretrain`).
+    evaluator: the test evaluator.
+    method: one of ``methods.METHODS``.
+    lr: the main learning rate.
+    alpha: L2-SP's strength.
+    seed: seed of the batch order and augmentation.
+    pretrained_features: the pre-trained backbone's test features (used by
+      head-only runs).
+
+  Returns:
+    The run's settings, ``curve`` (points at batch 0 and ``eval_points``:
+    ``batches_seen``, ``base_accuracy``, ``lt_accuracy``, ``train_loss``),
+    ``wise`` (WiSE-FT points, full-model methods), ``main_steps``,
+    ``diagnostics`` (PROFIT's, averaged over its main steps) and ``wall_s``.
+  """
+  name = finetune_name(config, pretrained["name"], method, lr, alpha, seed)
+  path = workdir / "stage2" / name / "result.json"
+  cached = runs.load_result(path)
+  if cached is not None:
+    return cached
+  t0 = time.perf_counter()
+  full, profit, _ = methods.METHODS[method]
+  tx = methods.create_optimizer(
+    method,
+    lr,
+    main_optimizer=config.main_optimizer,
+    momentum=config.momentum,
+    n_ref=config.n_ref,
+    ratio=config.ratio,
+    alpha=alpha,
+  )
+  group = config.cycle_length
+  step = _train_step(_step_key(config), method)
+  params = _copy(pretrained["params"])  # The step donates its params.
+  opt_state = tx.init(params)
+  stream = input_pipeline.stacked(
+    input_pipeline.batch_stream(
+      data.held_out_train, config.batch_size, seed=seed, augment=config.augment
+    ),
+    group,
+  )
+  features = None if full else pretrained_features
+  keys = ("base_accuracy", "lt_accuracy", "accuracy")
+  curve = [{"batches_seen": 0, **{k: pretrained[k] for k in keys}}]
+  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
+  calls = config.budget_batches // group
+  eval_points = set(config.eval_points)
+  last = 0
+  bar = tqdm.tqdm(
+    range(calls), desc=name.split("-")[0], disable=not config.progress, leave=False
+  )
+  for call in bar:
+    params, opt_state, metrics = step(params, opt_state, next(stream))
+    losses.append(metrics["loss"])
+    for key, values in diagnostics.items():
+      if key in metrics:
+        values.append(metrics[key])
+    seen = (call + 1) * group
+    if seen in eval_points:
+      point = evaluator.evaluate(params, features)
+      loss = float(np.mean(jax.device_get(losses[last // group :])))
+      last = seen
+      curve.append({"batches_seen": seen, **point, "train_loss": loss})
+      bar.set_postfix(
+        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
+      )
+  wise = None
+  if method in WISE_METHODS and config.wise_points:
+    wise = []
+    for a in np.linspace(0.0, 1.0, config.wise_points):
+      if a == 0.0:
+        point = {k: pretrained[k] for k in keys}
+      elif a == 1.0:
+        point = {k: curve[-1][k] for k in keys}
+      else:
+        point = evaluator.evaluate(
+          methods.wise_ft(pretrained["params"], params, float(a))
+        )
+      wise.append({"a": float(a), **point})
+  result = {
+    "name": name,
+    "method": method,
+    "lr": lr,
+    "alpha": alpha if method == "l2sp" else None,
+    "seed": seed,
+    "ratio": config.ratio if profit else None,
+    "ref_lr": lr / config.ratio if profit else None,
+    "batches_seen": calls * group,
+    "main_steps": calls if profit else calls * group,
+    "curve": curve,
+    "wise": wise,
+    "diagnostics": {
+      k: float(np.mean(jax.device_get(v))) for k, v in diagnostics.items() if v
+    },
+    "wall_s": time.perf_counter() - t0,
+  }
+  runs.write_json(path, result)
+  return result
+
+
+# ----------------------------------------------------------------------------
+# The sweep.
+
+
+def plan(config: default.Config) -> list[tuple[str, float, float]]:
+  """The stage 2 runs of one seed: ``(method, lr, alpha)``."""
+  items = [(m, lr, 0.0) for m in ("head", "head_profit") for lr in config.head_lrs]
+  items += [(m, lr, 0.0) for m in ("full", "full_profit") for lr in config.full_lrs]
+  items += [("l2sp", lr, a) for lr in config.l2sp_lrs for a in config.l2sp_alphas]
+  return items
+
+
+def family_points(
+  results: list[dict[str, Any]], method: str, wise: bool, seed: int
+) -> list[tuple[float, float]]:
+  """``(base, lt)`` points of one family and seed (see ``frontier.py``)."""
+  points = []
+  for r in results:
+    if r["method"] != method or r["seed"] != seed:
+      continue
+    for p in (r["wise"] or []) if wise else r["curve"]:
+      points.append((p["base_accuracy"], p["lt_accuracy"]))
+  return points
+
+
+def summarize(
+  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
+) -> dict[str, Any]:
+  """The frontier table of one beta: LT accuracy per family and threshold.
+
+  Args:
+    config: supplies the thresholds, seeds and the main optimizer's name.
+    results: the stage 2 runs.
+    pretrained_base: the stage 1 model's base-class accuracy.
+
+  Returns:
+    ``{"thresholds" (absolute levels), "families": {label: {"per_seed",
+    "mean", "std"}}}``; a value is None where a family has no point at the
+    threshold.
+  """
+  levels = frontier.thresholds_for(
+    config.thresholds, pretrained_base, config.relative_thresholds
+  )
+  opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
+  families = {}
+  for label, method, wise in FAMILIES:
+    if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
+      continue
+    per_seed = []
+    for seed in config.seeds:
+      points = family_points(results, method, wise, seed)
+      per_seed.append([frontier.lt_at_threshold(points, t) for t in levels])
+    columns = list(zip(*per_seed, strict=True))
+    mean = [None if None in c else float(np.mean(c)) for c in columns]
+    std = [None if None in c else float(np.std(c)) for c in columns]
+    families[label.format(opt=opt)] = {"per_seed": per_seed, "mean": mean, "std": std}
+  return {"thresholds": levels, "families": families}
+
+
+def train_and_evaluate(
+  config: default.Config, workdir: str | pathlib.Path
+) -> dict[str, Any]:
+  """Runs stage 1 and the stage 2 sweep for every beta; writes the results.
+
+  Args:
+    config: the configuration.
+    workdir: output folder: ``results.json``, ``table.md``,
+      ``tradeoff_beta<b>.png`` (GOODFIT Fig. 3a's form), and the cached
+      ``stage1/`` (orbax) and ``stage2/`` (JSON) runs.
+
+  Returns:
+    ``{"config", "betas": {beta: {"counts", "sizes", "stage1", "runs",
+    "table"}}, "table", "wall_s", ...}``.
+  """
+  default.validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  t0, c0 = time.perf_counter(), time.process_time()
+  load_start = os.getloadavg()
+  per_beta = {}
+  for beta in config.betas:
+    data = load_data(config, beta)
+    if len(data.held_out_train.labels) < config.batch_size:
+      raise ValueError(
+        f"`batch_size` = {config.batch_size} exceeds the "
+        f"{len(data.held_out_train.labels)} held-out training images at beta={beta:g}."
+      )
+    evaluator = Evaluator(config, data)
+    pretrained = pretrain(config, workdir, data, evaluator)
+    features = evaluator.features(pretrained["params"]["backbone"])
+    items = [(seed, *item) for seed in config.seeds for item in plan(config)]
+    results = []
+    bar = tqdm.tqdm(items, desc=f"stage 2 beta={beta:g}", disable=not config.progress)
+    for seed, method, lr, alpha in bar:
+      results.append(
+        finetune(
+          config,
+          workdir,
+          data,
+          pretrained,
+          evaluator,
+          method=method,
+          lr=lr,
+          alpha=alpha,
+          seed=seed,
+          pretrained_features=features,
+        )
+      )
+    summary = summarize(config, results, pretrained["base_accuracy"])
+    per_beta[f"{beta:g}"] = {
+      "beta": beta,
+      "counts": data.counts.tolist(),
+      "sizes": data.sizes(),
+      "stage1": {k: v for k, v in pretrained.items() if k != "params"},
+      "runs": results,
+      "table": summary,
+    }
+    reporting.plot_tradeoff(
+      config, per_beta[f"{beta:g}"], workdir / f"tradeoff_beta{beta:g}.png"
+    )
+  out = {
+    "config": dataclasses.asdict(config),
+    "device": str(jax.devices()[0].device_kind),
+    "betas": per_beta,
+  }
+  out["table"] = reporting.format_tables(config, per_beta)
+  out["wall_s"] = time.perf_counter() - t0
+  out["cpu_s"] = time.process_time() - c0
+  out["loadavg"] = {"start": load_start, "end": os.getloadavg()}
+  runs.write_json(workdir / "results.json", out)
+  (workdir / "table.md").write_text(out["table"] + "\n")
+  return out
