@@ -281,7 +281,9 @@ def test_base_cache_key_depends_on_the_base_training_only():
   changed = dataclasses.replace(config, base_steps=10)
   assert runs.base_cache_dir(workdir, changed, 0) != same
   # Fine-tuning settings do not invalidate the base model.
-  ft_only = dataclasses.replace(config, ft_lr=1.0, sweep_ratios=(3.0,), batch_sizes=(8,))
+  ft_only = dataclasses.replace(
+    config, ft_lr=1.0, sweep_ratios=(3.0,), batch_sizes=(8,)
+  )
   assert runs.base_cache_dir(workdir, ft_only, 0) == same
 
 
@@ -324,11 +326,15 @@ def test_l2sp_penalty_and_gradient_against_a_direct_computation():
     )
     for layer in models.LAYERS
   }
-  expected = 0.5 * alpha * sum(
-    float(np.sum(d**2))
-    for layer in models.LAYERS
-    if layer != models.HEAD
-    for d in jax.tree.leaves(diff[layer])
+  expected = (
+    0.5
+    * alpha
+    * sum(
+      float(np.sum(d**2))
+      for layer in models.LAYERS
+      if layer != models.HEAD
+      for d in jax.tree.leaves(diff[layer])
+    )
   )
   penalty = train.l2sp_penalty(params, pre, alpha)
   np.testing.assert_allclose(float(penalty), expected, rtol=1e-5)
@@ -374,7 +380,9 @@ def test_wise_ends_are_bit_identical_and_the_middle_is_the_interpolation():
   # Negative zeros: `(1 - a) * pre + a * tuned` would turn them into +0.0.
   pre["params"]["head"]["bias"] = jnp.array([-0.0], jnp.float32)
   tuned["params"]["dense_1"]["bias"] = -jnp.zeros((8,), jnp.float32)
-  chex.assert_trees_all_equal(_bits(train.wise_interpolate(pre, tuned, 0.0)), _bits(pre))
+  chex.assert_trees_all_equal(
+    _bits(train.wise_interpolate(pre, tuned, 0.0)), _bits(pre)
+  )
   chex.assert_trees_all_equal(
     _bits(train.wise_interpolate(pre, tuned, 1.0)), _bits(tuned)
   )
@@ -473,7 +481,7 @@ def test_frontier_candidates_respect_the_budget_and_the_batch_size():
     "r16 @ 4",
     "r16 @ 8",
   ]
-  wise = [p for p in points if p["point"] == "p16 @ 8, a=0.5"][0]
+  wise = next(p for p in points if p["point"] == "p16 @ 8, a=0.5")
   assert wise["family"] == "wise_profit" and wise["new_val"] == [0.9]
 
 
@@ -547,7 +555,7 @@ def test_cli_runs_every_method_and_writes_json_and_figures(tiny_run):
     )
     for row in block["rows"]:
       assert set(reporting.FAMILIES) <= set(row)
-  assert len(results["diagnostics"]) == 3
+  assert len(results["diagnostics"]) == 4
   rows = [entry["row"] for entry in results["table"]]
   assert rows == ["baseline", "full", "head", "profit_cycles", "profit_batches"]
   paper = {entry["row"]: entry["paper"] for entry in results["table"]}

@@ -43,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     help="configs/<name>.py: default (paper scale), quick (the few-minute CPU "
     "demo) or study (the frontier at three batch sizes)",
   )
-  parser.add_argument(
-    "--quick", action="store_true", help="same as --config quick"
-  )
+  parser.add_argument("--quick", action="store_true", help="same as --config quick")
   parser.add_argument(
     "--workdir",
     default=DEFAULT_WORKDIR,

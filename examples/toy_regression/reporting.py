@@ -181,7 +181,11 @@ def candidates(results: dict, batch_size: int, budget: int) -> list[dict]:
     for j, batches in enumerate(curve["batches"]):
       if j == 0 or batches > budget:
         continue
-      point = {"family": run["method"], "point": f"{name} @ {batches}", "batches": batches}
+      point = {
+        "family": run["method"],
+        "point": f"{name} @ {batches}",
+        "batches": batches,
+      }
       point.update({k: [s["curve"][k][j] for s in seeds] for k in ERROR_KEYS})
       out.append(point)
     if "wise" not in seeds[0] or run["batches"] > budget:

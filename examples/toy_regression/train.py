@@ -203,9 +203,7 @@ def make_loss_fn(model: models.MLP) -> Callable[[Params, dict], jax.Array]:
   return loss_fn
 
 
-def l2sp_penalty(
-  params: Params, pre: Params, alpha: jax.typing.ArrayLike
-) -> jax.Array:
+def l2sp_penalty(params: Params, pre: Params, alpha: jax.typing.ArrayLike) -> jax.Array:
   """L2-SP's ``alpha / 2 * ||theta - theta_pre||^2`` over the backbone.
 
   The backbone is every layer but the head (the last Dense), which L2-SP
@@ -332,9 +330,7 @@ def make_errors_fn(model: models.MLP) -> Callable[[Params, tuple], jax.Array]:
   """Jitted MSEs of ``model`` on several whole sets ``((x, y), ...)``."""
   loss_fn = make_loss_fn(model)
   return jax.jit(
-    lambda params, sets: jnp.stack(
-      [loss_fn(params, {"x": x, "y": y}) for x, y in sets]
-    )
+    lambda params, sets: jnp.stack([loss_fn(params, {"x": x, "y": y}) for x, y in sets])
   )
 
 
@@ -455,7 +451,11 @@ def load_or_train_base(
 def _summarize_diagnostics(values: dict[str, np.ndarray]) -> dict[str, float]:
   """Means over all main steps, over the first 10 % and over the second half."""
   n = len(values["removed_fraction"])
-  parts = {"": slice(None), "_early": slice(0, max(1, n // 10)), "_late": slice(n // 2, None)}
+  parts = {
+    "": slice(None),
+    "_early": slice(0, max(1, n // 10)),
+    "_late": slice(n // 2, None),
+  }
   return {
     f"{key}{suffix}": float(np.mean(values[key][part]))
     for key in DIAGNOSTICS
@@ -558,7 +558,9 @@ def finetune(
           recent = np.concatenate(diagnostics[key])[-pending:]
           diag_curve[key].append(float(np.mean(recent)))
         pending = 0
-      bar.set_postfix(old=f"{errors['old_error']:.3f}", new=f"{errors['new_error']:.3f}")
+      bar.set_postfix(
+        old=f"{errors['old_error']:.3f}", new=f"{errors['new_error']:.3f}"
+      )
   record: dict[str, Any] = {
     "batches": calls * length,
     "main_steps": calls,
@@ -672,9 +674,7 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
             errors_fn, base_params, params, data, config.wise_points
           )
         record["seed"] = seed
-        prediction = (
-          np.asarray(predict(params, grid)) if wants_predictions else None
-        )
+        prediction = np.asarray(predict(params, grid)) if wants_predictions else None
         runs.save_run(path, record, prediction)
       records[spec.name].append(record)
       if wants_predictions:
