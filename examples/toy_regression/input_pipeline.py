@@ -2,8 +2,10 @@
 
 The *original* data have both coordinates ~ U[-1, 1]; the *new* data ~
 U[0.8, 1.5]. Training targets get N(0, noise_std^2) noise; test targets are
-noise-free (paper, Sec. 4.1 and Appendix C.1). Everything is drawn from NumPy
-generators seeded by the run's seed, so a seed fixes the data.
+noise-free (paper, Sec. 4.1 and Appendix C.1). Held-out validation sets,
+drawn like the test sets but independently of them, are where the frontier
+selects its points. Everything is drawn from NumPy generators seeded by the
+run's seed, so a seed fixes the data.
 """
 
 from typing import NamedTuple
@@ -36,19 +38,23 @@ class Split(NamedTuple):
 
 
 class Datasets(NamedTuple):
-  """The four splits of one seed.
+  """The splits of one seed.
 
   Attributes:
     old_train: original-domain training data (noisy targets).
     new_train: new-domain training data (noisy targets).
     old_test: original-domain test data (noise-free targets).
     new_test: new-domain test data (noise-free targets).
+    old_val: original-domain held-out data (noise-free targets).
+    new_val: new-domain held-out data (noise-free targets).
   """
 
   old_train: Split
   new_train: Split
   old_test: Split
   new_test: Split
+  old_val: Split
+  new_val: Split
 
 
 def make_split(
@@ -85,8 +91,9 @@ def make_datasets(
   old_domain: tuple[float, float],
   new_domain: tuple[float, float],
   noise_std: float,
+  n_val: int = 0,
 ) -> Datasets:
-  """Draws the original/new training and test sets of one seed.
+  """Draws the original/new training, test and held-out sets of one seed.
 
   Args:
     seed: the seed; each split uses its own child generator.
@@ -95,16 +102,22 @@ def make_datasets(
     old_domain: ``(low, high)`` of the original domain.
     new_domain: ``(low, high)`` of the new domain.
     noise_std: noise on the training targets (1 in the paper).
+    n_val: held-out points per domain (may be 0).
 
   Returns:
-    The :class:`Datasets`; test targets are noise-free.
+    The :class:`Datasets`; test and held-out targets are noise-free. The
+    held-out sets come from generators of their own, so the other four
+    splits do not depend on ``n_val``.
   """
-  rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+  # Child k of a SeedSequence does not depend on how many are spawned.
+  rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
   return Datasets(
     old_train=make_split(rngs[0], n_train, old_domain, noise_std),
     new_train=make_split(rngs[1], n_train, new_domain, noise_std),
     old_test=make_split(rngs[2], n_test, old_domain, 0.0),
     new_test=make_split(rngs[3], n_test, new_domain, 0.0),
+    old_val=make_split(rngs[4], n_val, old_domain, 0.0),
+    new_val=make_split(rngs[5], n_val, new_domain, 0.0),
   )
 
 

@@ -2,90 +2,32 @@ r"""Command line of the toy 2-D regression example (paper Sec. 4.1, Table 1).
 
 Run from the repository root::
 
-  python -m examples.toy_regression.main --quick      # the demo, minutes on a CPU
-  python -m examples.toy_regression.main              # paper scale
-  python -m examples.toy_regression.main --seeds 0 1 2 3 4 --ratios 10 100 \
-      --workdir /tmp/toy
+  python -m examples.toy_regression.main --quick        # the demo, minutes on a CPU
+  python -m examples.toy_regression.main --config study # frontier at 3 batch sizes
+  python -m examples.toy_regression.main                # paper scale
+  python -m examples.toy_regression.main --quick --set seeds=0,1,2,3 \
+      --set sweep_ratios=10,100 --workdir /tmp/toy
 
-Flags override fields of the selected config (``configs/quick.py`` with
-``--quick``, else ``configs/default.py``). Outputs go to ``--workdir``
-(default ``results/toy_regression``): ``results.json``, ``table.md``, PNGs and
-the cached base models.
+``--set FIELD=VALUE`` overrides any field of the selected config
+(``configs/<name>.py``; ``--quick`` is ``--config quick``). Outputs go to
+``--workdir`` (default ``results/toy_regression``): ``results.json``,
+``table.md``, PNGs, the cached base models and the finished runs, which a
+later command with the same settings reuses.
 """
 
 import argparse
 import dataclasses
+import importlib
 import sys
 import time
 from collections.abc import Sequence
 
+from examples import overrides
 from examples.toy_regression import reporting, train
-from examples.toy_regression.configs import default, quick
+from examples.toy_regression.configs import default
 
 DEFAULT_WORKDIR = "results/toy_regression"
-
-# flag -> (config field, type, nargs, help)
-_OVERRIDES = {
-  "--seeds": ("seeds", int, "+", "seeds; one whole experiment per seed"),
-  "--base-steps": ("base_steps", int, None, "base-training steps (batches)"),
-  "--ft-steps": (
-    "ft_steps",
-    int,
-    None,
-    "fine-tuning steps (PROFIT: cycles or batches, see --step-convention)",
-  ),
-  "--batch-size": ("batch_size", int, None, "examples per batch"),
-  "--ft-lr": ("ft_lr", float, None, "learning rate of the table's fine-tuning runs"),
-  "--n-ref": ("n_ref", int, None, "PROFIT reference steps per cycle"),
-  "--ratio": (
-    "ratio",
-    float,
-    None,
-    "lambda_main / lambda_ref of the table's PROFIT runs",
-  ),
-  "--ratios": (
-    "sweep_ratios",
-    float,
-    "*",
-    "lambda_main / lambda_ref ratios of PROFIT in the trade-off sweep",
-  ),
-  "--lrs": ("sweep_lrs", float, "*", "learning rates of full fine-tuning in the sweep"),
-  "--profit-lrs": (
-    "sweep_profit_lrs",
-    float,
-    "*",
-    "main learning rates of PROFIT in the sweep",
-  ),
-  "--step-convention": (
-    "step_convention",
-    str,
-    None,
-    "what PROFIT's --ft-steps count: cycles, batches (compute-matched) or both",
-  ),
-  "--storage": (
-    "storage",
-    str,
-    None,
-    "PROFIT's storage: delta (default, the accumulated displacement) or copy "
-    "(params - theta_ref from a weight copy)",
-  ),
-  "--delta-dtype": (
-    "delta_dtype",
-    str,
-    None,
-    "PROFIT's delta_dtype with --storage delta (default float32, e.g. bfloat16)",
-  ),
-  "--eval-every": ("eval_every", int, None, "evaluate every this many batches"),
-  "--eval-early": (
-    "eval_early",
-    int,
-    None,
-    "evaluate every this many batches during the first --eval-every batches",
-  ),
-  "--n-train": ("n_train", int, None, "training points per domain"),
-  "--n-test": ("n_test", int, None, "noise-free test points per domain"),
-  "--plot-grid": ("plot_grid", int, None, "pixels per axis of the prediction images"),
-}
+CONFIGS = ("default", "quick", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,35 +37,32 @@ def build_parser() -> argparse.ArgumentParser:
     description=__doc__.split("\n\n")[0],
   )
   parser.add_argument(
-    "--quick",
-    action="store_true",
-    help="use configs/quick.py (the few-minute CPU demo)",
+    "--config",
+    choices=CONFIGS,
+    default=None,
+    help="configs/<name>.py: default (paper scale), quick (the few-minute CPU "
+    "demo) or study (the frontier at three batch sizes)",
   )
+  parser.add_argument("--quick", action="store_true", help="same as --config quick")
   parser.add_argument(
     "--workdir",
     default=DEFAULT_WORKDIR,
     help=f"output folder (default {DEFAULT_WORKDIR})",
   )
   parser.add_argument(
-    "--no-sweep", action="store_true", help="skip the trade-off sweep"
+    "--no-sweep", action="store_true", help="only the table's runs (--set sweep=false)"
   )
   parser.add_argument(
     "--replot",
     action="store_true",
     help="only redraw the figures of the run saved in --workdir",
   )
-  for flag, (field, kind, nargs, text) in _OVERRIDES.items():
-    kwargs = {"type": kind, "help": text, "dest": field, "default": None}
-    if nargs:
-      kwargs["nargs"] = nargs
-    if field == "step_convention":
-      kwargs["choices"] = default.STEP_CONVENTIONS
-    parser.add_argument(flag, **kwargs)
+  overrides.add_set_flag(parser)
   return parser
 
 
 def config_from_args(args: argparse.Namespace) -> default.Config:
-  """The selected config with the given flags applied.
+  """The selected config with the given overrides applied.
 
   Args:
     args: parsed flags.
@@ -132,23 +71,21 @@ def config_from_args(args: argparse.Namespace) -> default.Config:
     A validated :class:`~examples.toy_regression.configs.default.Config`.
 
   Raises:
-    ValueError: naming the flag, for a bad value.
+    ValueError: naming the field, for a bad value or conflicting flags.
   """
-  config = quick.get_config() if args.quick else default.get_config()
-  changes = {}
-  for field, _, nargs, _ in _OVERRIDES.values():
-    value = getattr(args, field)
-    if value is not None:
-      changes[field] = tuple(value) if nargs else value
+  if args.quick and args.config not in (None, "quick"):
+    raise ValueError(f"--quick contradicts --config {args.config}.")
+  name = "quick" if args.quick else args.config or "default"
+  module = importlib.import_module(f"examples.toy_regression.configs.{name}")
+  config = overrides.apply_overrides(module.get_config(), args.overrides)
   if args.no_sweep:
-    changes["sweep"] = False
-  config = dataclasses.replace(config, **changes)
-  train.validate_config(config)
+    config = dataclasses.replace(config, sweep=False)
+  default.validate(config)
   return config
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-  """Runs the example and prints the table.
+  """Runs the example and prints the table, the frontier and PROFIT's diagnostics.
 
   Args:
     argv: command-line arguments without the program name (``sys.argv[1:]``
@@ -176,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
   print(reporting.format_sweep(results))
   print()
   print(reporting.format_frontier(results))
+  if results["diagnostics"]:
+    print()
+    print(reporting.markdown_diagnostics(results))
   print()
   print(
     f"Wrote results.json, table.md and {', '.join(results['figures'])} to "

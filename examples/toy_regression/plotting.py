@@ -121,100 +121,144 @@ def plot_predictions(
   plt.close(fig)
 
 
-def plot_tradeoff(results: dict, config: Any, path: pathlib.Path) -> None:
-  """Original-data error vs new-data error along training, one curve per run.
+def _batch_sizes(results: dict) -> list[int]:
+  config = results["config"]
+  return list(config["batch_sizes"] or [config["batch_size"]])
 
-  One panel per main learning rate of PROFIT: its curves (one per
-  ``lambda_main / lambda_ref`` ratio) beside every full fine-tuning curve
-  (one per learning rate) and head-only fine-tuning. Every curve is the mean
-  over seeds at each evaluation and starts at the base model (black star); a
-  circle marks its end, a square the point where a PROFIT run had consumed
-  ``ft_steps`` batches (compute-matched with full fine-tuning).
+
+def _run_label(run: dict) -> str:
+  name = {"full": "full FT", "head": "head only", "l2sp": "L2-SP", "profit": "PROFIT"}
+  label = f"{name[run['method']]}, lr {run['lr']:g}"
+  if run["method"] == "l2sp":
+    label += f", alpha {run['alpha']:g}"
+  if run["method"] == "profit":
+    label += f", ratio {run['ratio']:g}"
+  return label
+
+
+def plot_tradeoff(results: dict, config: Any, path: pathlib.Path) -> None:
+  """Original- vs new-data error of every family, one panel per batch size.
+
+  Each curve is one run along fine-tuning (mean over seeds, test sets), cut
+  at the common budget of ``ft_steps`` batches and starting at the base model
+  (black star): full fine-tuning (blues, one per lr), head only (grey), L2-SP
+  (greens, one per alpha), PROFIT (warm colours, one per lr and ratio). Dotted
+  lines with dots: WiSE-FT interpolations of a run's final weights with the
+  base model, in that run's colour.
 
   Args:
     results: the results dict.
     config: the configuration.
     path: PNG to write.
   """
-  runs = results["runs"].values()
-  full = sorted((r for r in runs if r["method"] == "full"), key=lambda r: r["lr"])
-  head = [r for r in runs if r["method"] == "head"]
-  profit = [r for r in runs if r["method"] == "profit"]
-  main_lrs = sorted({r["lr"] for r in profit}) or [None]
-  ratios = sorted({r["ratio"] for r in profit})
+  sizes = _batch_sizes(results)
   fig, axes = plt.subplots(
-    1,
-    len(main_lrs),
-    figsize=(6.2 * len(main_lrs), 5.6),
-    squeeze=False,
-    sharex=True,
-    sharey=True,
-  )
-  blues = plt.get_cmap("Blues")
-  warm = plt.get_cmap("autumn")
+    1, len(sizes), figsize=(6.4 * len(sizes), 5.8), squeeze=False,
+    sharex=True, sharey=True,
+  )  # fmt: skip
   base = results["table"][0]
-
-  def draw(ax, run: dict, color: Any, style: str, label: str) -> None:
-    curve = run["mean_curve"]
-    new, old = np.asarray(curve["new_error"]), np.asarray(curve["old_error"])
-    ax.plot(new, old, style, color=color, lw=1.4, label=label)
-    ax.plot(new[-1], old[-1], "o", color=color, ms=5)
-    batches = np.asarray(curve["batches"])
-    at = np.flatnonzero(batches == config.ft_steps)
-    if run["method"] == "profit" and at.size and batches[-1] != config.ft_steps:
-      ax.plot(new[at[0]], old[at[0]], "s", color=color, ms=6, mfc="none")
-
-  for ax, main_lr in zip(axes[0], main_lrs, strict=True):
-    for i, run in enumerate(full):
-      shade = 0.35 + 0.65 * i / max(1, len(full) - 1)
-      draw(ax, run, blues(shade), "-", f"full FT, lr {run['lr']:g}")
-    for run in head:
-      draw(ax, run, "0.45", "-", f"head only, lr {run['lr']:g}")
-    for run in sorted(
-      (r for r in profit if r["lr"] == main_lr),
-      key=lambda r: (r["convention"], r["ratio"]),
-    ):
-      shade = 0.85 * ratios.index(run["ratio"]) / max(1, len(ratios) - 1)
-      style = ":" if run["convention"] == "batches" else "--"
-      draw(
-        ax,
-        run,
-        warm(shade),
-        style,
-        f"PROFIT, ratio {run['ratio']:g} ({run['convention']})",
-      )
+  budget = config.ft_steps
+  xs, ys = [base["new_error"]["mean"]], [base["old_error"]["mean"]]
+  for ax, bs in zip(axes[0], sizes, strict=True):
+    runs = [r for r in results["runs"].values() if r["batch_size"] == bs]
+    groups = {
+      "full": (plt.get_cmap("Blues"), lambda r: r["lr"]),
+      "head": (None, lambda r: r["lr"]),
+      "l2sp": (plt.get_cmap("Greens"), lambda r: r["alpha"]),
+      "profit": (plt.get_cmap("autumn"), lambda r: (r["lr"], r["ratio"])),
+    }
+    for method, (cmap, key) in groups.items():
+      members = sorted((r for r in runs if r["method"] == method), key=key)
+      for i, run in enumerate(members):
+        if cmap is None:
+          color = "0.45"
+        elif method == "profit":
+          color = cmap(0.8 * i / max(1, len(members) - 1))
+        else:
+          color = cmap(0.4 + 0.6 * i / max(1, len(members) - 1))
+        curve = run["mean_curve"]
+        keep = np.asarray(curve["batches"]) <= budget
+        new = np.asarray(curve["new_error"])[keep]
+        old = np.asarray(curve["old_error"])[keep]
+        label = _run_label(run)
+        style = "--" if method == "profit" else "-"
+        ax.plot(new, old, style, color=color, lw=1.3, label=label)
+        ax.plot(new[-1], old[-1], "o", color=color, ms=4)
+        xs += new.tolist()
+        ys += old.tolist()
+        if "mean_wise" in run and run["batches"] <= budget:
+          wise = run["mean_wise"]
+          ax.plot(
+            wise["new_error"], wise["old_error"], ":", marker=".", ms=3,
+            color=color, lw=1.0,
+          )  # fmt: skip
     ax.plot(
-      base["new_error"]["mean"],
-      base["old_error"]["mean"],
-      "*",
-      color="k",
-      ms=12,
-      label="base model",
-      zorder=5,
-    )
+      base["new_error"]["mean"], base["old_error"]["mean"], "*",
+      color="k", ms=12, label="base model", zorder=5,
+    )  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("new-data error (MSE, noise-free test set)")
-    title = "PROFIT main lr " + (f"{main_lr:g}" if main_lr else "(none)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(f"fine-tuning batch size {bs}, {budget} batches", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-  # Frame the baselines; PROFIT curves that diverge leave the frame.
-  reference = [*full, *head]
-  xs = [base["new_error"]["mean"]] + [
-    v for r in reference for v in r["mean_curve"]["new_error"]
-  ]
-  ys = [base["old_error"]["mean"]] + [
-    v for r in reference for v in r["mean_curve"]["old_error"]
-  ]
-  every_x = xs + [v for r in profit for v in r["mean_curve"]["new_error"]]
-  every_y = ys + [v for r in profit for v in r["mean_curve"]["old_error"]]
-  axes[0, 0].set_xlim(0.8 * min(every_x), min(max(every_x), 3 * max(xs)) * 1.25)
-  axes[0, 0].set_ylim(0.8 * min(every_y), min(max(every_y), 3 * max(ys)) * 1.25)
+    ax.legend(fontsize=6, loc="best")
+  # Frame the fine-tuning curves; WiSE-FT lines stay between them and the base.
+  finite_x = [v for v in xs if np.isfinite(v) and v > 0]
+  finite_y = [v for v in ys if np.isfinite(v) and v > 0]
+  axes[0, 0].set_xlim(0.8 * min(finite_x), 1.25 * min(max(finite_x), 1e3))
+  axes[0, 0].set_ylim(0.8 * min(finite_y), 1.25 * min(max(finite_y), 1e3))
   axes[0, 0].set_ylabel("original-data error (MSE, noise-free test set)")
   fig.suptitle(
-    "Old vs new error along fine-tuning (mean over seeds; lower-left is "
-    f"better)\no: end of run; □: PROFIT after {config.ft_steps} batches",
+    "Old vs new error at equal batch budgets (mean over seeds; lower-left is "
+    "better)\nsolid/dashed: along training; dotted: WiSE-FT of the run's final "
+    "weights, a = 0 ... 1",
+    fontsize=10,
+  )
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_diagnostics(results: dict, path: pathlib.Path) -> None:
+  """PROFIT's removed gradient fraction and cos(g, delta) along training.
+
+  Args:
+    results: the results dict.
+    path: PNG to write.
+  """
+  sizes = _batch_sizes(results)
+  fig, axes = plt.subplots(
+    2, len(sizes), figsize=(5.2 * len(sizes), 7.0), squeeze=False, sharey="row"
+  )
+  warm = plt.get_cmap("autumn")
+  for col, bs in enumerate(sizes):
+    profit = sorted(
+      (
+        r
+        for r in results["runs"].values()
+        if r["batch_size"] == bs and "diagnostics" in r
+      ),
+      key=lambda r: (r["lr"], r["ratio"]),
+    )
+    for i, run in enumerate(profit):
+      color = warm(0.8 * i / max(1, len(profit) - 1))
+      curves = [s["diag_curve"] for s in run["per_seed"]]
+      batches = curves[0]["batches"]
+      for row, key in enumerate(("removed_fraction", "cosine")):
+        mean = np.mean([c[key] for c in curves], axis=0)
+        axes[row, col].plot(
+          batches, mean, color=color, label=f"lr {run['lr']:g}, ratio {run['ratio']:g}"
+        )
+    axes[0, col].set_title(f"PROFIT, batch size {bs}", fontsize=10)
+    axes[1, col].set_xlabel("batches consumed")
+    for row in range(2):
+      axes[row, col].set_xscale("log")
+      axes[row, col].grid(True, alpha=0.3)
+    axes[0, col].legend(fontsize=7)
+  axes[0, 0].set_ylabel("removed fraction ||g - g'|| / ||g||")
+  axes[1, 0].set_ylabel("cos(g, delta)")
+  fig.suptitle(
+    "PROFIT's projection along training (means between evaluations and over seeds)",
     fontsize=10,
   )
   fig.tight_layout()
@@ -286,4 +330,7 @@ def save_all(
   if any(r["method"] == "full" for r in results["runs"].values()):
     names.append("tradeoff.png")
     plot_tradeoff(results, config, workdir / names[-1])
+  if any("diagnostics" in r for r in results["runs"].values()):
+    names.append("diagnostics.png")
+    plot_diagnostics(results, workdir / names[-1])
   return names

@@ -30,14 +30,33 @@ def mean_and_se(values: Sequence[float]) -> dict[str, float]:
   return {"mean": float(array.mean()), "se": se, "n": int(array.size)}
 
 
+#: Per-evaluation errors of a curve: test sets, then held-out sets.
+ERROR_KEYS = ("old_error", "new_error", "old_val", "new_val")
+#: The frontier's families, in table order.
+FAMILIES = ("full", "l2sp", "wise_full", "head", "profit", "wise_profit")
+FAMILY_LABELS = {
+  "full": "full FT (its lrs)",
+  "l2sp": "L2-SP (its alphas)",
+  "wise_full": "WiSE-FT of full FT",
+  "head": "head only",
+  "profit": "PROFIT (its lrs, ratios)",
+  "wise_profit": "WiSE-FT of PROFIT",
+}
+
+
 def _mean_curve(records: Sequence[dict]) -> dict[str, list]:
   curves = [r["curve"] for r in records]
-  return {
-    "batches": curves[0]["batches"],
-    "main_steps": curves[0]["main_steps"],
-    "old_error": np.mean([c["old_error"] for c in curves], axis=0).tolist(),
-    "new_error": np.mean([c["new_error"] for c in curves], axis=0).tolist(),
-  }
+  out = {"batches": curves[0]["batches"], "main_steps": curves[0]["main_steps"]}
+  for key in ERROR_KEYS:
+    out[key] = np.mean([c[key] for c in curves], axis=0).tolist()
+  return out
+
+
+def _mean_wise(records: Sequence[dict]) -> dict[str, list]:
+  out = {"a": records[0]["wise"]["a"]}
+  for key in ERROR_KEYS:
+    out[key] = np.mean([r["wise"][key] for r in records], axis=0).tolist()
+  return out
 
 
 def _label(row: str, run: dict | None, config: Any) -> str:
@@ -59,7 +78,6 @@ def assemble(
   specs: Sequence[Any],
   table_runs: dict[str, str],
   base_info: list[dict],
-  base_errors: list[tuple[float, float]],
   runs: dict[str, list[dict]],
 ) -> dict:
   """Builds the results dict (JSON-ready) from the per-seed records.
@@ -68,8 +86,8 @@ def assemble(
     config: the configuration (a dataclass).
     specs: the runs (``RunSpec``), table and sweep.
     table_runs: table row -> run name.
-    base_info: per seed, how the base model was obtained.
-    base_errors: per seed, the base model's (original, new) errors.
+    base_info: per seed, how the base model was obtained and its errors
+      (``old_error``, ``new_error``, ``old_val``, ``new_val``).
     runs: run name -> per-seed records from ``train.finetune``.
 
   Returns:
@@ -87,9 +105,13 @@ def assemble(
       "mean_curve": _mean_curve(records),
       "per_seed": records,
     }
-    for key in ("projected_fraction", "delta_norm_median"):
-      if key in records[0]:
-        summary[key] = float(np.mean([r[key] for r in records]))
+    if "wise" in records[0]:
+      summary["mean_wise"] = _mean_wise(records)
+    if "diagnostics" in records[0]:
+      summary["diagnostics"] = {
+        key: float(np.mean([r["diagnostics"][key] for r in records]))
+        for key in records[0]["diagnostics"]
+      }
     run_summaries[spec.name] = summary
   table = [
     {
@@ -98,8 +120,8 @@ def assemble(
       "run": None,
       "batches": config.base_steps,
       "main_steps": config.base_steps,
-      "old_error": mean_and_se([e[0] for e in base_errors]),
-      "new_error": mean_and_se([e[1] for e in base_errors]),
+      "old_error": mean_and_se([b["old_error"] for b in base_info]),
+      "new_error": mean_and_se([b["new_error"] for b in base_info]),
       "paper": dict(
         zip(("old_error", "new_error"), PAPER_TABLE1["baseline"], strict=True)
       ),
@@ -134,45 +156,200 @@ def assemble(
   )
 
 
-#: New-data error thresholds of the frontier summary.
-FRONTIER_THRESHOLDS = (4.0, 3.0, 2.0, 1.0, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
+def candidates(results: dict, batch_size: int, budget: int) -> list[dict]:
+  """Every point of every curve at ``batch_size`` within ``budget`` batches.
+
+  A point is one evaluation of a run after it started (its batches and its
+  per-seed errors), or one WiSE-FT interpolation ``a > 0`` of a run that
+  consumed at most ``budget`` batches (the interpolation costs no batches).
+
+  Args:
+    results: from :func:`assemble`.
+    batch_size: the fine-tuning batch size.
+    budget: the most batches (forward/backward passes) a point may have used.
+
+  Returns:
+    Dicts ``{"family", "point", "batches", key: [per-seed values] for key in
+    ERROR_KEYS}``.
+  """
+  out = []
+  for name, run in results["runs"].items():
+    if run["batch_size"] != batch_size:
+      continue
+    seeds = run["per_seed"]
+    curve = seeds[0]["curve"]
+    for j, batches in enumerate(curve["batches"]):
+      if j == 0 or batches > budget:
+        continue
+      point = {
+        "family": run["method"],
+        "point": f"{name} @ {batches}",
+        "batches": batches,
+      }
+      point.update({k: [s["curve"][k][j] for s in seeds] for k in ERROR_KEYS})
+      out.append(point)
+    if "wise" not in seeds[0] or run["batches"] > budget:
+      continue
+    for j, a in enumerate(seeds[0]["wise"]["a"]):
+      if a == 0.0:
+        continue
+      point = {
+        "family": f"wise_{run['method']}",
+        "point": f"{name} @ {run['batches']}, a={a:g}",
+        "batches": run["batches"],
+      }
+      point.update({k: [s["wise"][k][j] for s in seeds] for k in ERROR_KEYS})
+      out.append(point)
+  return out
 
 
-def frontier(results: dict) -> list[dict]:
-  """The best original-data error reachable at a given new-data error.
+def select_frontier(
+  points: Sequence[dict],
+  base_old_val: Sequence[float],
+  base_old_test: Sequence[float],
+  levels: Sequence[float],
+) -> list[dict]:
+  """The best new-data error of each family at each old-data level.
 
-  For each method family (full fine-tuning at every swept learning rate,
-  PROFIT at every swept learning rate and ratio, head-only) it pools the
-  evaluation points of all its mean curves (after the start) and, for each
-  threshold ``t``, reports the lowest original-data error among points with
-  new-data error ``<= t`` (None when no point reaches ``t``). This picks
-  points along training with the test error, the same oracle for every
-  family: it compares frontiers, it is not a tuned result.
+  The rule, the same for every family: among the family's points whose
+  held-out original-data MSE, as a multiple of the base model's (per seed,
+  then averaged over seeds), is at most the level, take the one with the
+  lowest held-out new-data MSE (mean over seeds); report its *test* errors,
+  mean and standard error over seeds. One point (setting, stopping time,
+  mixing coefficient) serves all seeds, as a practitioner's choice would.
+
+  Args:
+    points: from :func:`candidates` (or hand-made, same keys).
+    base_old_val: per seed, the base model's held-out original-data MSE.
+    base_old_test: per seed, the base model's test original-data MSE.
+    levels: multiples of the base model's original-data MSE.
+
+  Returns:
+    Per level ``{"level", family: None or {"point", "batches", "new_error",
+    "old_ratio"}}``, ``new_error`` and ``old_ratio`` (test original-data MSE
+    over the base model's) as :func:`mean_and_se` dicts.
+  """
+  base_val = np.asarray(base_old_val, np.float64)
+  base_test = np.asarray(base_old_test, np.float64)
+  rows = []
+  for level in levels:
+    row: dict[str, Any] = {"level": float(level)}
+    for family in FAMILIES:
+      best = None
+      for point in points:
+        if point["family"] != family:
+          continue
+        ratio = float(np.mean(np.asarray(point["old_val"]) / base_val))
+        score = float(np.mean(point["new_val"]))
+        if ratio <= level and (best is None or score < best[0]):
+          best = (score, point)
+      if best is None:
+        row[family] = None
+        continue
+      point = best[1]
+      row[family] = {
+        "point": point["point"],
+        "batches": point["batches"],
+        "new_error": mean_and_se(point["new_error"]),
+        "old_ratio": mean_and_se(np.asarray(point["old_error"]) / base_test),
+      }
+    rows.append(row)
+  return rows
+
+
+def frontier(results: dict) -> dict[str, dict]:
+  """:func:`select_frontier` at every fine-tuning batch size of the sweep.
+
+  Every family gets the same budget: ``ft_steps`` batches.
 
   Args:
     results: from :func:`assemble`.
 
   Returns:
-    One dict per threshold: ``{"new_error_at_most": t, "full": ..., "profit":
-    ..., "head": ...}``.
+    ``{str(batch_size): {"budget", "rows"}}``.
   """
-  points: dict[str, list[tuple[float, float]]] = {}
-  for run in results["runs"].values():
-    curve = run["mean_curve"]
-    pairs = list(zip(curve["new_error"], curve["old_error"], strict=True))[1:]
-    points.setdefault(run["method"], []).extend(pairs)
-  rows = []
-  for threshold in FRONTIER_THRESHOLDS:
-    row: dict[str, Any] = {"new_error_at_most": threshold}
-    for method in ("full", "profit", "head"):
-      olds = [old for new, old in points.get(method, []) if new <= threshold]
-      row[method] = min(olds) if olds else None
-    rows.append(row)
-  return rows
+  config = results["config"]
+  budget = config["ft_steps"]
+  base_val = [b["old_val"] for b in results["base_models"]]
+  base_test = [b["old_error"] for b in results["base_models"]]
+  sizes = config["batch_sizes"] or [config["batch_size"]]
+  out = {}
+  for bs in sizes:
+    points = candidates(results, bs, budget)
+    out[str(bs)] = {
+      "budget": budget,
+      "rows": select_frontier(points, base_val, base_test, config["frontier_levels"]),
+    }
+  return out
+
+
+def diagnostics_summary(results: dict) -> list[dict]:
+  """PROFIT's logged diagnostics per run, mean over seeds.
+
+  Args:
+    results: from :func:`assemble`.
+
+  Returns:
+    One dict per PROFIT run: its name, batch size, lr, ratio, batches, final
+    test errors and the means of ``removed_fraction``, ``cosine``,
+    ``projected`` and ``delta_norm`` (over all main steps, ``_early``: the
+    first tenth, ``_late``: the second half).
+  """
+  out = []
+  for name, run in results["runs"].items():
+    if "diagnostics" not in run:
+      continue
+    out.append(
+      {
+        "run": name,
+        "batch_size": run["batch_size"],
+        "lr": run["lr"],
+        "ratio": run["ratio"],
+        "batches": run["batches"],
+        "old_error": run["old_error"]["mean"],
+        "new_error": run["new_error"]["mean"],
+        **run["diagnostics"],
+      }
+    )
+  return out
+
+
+def _cell(entry: dict | None) -> str:
+  if entry is None:
+    return "–"
+  new, ratio = entry["new_error"], entry["old_ratio"]
+  text = _fmt(new, 3)
+  return f"{text} ({ratio['mean']:.2f}x)"
+
+
+def markdown_frontier(results: dict) -> str:
+  """The frontier tables (one per batch size) in Markdown.
+
+  Args:
+    results: with a ``"frontier"`` entry.
+
+  Returns:
+    Markdown text.
+  """
+  blocks = []
+  for bs, block in results["frontier"].items():
+    lines = [
+      f"Batch size {bs}, budget {block['budget']} batches: best test new-data "
+      "MSE (mean ± s.e. over seeds; in brackets the test original-data MSE as a "
+      "multiple of the base model's), selected on the held-out sets:",
+      "",
+      "| old-data MSE ≤ | " + " | ".join(FAMILY_LABELS[f] for f in FAMILIES) + " |",
+      "|---:|" + "---:|" * len(FAMILIES),
+    ]
+    for row in block["rows"]:
+      cells = [_cell(row[f]) for f in FAMILIES]
+      lines.append(f"| {row['level']:g}x base | " + " | ".join(cells) + " |")
+    blocks.append("\n".join(lines))
+  return "\n\n".join(blocks)
 
 
 def format_frontier(results: dict) -> str:
-  """:func:`frontier` as aligned text.
+  """The frontier tables and the chosen points as text.
 
   Args:
     results: with a ``"frontier"`` entry.
@@ -180,26 +357,59 @@ def format_frontier(results: dict) -> str:
   Returns:
     A multi-line string.
   """
+  lines = [markdown_frontier(results), "", "Chosen points:"]
+  for bs, block in results["frontier"].items():
+    for row in block["rows"]:
+      for family in FAMILIES:
+        if row[family] is not None:
+          lines.append(
+            f"  bs {bs}, old <= {row['level']:g}x, {family}: {row[family]['point']}"
+          )
+  return "\n".join(lines)
+
+
+def markdown_diagnostics(results: dict) -> str:
+  """PROFIT's diagnostics per run in Markdown.
+
+  Args:
+    results: with a ``"diagnostics"`` entry.
+
+  Returns:
+    Markdown text.
+  """
   lines = [
-    "Frontier: lowest original-data error at new-data error <= t, over all "
-    "evaluations of all swept runs (mean curves over seeds):",
-    f"  {'t':>6}  {'full FT':>9}  {'PROFIT':>9}  {'head only':>9}",
+    "| batch size | PROFIT run | old / new test MSE | removed fraction (all / "
+    "first 10 % / 2nd half) | cos(g, delta) (all / first 10 % / 2nd half) | "
+    "projected |",
+    "|---:|---|---:|---:|---:|---:|",
   ]
-  for row in results["frontier"]:
-    cells = [
-      "-" if row[m] is None else f"{row[m]:.4f}" for m in ("full", "profit", "head")
-    ]
+  for d in results["diagnostics"]:
     lines.append(
-      f"  {row['new_error_at_most']:>6g}  {cells[0]:>9}  {cells[1]:>9}  {cells[2]:>9}"
+      f"| {d['batch_size']} | lr {d['lr']:g}, ratio {d['ratio']:g}, "
+      f"{d['batches']} batches | {d['old_error']:.3f} / {d['new_error']:.3f} | "
+      f"{d['removed_fraction']:.3f} / {d['removed_fraction_early']:.3f} / "
+      f"{d['removed_fraction_late']:.3f} | {d['cosine']:+.3f} / "
+      f"{d['cosine_early']:+.3f} / {d['cosine_late']:+.3f} | "
+      f"{100 * d['projected']:.0f} % |"
     )
   return "\n".join(lines)
 
 
-def _fmt(stat: dict) -> str:
+def markdown_report(results: dict) -> str:
+  """Table, frontier and diagnostics in Markdown (``table.md``)."""
+  parts = [markdown_table(results)]
+  if results.get("frontier"):
+    parts.append(markdown_frontier(results))
+  if results.get("diagnostics"):
+    parts.append(markdown_diagnostics(results))
+  return "\n\n".join(parts)
+
+
+def _fmt(stat: dict, digits: int = 4) -> str:
   mean, se = stat["mean"], stat["se"]
   if se is None:
-    return f"{mean:.4f}"
-  return f"{mean:.4f} ± {se:.4f}"
+    return f"{mean:.{digits}f}"
+  return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
 def format_table(results: dict) -> str:
@@ -284,13 +494,14 @@ def format_sweep(results: dict) -> str:
   lines = ["All runs (final errors, mean ± s.e. over seeds):"]
   for name, run in results["runs"].items():
     extra = ""
-    if "projected_fraction" in run:
+    if "diagnostics" in run:
+      d = run["diagnostics"]
       extra = (
-        f"  projected {100 * run['projected_fraction']:.0f}% of main steps, "
-        f"median |delta| {run['delta_norm_median']:.1e}"
+        f"  projected {100 * d['projected']:.0f}% of main steps, removed "
+        f"{d['removed_fraction']:.3f}, cos(g, delta) {d['cosine']:+.3f}"
       )
     lines.append(
-      f"  {name:<34} batches {run['batches']:>5}  original "
+      f"  {name:<40} batches {run['batches']:>5}  original "
       f"{_fmt(run['old_error'])}  new {_fmt(run['new_error'])}{extra}"
     )
   return "\n".join(lines)

@@ -1,14 +1,17 @@
-"""Base training, fine-tuning (full, head-only, PROFIT) and evaluation.
+"""Base training, fine-tuning (full, head-only, L2-SP, PROFIT), WiSE-FT, evaluation.
 
 ``train_and_evaluate(config, workdir)`` runs the whole experiment: for every
-seed it trains (or loads from the orbax cache) the base model on the original
-data, fine-tunes it on the new data with every method of the table and of the
-trade-off sweep, evaluates both noise-free test sets along training, then
-writes ``results.json``, ``table.md`` and the figures into ``workdir``.
+seed it trains (or loads from the cache) the base model on the original data,
+fine-tunes it on the new data with every method of the table and of the sweep
+(at every fine-tuning batch size of the sweep), interpolates the weights of
+every full fine-tuning and PROFIT run with the base model (WiSE-FT), evaluates
+the held-out and test sets of both domains along training, then writes
+``results.json``, ``table.md`` and the figures into ``workdir``.
 
 Every run goes through :func:`optax_profit.make_train_step`: PROFIT with one
 cycle (``n_ref + 1`` batches) per call, the baselines with one batch per call.
-Calls are ``lax.scan``-ned in jitted chunks between two evaluations.
+Calls are ``lax.scan``-ned in jitted chunks between two evaluations. Curves are
+indexed by batches consumed (forward/backward passes).
 """
 
 import dataclasses
@@ -26,143 +29,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 
 import optax_profit
-from examples.toy_regression import input_pipeline, models, plotting, reporting
+from examples.toy_regression import input_pipeline, models, plotting, reporting, runs
 from examples.toy_regression.configs import default
 
 Config = default.Config
 Params = Any
-
-#: Bump when the base training changes in a way the config does not show.
-BASE_CACHE_VERSION = 1
-METHODS = ("full", "head", "profit")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  """One fine-tuning setting.
-
-  Attributes:
-    method: ``"full"``, ``"head"`` or ``"profit"``.
-    lr: learning rate (PROFIT: of the main optimizer).
-    ratio: PROFIT's ``lambda_main / lambda_ref`` (None otherwise).
-    convention: PROFIT's step convention, ``"cycles"`` or ``"batches"``.
-  """
-
-  method: str
-  lr: float
-  ratio: float | None = None
-  convention: str | None = None
-
-  @property
-  def name(self) -> str:
-    """A unique, readable name, e.g. ``profit_lr5e-04_ratio100_cycles``."""
-    lr = np.format_float_scientific(self.lr, trim="-")  # 5e-04, 2.5e-04
-    name = f"{self.method}_lr{lr}"
-    if self.method == "profit":
-      name += f"_ratio{self.ratio:g}_{self.convention}"
-    return name
-
-
-#: CLI flags whose name is not the field's (see main.py).
-_FLAG_NAMES = {
-  "sweep_lrs": "--lrs",
-  "sweep_ratios": "--ratios",
-  "sweep_profit_lrs": "--profit-lrs",
-  "sweep": "--no-sweep",
-}
-
-
-def validate_config(config: Config) -> None:
-  """Raises ``ValueError`` naming the field (and CLI flag) of a bad value.
-
-  Args:
-    config: the configuration to check.
-  """
-
-  def check(ok: bool, field: str, message: str) -> None:
-    if not ok:
-      flag = _FLAG_NAMES.get(field, "--" + field.replace("_", "-"))
-      raise ValueError(f"`{field}` ({flag}) {message}, got {getattr(config, field)!r}.")
-
-  for field in (
-    "n_train",
-    "n_test",
-    "hidden",
-    "batch_size",
-    "ft_steps",
-    "n_ref",
-    "eval_every",
-    "plot_grid",
-    "base_decay_every",
-    "ft_decay_every",
-  ):
-    value = getattr(config, field)
-    check(
-      isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-      field,
-      "must be an int >= 1",
-    )
-  check(
-    isinstance(config.base_steps, int) and config.base_steps >= 0,
-    "base_steps",
-    "must be an int >= 0",
-  )
-  check(
-    config.batch_size <= config.n_train,
-    "batch_size",
-    f"must be at most n_train = {config.n_train}",
-  )
-  for field in ("base_lr", "ft_lr", "ratio"):
-    value = getattr(config, field)
-    check(math.isfinite(value) and value > 0, field, "must be a finite number > 0")
-  check(config.noise_std >= 0, "noise_std", "must be >= 0")
-  check(config.storage in ("delta", "copy"), "storage", "must be delta or copy")
-  check(
-    config.delta_dtype in (None, "float32", "float64", "bfloat16", "float16"),
-    "delta_dtype",
-    "must be one of float32, float64, bfloat16, float16",
-  )
-  check(
-    config.delta_dtype is None or config.storage == "delta",
-    "delta_dtype",
-    "applies to storage=delta only",
-  )
-  for field in ("base_decay_rate", "ft_decay_rate"):
-    check(0 < getattr(config, field) <= 1, field, "must be in (0, 1]")
-  check(0 <= config.rmsprop_decay < 1, "rmsprop_decay", "must be in [0, 1)")
-  check(config.rmsprop_eps > 0, "rmsprop_eps", "must be > 0")
-  check(
-    config.step_convention in default.STEP_CONVENTIONS,
-    "step_convention",
-    f"must be one of {default.STEP_CONVENTIONS}",
-  )
-  check(
-    config.ft_steps >= config.n_ref + 1 or config.step_convention == "cycles",
-    "ft_steps",
-    f"must be >= n_ref + 1 = {config.n_ref + 1} for the compute-matched "
-    "(batches) convention",
-  )
-  check(len(config.seeds) >= 1, "seeds", "must name at least one seed")
-  check(len(set(config.seeds)) == len(config.seeds), "seeds", "must be distinct")
-  check(
-    all(isinstance(v, int) and v >= 0 for v in config.seeds),
-    "seeds",
-    "must be ints >= 0",
-  )
-  for field in ("sweep_lrs", "sweep_ratios", "sweep_profit_lrs"):
-    values = getattr(config, field)
-    check(
-      all(math.isfinite(v) and v > 0 for v in values),
-      field,
-      "must hold finite numbers > 0",
-    )
-  for field in ("old_domain", "new_domain"):
-    low, high = getattr(config, field)
-    check(low < high, field, "must be (low, high) with low < high")
+RunSpec = runs.RunSpec
+#: The evaluation sets, in the order of :func:`make_errors_fn`'s output.
+EVAL_SETS = ("old_error", "new_error", "old_val", "new_val")
+#: PROFIT's diagnostics logged along training (see ``profit_diagnostics``).
+DIAGNOSTICS = ("removed_fraction", "cosine", "projected", "delta_norm")
 
 
 def conventions(config: Config) -> tuple[str, ...]:
@@ -172,30 +51,44 @@ def conventions(config: Config) -> tuple[str, ...]:
   return (config.step_convention,)
 
 
+def sweep_convention(config: Config) -> str:
+  """PROFIT's convention in the sweep: compute-matched whenever it is run."""
+  return "batches" if "batches" in conventions(config) else conventions(config)[0]
+
+
 def table_specs(config: Config) -> dict[str, RunSpec]:
   """The fine-tuning runs of the table, keyed by table row."""
+  bs = config.batch_size
   specs = {
-    "full": RunSpec("full", config.ft_lr),
-    "head": RunSpec("head", config.ft_lr),
+    "full": RunSpec("full", config.ft_lr, bs),
+    "head": RunSpec("head", config.ft_lr, bs),
   }
   for convention in conventions(config):
     specs[f"profit_{convention}"] = RunSpec(
-      "profit", config.ft_lr, config.ratio, convention
+      "profit", config.ft_lr, bs, ratio=config.ratio, convention=convention
     )
   return specs
 
 
 def sweep_specs(config: Config) -> list[RunSpec]:
-  """The runs of the trade-off figure (PROFIT in the first convention)."""
+  """The runs of the frontier: every family, at every sweep batch size."""
   if not config.sweep:
     return []
-  convention = conventions(config)[0]
-  specs = [RunSpec("full", lr) for lr in config.sweep_lrs]
-  specs += [
-    RunSpec("profit", lr, ratio, convention)
-    for lr in config.sweep_profit_lrs
-    for ratio in config.sweep_ratios
-  ]
+  convention = sweep_convention(config)
+  specs = []
+  for bs in default.finetune_batch_sizes(config):
+    specs += [RunSpec("full", lr, bs) for lr in config.sweep_lrs]
+    specs += [RunSpec("head", lr, bs) for lr in config.head_lrs]
+    specs += [
+      RunSpec("l2sp", lr, bs, alpha=alpha)
+      for lr in config.l2sp_lrs
+      for alpha in config.l2sp_alphas
+    ]
+    specs += [
+      RunSpec("profit", lr, bs, ratio=ratio, convention=convention)
+      for lr in config.sweep_profit_lrs
+      for ratio in config.sweep_ratios
+    ]
   return specs
 
 
@@ -267,13 +160,12 @@ def finetune_optimizer(
     ratio: overrides ``spec.ratio`` (may be traced).
 
   Returns:
-    RMSProp at ``lr`` with the staircase decay (``full``); the same on the
-    head only, ``optax.set_to_zero()`` elsewhere (``head``); or
-    ``optax_profit.profit`` around it with SGD reference steps at
-    ``lr / ratio`` following the same schedule (``profit``).
+    RMSProp at ``lr`` with the staircase decay (``full`` and ``l2sp``, whose
+    penalty is in the loss); the same on the head only, ``optax.set_to_zero()``
+    elsewhere (``head``); or ``optax_profit.profit`` around it with SGD
+    reference steps at ``lr / ratio`` following the same schedule
+    (``profit``).
   """
-  if spec.method not in METHODS:
-    raise ValueError(f"`method` must be one of {METHODS}, got {spec.method!r}.")
   lr = spec.lr if lr is None else lr
   ratio = spec.ratio if ratio is None else ratio
   every = config.ft_decay_every
@@ -281,7 +173,7 @@ def finetune_optimizer(
     every = config.ft_decay_every / (config.n_ref + 1)  # in main steps
   schedule = _staircase(lr, every, config.ft_decay_rate)
   main = rmsprop(config, schedule)
-  if spec.method == "full":
+  if spec.method in ("full", "l2sp"):
     return main
   if spec.method == "head":
     return optax.multi_transform(
@@ -294,26 +186,11 @@ def finetune_optimizer(
     return schedule(ref_count // n_ref) / ratio
 
   return optax_profit.profit(
-    main, ref=ref_schedule, n_ref=n_ref, storage=config.storage,
+    main,
+    ref=ref_schedule,
+    n_ref=n_ref,
+    storage=config.storage,
     delta_dtype=config.delta_dtype,
-  )
-
-
-def compile_key(spec: RunSpec) -> tuple[str, str | None]:
-  """Runs with the same key share one compiled chunk (lr, ratio are traced)."""
-  return spec.method, spec.convention
-
-
-@functools.lru_cache(maxsize=16)
-def _finetune_chunk_fn(
-  model: models.MLP, config: Config, method: str, convention: str | None
-) -> Callable[..., Any]:
-  """The compiled chunk of a fine-tuning method, shared by runs and calls."""
-  spec = RunSpec(method, 1.0, 1.0, convention)  # lr and ratio come traced.
-  return make_chunk_fn(
-    model,
-    functools.partial(finetune_optimizer, spec, config),
-    cycle_length(spec, config),
   )
 
 
@@ -326,10 +203,64 @@ def make_loss_fn(model: models.MLP) -> Callable[[Params, dict], jax.Array]:
   return loss_fn
 
 
+def l2sp_penalty(params: Params, pre: Params, alpha: jax.typing.ArrayLike) -> jax.Array:
+  """L2-SP's ``alpha / 2 * ||theta - theta_pre||^2`` over the backbone.
+
+  The backbone is every layer but the head (the last Dense), which L2-SP
+  (Li et al., 2018) leaves unpenalized.
+
+  Args:
+    params: the current parameters.
+    pre: the pre-trained parameters (same structure).
+    alpha: the penalty weight.
+
+  Returns:
+    The scalar penalty.
+  """
+  flat, flat_pre = (flax.traverse_util.flatten_dict(t) for t in (params, pre))
+  squares = [
+    jnp.sum((flat[k] - flat_pre[k]) ** 2) for k in flat if models.HEAD not in k
+  ]
+  return 0.5 * alpha * sum(squares)
+
+
+def make_l2sp_loss_fn(
+  model: models.MLP, pre: Params, alpha: jax.typing.ArrayLike
+) -> Callable[[Params, dict], jax.Array]:
+  """The new-data MSE plus :func:`l2sp_penalty` towards ``pre``."""
+  mse = make_loss_fn(model)
+  return lambda params, batch: mse(params, batch) + l2sp_penalty(params, pre, alpha)
+
+
+def wise_interpolate(pre: Params, tuned: Params, a: float) -> Params:
+  """WiSE-FT's ``(1 - a) * theta_pre + a * theta_ft`` (Wortsman et al., 2022).
+
+  Args:
+    pre: the pre-trained parameters.
+    tuned: the fine-tuned parameters (same structure).
+    a: the mixing coefficient in [0, 1].
+
+  Returns:
+    The interpolated parameters; ``a = 0`` and ``a = 1`` return copies of the
+    end points themselves (the formula would turn ``-0.0`` into ``+0.0``).
+
+  Raises:
+    ValueError: if ``a`` is outside [0, 1].
+  """
+  if not 0.0 <= a <= 1.0:
+    raise ValueError(f"`a` must be in [0, 1], got {a!r}.")
+  if a == 0.0:
+    return jax.tree.map(jnp.copy, pre)
+  if a == 1.0:
+    return jax.tree.map(jnp.copy, tuned)
+  return jax.tree.map(lambda p, t: (1.0 - a) * p + a * t, pre, tuned)
+
+
 def make_chunk_fn(
   model: models.MLP,
   make_tx: Callable[[jax.Array, jax.Array], optax.GradientTransformation],
   length: int,
+  l2sp: bool = False,
 ) -> Callable[..., tuple[Params, optax.OptState, dict]]:
   """A jitted function running many train-step calls in one ``lax.scan``.
 
@@ -337,17 +268,20 @@ def make_chunk_fn(
     model: the MLP.
     make_tx: builds the optimizer from ``(lr, ratio)`` (traced scalars).
     length: batches per train-step call (``n_ref + 1`` for PROFIT).
+    l2sp: add :func:`l2sp_penalty` towards ``pre`` (weight ``alpha``) to the
+      loss.
 
   Returns:
-    ``chunk(params, opt_state, x, y, idx, lr, ratio) -> (params, opt_state,
-    metrics)`` where ``idx`` is int32 ``[calls, length, batch_size]`` (indices
-    into the training set ``x``, ``y``); params and opt_state are donated.
+    ``chunk(params, opt_state, pre, x, y, idx, lr, ratio, alpha) -> (params,
+    opt_state, metrics)`` where ``idx`` is int32 ``[calls, length,
+    batch_size]`` (indices into the training set ``x``, ``y``) and ``pre``
+    the pre-trained parameters; params and opt_state are donated.
     ``metrics`` stacks :func:`optax_profit.make_train_step`'s metrics over the
     calls.
   """
-  loss_fn = make_loss_fn(model)
 
-  def chunk(params, opt_state, x, y, idx, lr, ratio):
+  def chunk(params, opt_state, pre, x, y, idx, lr, ratio, alpha):
+    loss_fn = make_l2sp_loss_fn(model, pre, alpha) if l2sp else make_loss_fn(model)
     step = optax_profit.make_train_step(
       loss_fn, make_tx(lr, ratio), cycle_length=length
     )
@@ -365,10 +299,39 @@ def make_chunk_fn(
   return jax.jit(chunk, donate_argnums=(0, 1))
 
 
+def compile_key(spec: RunSpec) -> tuple[str, str | None]:
+  """Runs with the same key share one compiled chunk (lr, ratio are traced)."""
+  return spec.method, spec.convention
+
+
+@functools.lru_cache(maxsize=16)
+def _finetune_chunk_fn(
+  model: models.MLP, config: Config, method: str, convention: str | None
+) -> Callable[..., Any]:
+  """The compiled chunk of a fine-tuning method, shared by runs and calls."""
+  spec = RunSpec(
+    method,
+    1.0,
+    1,
+    ratio=1.0 if method == "profit" else None,
+    convention=convention,
+    alpha=1.0 if method == "l2sp" else None,
+  )  # lr, ratio and alpha come traced.
+  return make_chunk_fn(
+    model,
+    functools.partial(finetune_optimizer, spec, config),
+    cycle_length(spec, config),
+    l2sp=method == "l2sp",
+  )
+
+
 @functools.lru_cache(maxsize=4)
-def make_eval_fn(model: models.MLP) -> Callable[[Params, dict], jax.Array]:
-  """Jitted MSE of ``model`` on a whole (noise-free) test set ``{"x", "y"}``."""
-  return jax.jit(make_loss_fn(model))
+def make_errors_fn(model: models.MLP) -> Callable[[Params, tuple], jax.Array]:
+  """Jitted MSEs of ``model`` on several whole sets ``((x, y), ...)``."""
+  loss_fn = make_loss_fn(model)
+  return jax.jit(
+    lambda params, sets: jnp.stack([loss_fn(params, {"x": x, "y": y}) for x, y in sets])
+  )
 
 
 @functools.lru_cache(maxsize=4)
@@ -377,42 +340,16 @@ def make_predict_fn(model: models.MLP) -> Callable[[Params, Any], jax.Array]:
   return jax.jit(model.apply)
 
 
-def _copy(tree: Params) -> Params:
-  return jax.tree.map(lambda t: jnp.array(t, copy=True), tree)
+def _eval_sets(data: input_pipeline.Datasets) -> tuple:
+  """The sets of :data:`EVAL_SETS`, in order, as device arrays."""
+  splits = (data.old_test, data.new_test, data.old_val, data.new_val)
+  return tuple((jnp.asarray(s.x), jnp.asarray(s.y)) for s in splits)
 
 
-def _errors(eval_fn, params, data: input_pipeline.Datasets) -> tuple[float, float]:
-  """(original-data MSE, new-data MSE) on the noise-free test sets."""
-  old = eval_fn(params, {"x": data.old_test.x, "y": data.old_test.y})
-  new = eval_fn(params, {"x": data.new_test.x, "y": data.new_test.y})
-  return float(old), float(new)
-
-
-def base_cache_key(config: Config, seed: int) -> dict:
-  """Everything the base model depends on (the orbax cache key)."""
-  fields = (
-    "n_train",
-    "noise_std",
-    "old_domain",
-    "hidden",
-    "batch_size",
-    "rmsprop_decay",
-    "rmsprop_eps",
-    "base_steps",
-    "base_lr",
-    "base_decay_every",
-    "base_decay_rate",
-  )
-  key = {f: getattr(config, f) for f in fields}
-  key.update(seed=seed, activation="relu", version=BASE_CACHE_VERSION)
-  return json.loads(json.dumps(key))  # tuples -> lists, as read back
-
-
-def base_cache_dir(workdir: pathlib.Path, config: Config, seed: int) -> pathlib.Path:
-  """Folder of the cached base model of ``seed``."""
-  blob = json.dumps(base_cache_key(config, seed), sort_keys=True)
-  digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
-  return workdir / "base_models" / f"seed{seed}-{digest}"
+def evaluate(errors_fn: Callable[..., jax.Array], params: Params, sets: tuple) -> dict:
+  """``{name: MSE}`` for :data:`EVAL_SETS` (noise-free targets)."""
+  values = np.asarray(errors_fn(params, sets), np.float64)
+  return dict(zip(EVAL_SETS, values.tolist(), strict=True))
 
 
 @functools.lru_cache(maxsize=4)
@@ -420,6 +357,11 @@ def _base_chunk_fn(model: models.MLP, config: Config) -> Callable[..., Any]:
   """One compiled base-training chunk per (model, config), shared by seeds."""
   tx = base_optimizer(config)
   return make_chunk_fn(model, lambda lr, ratio: tx, 1)
+
+
+def _child_seed(seed: int, name: str) -> int:
+  digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+  return int.from_bytes(digest[:4], "little")
 
 
 def train_base(
@@ -457,7 +399,7 @@ def train_base(
       k = min(chunk, config.base_steps - done)
       idx = sampler.next_indices(k)[:, None, :]
       params, opt_state, metrics = chunk_fn(
-        params, opt_state, x, y, idx, unused, unused
+        params, opt_state, unused, x, y, idx, unused, unused, unused
       )
       done += k
       bar.update(k)
@@ -486,15 +428,10 @@ def load_or_train_base(
     where it lives and how long training took.
   """
   init = models.init_params(model, jax.random.key(seed))
-  cache = base_cache_dir(workdir, config, seed).absolute()
+  cache = runs.base_cache_dir(workdir, config, seed).absolute()
   info: dict[str, Any] = {"seed": seed, "path": str(cache)}
-  ckpt_path = cache / "params"
-  if (cache / "key.json").exists() and ckpt_path.exists():
-    with ocp.StandardCheckpointer() as checkpointer:
-      params = checkpointer.restore(ckpt_path, init)
-    # Restored arrays are committed to a device; trained ones are not. Match
-    # the trained ones so the compiled train steps are reused, not rebuilt.
-    params = jax.tree.map(lambda t: jnp.asarray(np.asarray(t)), params)
+  params = runs.load_base(cache, init)
+  if params is not None:
     info.update(loaded_from_cache=True, train_seconds=0.0)
     tqdm.tqdm.write(
       f"seed {seed}: loaded the cached base model from {cache} (skipping pre-training)"
@@ -503,12 +440,7 @@ def load_or_train_base(
   start = time.perf_counter()
   params = jax.block_until_ready(train_base(model, init, data, config, seed))
   info.update(loaded_from_cache=False, train_seconds=time.perf_counter() - start)
-  cache.mkdir(parents=True, exist_ok=True)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(ckpt_path, params, force=True)
-  (cache / "key.json").write_text(
-    json.dumps(base_cache_key(config, seed), indent=2, sort_keys=True)
-  )
+  runs.save_base(cache, params, runs.base_cache_key(config, seed))
   tqdm.tqdm.write(
     f"seed {seed}: trained the base model in {info['train_seconds']:.1f} s, "
     f"cached in {cache}"
@@ -516,15 +448,25 @@ def load_or_train_base(
   return params, info
 
 
-def _child_seed(seed: int, name: str) -> int:
-  digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
-  return int.from_bytes(digest[:4], "little")
+def _summarize_diagnostics(values: dict[str, np.ndarray]) -> dict[str, float]:
+  """Means over all main steps, over the first 10 % and over the second half."""
+  n = len(values["removed_fraction"])
+  parts = {
+    "": slice(None),
+    "_early": slice(0, max(1, n // 10)),
+    "_late": slice(n // 2, None),
+  }
+  return {
+    f"{key}{suffix}": float(np.mean(values[key][part]))
+    for key in DIAGNOSTICS
+    for suffix, part in parts.items()
+  }
 
 
 def finetune(
   spec: RunSpec,
   chunk_fn: Callable[..., Any],
-  eval_fn: Callable[..., jax.Array],
+  errors_fn: Callable[..., jax.Array],
   base_params: Params,
   data: input_pipeline.Datasets,
   config: Config,
@@ -532,13 +474,13 @@ def finetune(
 ) -> tuple[Params, dict]:
   """Fine-tunes a copy of ``base_params`` on the new data.
 
-  Every method sees the same sequence of batches for a given seed (PROFIT
-  consumes ``n_ref + 1`` of them per main step).
+  Every method sees the same sequence of batches for a given seed and batch
+  size (PROFIT consumes ``n_ref + 1`` of them per main step).
 
   Args:
     spec: the run.
-    chunk_fn: from :func:`make_chunk_fn` for this run's optimizer.
-    eval_fn: from :func:`make_eval_fn`.
+    chunk_fn: from :func:`make_chunk_fn` for this run's method.
+    errors_fn: from :func:`make_errors_fn`.
     base_params: the base model (not modified).
     data: the seed's datasets.
     config: the configuration.
@@ -546,15 +488,18 @@ def finetune(
 
   Returns:
     ``(params, record)``: the fine-tuned parameters, and the run's curve
-    (``batches``, ``main_steps``, ``old_error``, ``new_error`` at every
-    evaluation, the first being the base model), final errors, and for PROFIT
-    the fraction of main steps whose gradient was projected and the median
-    norm of the reference displacement ``delta``.
+    (``batches``, ``main_steps`` and the errors of :data:`EVAL_SETS` at every
+    evaluation, the first being the base model) and final errors; for PROFIT
+    also ``diagnostics`` (the means of :data:`DIAGNOSTICS` over all main
+    steps, the first tenth and the second half of them; ``projected`` as the
+    fraction of main steps whose gradient was projected) and ``diag_curve``
+    (their means between two evaluations).
   """
   tx = finetune_optimizer(spec, config)
   lr = jnp.asarray(spec.lr, jnp.float32)
   ratio = jnp.asarray(spec.ratio or 1.0, jnp.float32)
-  params = _copy(base_params)
+  alpha = jnp.asarray(spec.alpha or 0.0, jnp.float32)
+  params = jax.tree.map(jnp.copy, base_params)
   opt_state = tx.init(params)
   length = cycle_length(spec, config)
   calls = num_calls(spec, config)
@@ -565,12 +510,16 @@ def finetune(
   calls_per_chunk = max(1, math.ceil(early / length))
   last_eval = 0
   sampler = input_pipeline.EpochSampler(
-    config.n_train, config.batch_size, seed=_child_seed(seed, "finetune")
+    config.n_train, spec.batch_size, seed=_child_seed(seed, "finetune")
   )
   x, y = jnp.asarray(data.new_train.x), jnp.asarray(data.new_train.y)
-  old, new = _errors(eval_fn, params, data)
-  curve = {"batches": [0], "main_steps": [0], "old_error": [old], "new_error": [new]}
-  projected, delta_norms = [], []
+  sets = _eval_sets(data)
+  curve: dict[str, list] = {"batches": [0], "main_steps": [0]}
+  for key, value in evaluate(errors_fn, params, sets).items():
+    curve[key] = [value]
+  diagnostics: dict[str, list[np.ndarray]] = {k: [] for k in DIAGNOSTICS}
+  diag_curve: dict[str, list] = {"batches": [], **{k: [] for k in DIAGNOSTICS}}
+  pending = 0  # Main steps whose diagnostics are not in diag_curve yet.
   done = 0
   with tqdm.tqdm(
     total=calls * length,
@@ -581,11 +530,14 @@ def finetune(
     while done < calls:
       k = min(calls_per_chunk, calls - done)
       idx = sampler.next_indices(k * length).reshape(k, length, -1)
-      params, opt_state, metrics = chunk_fn(params, opt_state, x, y, idx, lr, ratio)
+      params, opt_state, metrics = chunk_fn(
+        params, opt_state, base_params, x, y, idx, lr, ratio, alpha
+      )
       done += k
-      if "projected" in metrics:
-        projected.append(np.asarray(metrics["projected"]))
-        delta_norms.append(np.asarray(metrics["delta_norm"]))
+      if "removed_fraction" in metrics:
+        for key in DIAGNOSTICS:
+          diagnostics[key].append(np.asarray(metrics[key], np.float64))
+        pending += k
       bar.update(k * length)
       batches = done * length
       if not (
@@ -595,96 +547,157 @@ def finetune(
       ):
         continue
       last_eval = batches
-      old, new = _errors(eval_fn, params, data)
+      errors = evaluate(errors_fn, params, sets)
       curve["batches"].append(batches)
       curve["main_steps"].append(done)
-      curve["old_error"].append(old)
-      curve["new_error"].append(new)
-      bar.set_postfix(old=f"{old:.3f}", new=f"{new:.3f}")
+      for key, value in errors.items():
+        curve[key].append(value)
+      if pending:
+        diag_curve["batches"].append(batches)
+        for key in DIAGNOSTICS:
+          recent = np.concatenate(diagnostics[key])[-pending:]
+          diag_curve[key].append(float(np.mean(recent)))
+        pending = 0
+      bar.set_postfix(
+        old=f"{errors['old_error']:.3f}", new=f"{errors['new_error']:.3f}"
+      )
   record: dict[str, Any] = {
     "batches": calls * length,
     "main_steps": calls,
-    "old_error": old,
-    "new_error": new,
+    **{key: curve[key][-1] for key in EVAL_SETS},
     "curve": curve,
   }
-  if projected:
-    record["projected_fraction"] = float(np.mean(np.concatenate(projected)))
-    record["delta_norm_median"] = float(np.median(np.concatenate(delta_norms)))
+  if diagnostics["removed_fraction"]:
+    record["diagnostics"] = _summarize_diagnostics(
+      {k: np.concatenate(v) for k, v in diagnostics.items()}
+    )
+    record["diag_curve"] = diag_curve
   return params, record
+
+
+def wise_curve(
+  errors_fn: Callable[..., jax.Array],
+  base_params: Params,
+  tuned: Params,
+  data: input_pipeline.Datasets,
+  points: int,
+) -> dict[str, list]:
+  """Errors of WiSE-FT's interpolations at ``points`` values of ``a`` in [0, 1].
+
+  Args:
+    errors_fn: from :func:`make_errors_fn`.
+    base_params: the pre-trained parameters.
+    tuned: a run's fine-tuned parameters.
+    data: the seed's datasets.
+    points: how many evenly spaced mixing coefficients (both ends included).
+
+  Returns:
+    ``{"a": [...], name: [...] for name in EVAL_SETS}``.
+  """
+  sets = _eval_sets(data)
+  out: dict[str, list] = {"a": [], **{k: [] for k in EVAL_SETS}}
+  for a in np.linspace(0.0, 1.0, points).tolist():
+    errors = evaluate(errors_fn, wise_interpolate(base_params, tuned, a), sets)
+    out["a"].append(a)
+    for key, value in errors.items():
+      out[key].append(value)
+  return out
+
+
+def _datasets(config: Config, seed: int) -> input_pipeline.Datasets:
+  return input_pipeline.make_datasets(
+    seed,
+    n_train=config.n_train,
+    n_test=config.n_test,
+    n_val=config.n_val,
+    old_domain=config.old_domain,
+    new_domain=config.new_domain,
+    noise_std=config.noise_std,
+  )
 
 
 def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
   """Runs the whole toy experiment and writes its outputs.
 
+  Finished runs are saved under ``workdir/runs`` and loaded, not rerun, by a
+  later call with the same settings (see :mod:`runs`).
+
   Args:
     config: the configuration.
     workdir: output folder: ``results.json``, ``table.md``,
       ``fig3_predictions.png``, ``tradeoff.png``, ``errors_vs_batches.png``,
-      ``predictions.npz`` (the first seed's predictions on the image grid)
-      and the cached base models (``base_models/``).
+      ``diagnostics.png`` (with PROFIT runs), ``predictions.npz`` (the first
+      seed's predictions on the image grid), the cached base models
+      (``base_models/``) and runs (``runs/``).
 
   Returns:
     The results dict written to ``results.json``.
   """
-  validate_config(config)
+  default.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
   model = models.MLP(hidden=config.hidden)
-  eval_fn = make_eval_fn(model)
+  errors_fn = make_errors_fn(model)
   specs = all_specs(config)
-  chunk_fns = {
-    compile_key(s): _finetune_chunk_fn(model, config, *compile_key(s)) for s in specs
-  }
   predict = make_predict_fn(model)
   grid = plotting.make_grid(config)
 
-  base_info, base_errors, runs = [], [], {s.name: [] for s in specs}
+  base_info, records = [], {s.name: [] for s in specs}
   predictions: dict[str, np.ndarray] = {}
   table_runs = {row: s.name for row, s in table_specs(config).items()}
+  table_rows = {name: row for row, name in table_runs.items()}
+  resumed = 0
   for i, seed in enumerate(config.seeds):
-    data = input_pipeline.make_datasets(
-      seed,
-      n_train=config.n_train,
-      n_test=config.n_test,
-      old_domain=config.old_domain,
-      new_domain=config.new_domain,
-      noise_std=config.noise_std,
-    )
+    data = _datasets(config, seed)
     base_params, info = load_or_train_base(model, data, config, seed, workdir)
-    old, new = _errors(eval_fn, base_params, data)
-    info.update(old_error=old, new_error=new)
+    info.update(evaluate(errors_fn, base_params, _eval_sets(data)))
     base_info.append(info)
-    base_errors.append((old, new))
     if i == 0:
       predictions["baseline"] = np.asarray(predict(base_params, grid))
     for spec in specs:
-      params, record = finetune(
-        spec, chunk_fns[compile_key(spec)], eval_fn, base_params, data, config, seed
+      wants_predictions = i == 0 and spec.name in table_rows
+      path = runs.run_path(workdir, config, spec, seed)
+      record = runs.load_run(
+        path, with_predictions=config.plot_grid if wants_predictions else None
       )
-      record["seed"] = seed
-      runs[spec.name].append(record)
-      if i == 0:
-        for row, name in table_runs.items():
-          if name == spec.name:
-            predictions[row] = np.asarray(predict(params, grid))
+      if record is not None:
+        resumed += 1
+        prediction = record.pop("predictions", None)
+      else:
+        chunk_fn = _finetune_chunk_fn(model, config, *compile_key(spec))
+        params, record = finetune(
+          spec, chunk_fn, errors_fn, base_params, data, config, seed
+        )
+        if spec.method in ("full", "profit"):
+          record["wise"] = wise_curve(
+            errors_fn, base_params, params, data, config.wise_points
+          )
+        record["seed"] = seed
+        prediction = np.asarray(predict(params, grid)) if wants_predictions else None
+        runs.save_run(path, record, prediction)
+      records[spec.name].append(record)
+      if wants_predictions:
+        predictions[table_rows[spec.name]] = prediction
+  if resumed:
+    tqdm.tqdm.write(f"loaded {resumed} finished runs from {workdir / 'runs'}")
 
   results = reporting.assemble(
     config=config,
     specs=specs,
     table_runs=table_runs,
     base_info=base_info,
-    base_errors=base_errors,
-    runs=runs,
+    runs=records,
   )
   results["frontier"] = reporting.frontier(results)
+  results["diagnostics"] = reporting.diagnostics_summary(results)
   results["wall_seconds"] = time.perf_counter() - start
+  results["resumed_runs"] = resumed
   results["device"] = str(jax.devices()[0].device_kind)
   np.savez_compressed(workdir / "predictions.npz", grid=grid, **predictions)
   results["figures"] = plotting.save_all(results, predictions, grid, config, workdir)
   (workdir / "results.json").write_text(json.dumps(results, indent=1))
-  (workdir / "table.md").write_text(reporting.markdown_table(results) + "\n")
+  (workdir / "table.md").write_text(reporting.markdown_report(results) + "\n")
   return results
 
 
@@ -711,5 +724,6 @@ def replot(workdir: str | pathlib.Path) -> dict:
     grid = saved["grid"]
     predictions = {k: saved[k] for k in saved.files if k != "grid"}
   results["frontier"] = reporting.frontier(results)
+  results["diagnostics"] = reporting.diagnostics_summary(results)
   results["figures"] = plotting.save_all(results, predictions, grid, config, workdir)
   return results

@@ -4,8 +4,9 @@ Same data, model, optimizer and fine-tuning recipe as ``default.py`` (1,500
 fine-tuning steps at 5e-4, x0.95 every 100 steps, PROFIT in both step
 conventions, 3 seeds). Shorter base training (2,500 steps, the x0.9 decay
 every 125 steps instead of 500), batches of 128 instead of 256, a smaller test
-set, and a trade-off sweep of one extra learning rate of full fine-tuning
-(1e-4) beside the table's runs.
+set, and a sweep of one extra learning rate of full fine-tuning (1e-4),
+L2-SP at alpha 1, 10 and 100, and WiSE-FT of the full and PROFIT runs beside
+the table's runs.
 """
 
 import dataclasses
