@@ -30,8 +30,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _old_package(rev: str, where: pathlib.Path):
   """Imports ``optax_profit`` at ``rev`` as ``optax_profit_before``."""
   files = subprocess.run(
-      ["git", "ls-tree", "--name-only", rev, "optax_profit/"],
-      cwd=ROOT, capture_output=True, text=True, check=True,
+    ["git", "ls-tree", "--name-only", rev, "optax_profit/"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=True,
   ).stdout.split()
   pkg = where / "optax_profit_before"
   pkg.mkdir()
@@ -39,8 +42,11 @@ def _old_package(rev: str, where: pathlib.Path):
     if not path.endswith(".py"):
       continue
     text = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True,
-        text=True, check=True,
+      ["git", "show", f"{rev}:{path}"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      check=True,
     ).stdout
     text = text.replace("from optax_profit", "from optax_profit_before")
     (pkg / pathlib.Path(path).name).write_text(text)
@@ -62,11 +68,13 @@ def main() -> None:
     batches = jax.tree.map(lambda p: jnp.stack([1e-3 * p, 2e-3 * p]), params)
     adamw = optax.adamw(1e-3)
     txs = {
-        "adamw": adamw,
-        "before: default (copy)": old.profit(adamw, ref=1e-4),
-        "before: delta_dtype=float32": old.profit(adamw, ref=1e-4, delta_dtype=jnp.float32),
-        "after: default (delta)": optax_profit.profit(adamw, ref=1e-4),
-        "after: storage='copy'": optax_profit.profit(adamw, ref=1e-4, storage="copy"),
+      "adamw": adamw,
+      "before: default (copy)": old.profit(adamw, ref=1e-4),
+      "before: delta_dtype=float32": old.profit(
+        adamw, ref=1e-4, delta_dtype=jnp.float32
+      ),
+      "after: default (delta)": optax_profit.profit(adamw, ref=1e-4),
+      "after: storage='copy'": optax_profit.profit(adamw, ref=1e-4, storage="copy"),
     }
     candidates, temps = [], {}
     for path in ("per-call", "make_train_step"):
@@ -74,7 +82,9 @@ def main() -> None:
         label = f"{name}, {path}"
         holder = timing.Holder(jax.tree.map(jnp.copy, params), tx.init(params))
         if path == "per-call":
-          compiled = update.per_call_step(tx).lower(holder.params, holder.state, t).compile()
+          compiled = (
+            update.per_call_step(tx).lower(holder.params, holder.state, t).compile()
+          )
           args_, calls = (t,), (1 if name == "adamw" else 2)
         else:
           module = old if name.startswith("before") else optax_profit
@@ -86,21 +96,25 @@ def main() -> None:
 
         def run_once(holder=holder, compiled=compiled, args_=args_, calls=calls):
           for _ in range(calls):
-            holder.params, holder.state = compiled(holder.params, holder.state, *args_)[:2]
+            holder.params, holder.state = compiled(holder.params, holder.state, *args_)[
+              :2
+            ]
           timing.block(holder.params)
 
         units = calls if path == "per-call" else 2
         candidates.append(timing.Candidate(label, run_once, units=units))
     timings = timing.interleaved(candidates, rounds=args.rounds)
   print(f"Update per batch at {total / 1e6:g}M params (rev {args.rev} vs now):\n")
-  print("| candidate | ms per batch | ratio to adamw (same path) | temporaries (params copies) |")
+  print(
+    "| candidate | ms per batch | ratio to adamw (same path) | temporaries (params copies) |"
+  )
   print("|---|---|---|---|")
   pb = 4 * total
   for name, tm in timings.items():
     base = timings["adamw, " + name.rsplit(", ", 1)[1]].median
     print(
-        f"| {name} | {tm.median * 1e3:.3g} ({100 * tm.spread():.0f}%) | "
-        f"{tm.median / base:.2f}x | {temps[name] / pb:.2f} |"
+      f"| {name} | {tm.median * 1e3:.3g} ({100 * tm.spread():.0f}%) | "
+      f"{tm.median / base:.2f}x | {temps[name] / pb:.2f} |"
     )
 
 

@@ -47,7 +47,11 @@ class _MLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     for name in ("1", "2"):
-      x = nn.relu(nn.LayerNorm(name=f"norm_{name}")(nn.Dense(self.hidden, name=f"dense_{name}")(x)))
+      x = nn.relu(
+        nn.LayerNorm(name=f"norm_{name}")(
+          nn.Dense(self.hidden, name=f"dense_{name}")(x)
+        )
+      )
     return jnp.squeeze(nn.Dense(1, name="head")(x), -1)
 
 
@@ -57,23 +61,27 @@ def _data(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from examples.toy_regression import input_pipeline  # pylint: disable=import-outside-toplevel
 
     d = input_pipeline.make_datasets(
-        seed, n_train=N_TRAIN, n_test=N_TEST, old_domain=(-1.0, 1.0),
-        new_domain=(0.8, 1.5), noise_std=1.0,
+      seed,
+      n_train=N_TRAIN,
+      n_test=N_TEST,
+      old_domain=(-1.0, 1.0),
+      new_domain=(0.8, 1.5),
+      noise_std=1.0,
     )
     return {
-        "old_train": (d.old_train.x, d.old_train.y),
-        "new_train": (d.new_train.x, d.new_train.y),
-        "old_test": (d.old_test.x, d.old_test.y),
-        "new_test": (d.new_test.x, d.new_test.y),
+      "old_train": (d.old_train.x, d.old_train.y),
+      "new_train": (d.new_train.x, d.new_train.y),
+      "old_test": (d.old_test.x, d.old_test.y),
+      "new_test": (d.new_test.x, d.new_test.y),
     }
   except (ImportError, AttributeError, TypeError):
     rng = np.random.default_rng(seed)
     out = {}
     for name, (lo, hi), n, noise in (
-        ("old_train", (-1.0, 1.0), N_TRAIN, 1.0),
-        ("new_train", (0.8, 1.5), N_TRAIN, 1.0),
-        ("old_test", (-1.0, 1.0), N_TEST, 0.0),
-        ("new_test", (0.8, 1.5), N_TEST, 0.0),
+      ("old_train", (-1.0, 1.0), N_TRAIN, 1.0),
+      ("new_train", (0.8, 1.5), N_TRAIN, 1.0),
+      ("old_test", (-1.0, 1.0), N_TEST, 0.0),
+      ("new_test", (0.8, 1.5), N_TEST, 0.0),
     ):
       x = rng.uniform(lo, hi, (n, 2))
       y = np.sin(10 * np.linalg.norm(x, axis=-1)) + noise * rng.standard_normal(n)
@@ -148,18 +156,18 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
   def profit_tx(storage):
     main = _rmsprop(_staircase(5e-4, 100, 0.95))
     return optax_profit.profit(
-        main, ref=_staircase(5e-6, 100, 0.95), n_ref=1, **storage
+      main, ref=_staircase(5e-6, 100, 0.95), n_ref=1, **storage
     )
 
   finals = {}
   copy, bf16 = {"storage": "copy"}, {"delta_dtype": jnp.bfloat16}
   for name, storage, per_call, wide in (
-      (REFERENCE, copy, False, True),
-      ("default", {}, False, False),
-      ("default, update()", {}, True, False),
-      ("copy", copy, False, False),
-      ("copy, update()", copy, True, False),
-      ("delta bfloat16", bf16, False, False),
+    (REFERENCE, copy, False, True),
+    ("default", {}, False, False),
+    ("default, update()", {}, True, False),
+    ("copy", copy, False, False),
+    ("copy, update()", copy, True, False),
+    ("delta bfloat16", bf16, False, False),
   ):
     with jax.enable_x64(wide):
       pdtype = jnp.float64 if wide else jnp.float32
@@ -176,14 +184,14 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
 
         for i in range(2 * cycles):
           params, state = one(
-              params, state, jax.tree.map(lambda b, i=i: b[i], ft_batches)
+            params, state, jax.tree.map(lambda b, i=i: b[i], ft_batches)
           )
       else:
         step = optax_profit.make_train_step(loss_fn, tx)
         for c in range(cycles):
           chunk = jax.tree.map(
-              lambda b, c=c, d=pdtype: jnp.asarray(b[2 * c : 2 * c + 2], d),
-              ft_batches,
+            lambda b, c=c, d=pdtype: jnp.asarray(b[2 * c : 2 * c + 2], d),
+            ft_batches,
           )
           params, state, _ = step(params, state, chunk)
       finals[name] = jax.tree.map(lambda x: np.asarray(x, np.float64), params)
@@ -196,24 +204,22 @@ def run(*, base_steps: int, cycles: int, seed: int = 0) -> dict[str, Any]:
   moved = np.linalg.norm(ref - base_flat)
 
   def errors(p):
-    return {
-        split: float(mse(p, *data[split])) for split in ("old_test", "new_test")
-    }
+    return {split: float(mse(p, *data[split])) for split in ("old_test", "new_test")}
 
   return {
-      "source": source,
-      "base_steps": base_steps,
-      "cycles": cycles,
-      "errors": {"base": errors(base), **{k: errors(v) for k, v in finals.items()}},
-      "max_abs_diff": {
-          k: float(np.max(np.abs(flat(v) - ref))) for k, v in finals.items()
-      },
-      "rel_l2_diff": {
-          k: float(np.linalg.norm(flat(v) - ref) / moved) for k, v in finals.items()
-      },
-      "bf16_vs_f32_delta": float(
-          np.max(np.abs(flat(finals["delta bfloat16"]) - flat(finals["default"])))
-      ),
-      "max_abs_update": float(np.max(np.abs(ref - base_flat))),
-      "max_abs_param": float(np.max(np.abs(base_flat))),
+    "source": source,
+    "base_steps": base_steps,
+    "cycles": cycles,
+    "errors": {"base": errors(base), **{k: errors(v) for k, v in finals.items()}},
+    "max_abs_diff": {
+      k: float(np.max(np.abs(flat(v) - ref))) for k, v in finals.items()
+    },
+    "rel_l2_diff": {
+      k: float(np.linalg.norm(flat(v) - ref) / moved) for k, v in finals.items()
+    },
+    "bf16_vs_f32_delta": float(
+      np.max(np.abs(flat(finals["delta bfloat16"]) - flat(finals["default"])))
+    ),
+    "max_abs_update": float(np.max(np.abs(ref - base_flat))),
+    "max_abs_param": float(np.max(np.abs(base_flat))),
   }

@@ -58,9 +58,7 @@ class TransformerLM(nn.Module):
   def __call__(self, tokens: jax.Array) -> jax.Array:
     """Logits ``[batch, length, vocab]`` of int tokens ``[batch, length]``."""
     x = nn.Embed(self.vocab, self.dim)(tokens)
-    pos = self.param(
-        "pos", nn.initializers.normal(0.02), (self.seq_len, self.dim)
-    )
+    pos = self.param("pos", nn.initializers.normal(0.02), (self.seq_len, self.dim))
     x = x + pos[: tokens.shape[1]]
     for _ in range(self.depth):
       x = _Block(self.num_heads, 4 * self.dim)(x)
@@ -97,14 +95,14 @@ def _classifier(backbone: nn.Module, name: str, batch_size: int) -> Workload:
     feats = backbone.apply({"params": params["backbone"]}, batch["image"])
     logits = head.apply({"params": params["head"]}, feats)
     return optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch["label"]
+      logits, batch["label"]
     ).mean()
 
   def make_batch(i):
     rng = np.random.default_rng(i)
     return {
-        "image": rng.standard_normal((batch_size, 32, 32, 3)).astype(np.float32),
-        "label": rng.integers(0, 10, batch_size).astype(np.int32),
+      "image": rng.standard_normal((batch_size, 32, 32, 3)).astype(np.float32),
+      "label": rng.integers(0, 10, batch_size).astype(np.int32),
     }
 
   return Workload(name, params, loss_fn, make_batch)
@@ -121,27 +119,24 @@ def resnet18(batch_size: int = 128) -> Workload:
 
 
 def transformer(
-    batch_size: int = 8, *, dim: int = 256, depth: int = 4, seq_len: int = 64
+  batch_size: int = 8, *, dim: int = 256, depth: int = 4, seq_len: int = 64
 ) -> Workload:
   """The small decoder-only language model, next-token cross-entropy."""
-  model = TransformerLM(dim=dim, depth=depth, num_heads=max(4, dim // 64),
-                        seq_len=seq_len)
+  model = TransformerLM(
+    dim=dim, depth=depth, num_heads=max(4, dim // 64), seq_len=seq_len
+  )
   tokens = jnp.zeros((batch_size, seq_len), jnp.int32)
   params = model.init(jax.random.PRNGKey(0), tokens)["params"]
 
   def loss_fn(params, batch):
     tokens = batch["tokens"]
     logits = model.apply({"params": params}, tokens[:, :-1])
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits, tokens[:, 1:]
-    ).mean()
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
 
   def make_batch(i):
     rng = np.random.default_rng(i)
     return {
-        "tokens": rng.integers(0, model.vocab, (batch_size, seq_len + 1)).astype(
-            np.int32
-        )
+      "tokens": rng.integers(0, model.vocab, (batch_size, seq_len + 1)).astype(np.int32)
     }
 
   name = f"transformer d{dim} x{depth}"

@@ -27,9 +27,7 @@ def _update_candidate(total: int, name: str):
     return step, params, tx.init(jax.tree.map(jnp.copy, params)), (grads,)
   n_ref = 3 if "n_ref=3" in name else 1
   dtype = jnp.bfloat16 if "bf16" in name else None
-  tx = optax_profit.profit(
-      optax.adamw(1e-3), ref=1e-4, n_ref=n_ref, delta_dtype=dtype
-  )
+  tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref, delta_dtype=dtype)
   state = tx.init(jax.tree.map(jnp.copy, params))
   if "cycle" in name:
     ref_grads = jax.tree.map(lambda g: jnp.stack([g] * n_ref), grads)
@@ -39,16 +37,16 @@ def _update_candidate(total: int, name: str):
 
 def _train_candidate(workload: str, name: str):
   work = {"cnn": models.cnn, "resnet18": models.resnet18}.get(
-      workload, models.transformer
+    workload, models.transformer
   )()
   tx = (
-      optax.adamw(1e-4)
-      if name.startswith("adamw")
-      else optax_profit.profit(optax.adamw(1e-4), ref=1e-6, n_ref=1)
+    optax.adamw(1e-4)
+    if name.startswith("adamw")
+    else optax_profit.profit(optax.adamw(1e-4), ref=1e-6, n_ref=1)
   )
   step = optax_profit.make_train_step(work.loss_fn, tx, cycle_length=2)
   batch = jax.tree.map(
-      lambda *xs: jnp.stack(xs), work.make_batch(0), work.make_batch(1)
+    lambda *xs: jnp.stack(xs), work.make_batch(0), work.make_batch(1)
   )
   params = jax.tree.map(jnp.copy, work.params)
 
@@ -69,10 +67,14 @@ def main(argv: list[str]) -> None:
     params, state = step(params, state, *args)
   jax.block_until_ready((params, state))
   stats = jax.devices()[0].memory_stats() or {}
-  print(json.dumps({
-      "peak_bytes": stats.get("peak_bytes_in_use"),
-      "bytes_in_use": stats.get("bytes_in_use"),
-  }))
+  print(
+    json.dumps(
+      {
+        "peak_bytes": stats.get("peak_bytes_in_use"),
+        "bytes_in_use": stats.get("bytes_in_use"),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -64,11 +64,11 @@ def _quantile(xs: list[float], q: float) -> float:
 
 
 def interleaved(
-    candidates: list[Candidate],
-    *,
-    rounds: int = 10,
-    calls_per_round: int = 3,
-    warmup: int = 2,
+  candidates: list[Candidate],
+  *,
+  rounds: int = 10,
+  calls_per_round: int = 3,
+  warmup: int = 2,
 ) -> dict[str, Timing]:
   """Times ``candidates`` in interleaved rounds.
 
@@ -99,13 +99,13 @@ def interleaved(
         times.append((time.perf_counter() - start) / c.units)
       per_round[c.name].append(statistics.median(times))
   return {
-      name: Timing(
-          median=statistics.median(ts),
-          q25=_quantile(ts, 0.25),
-          q75=_quantile(ts, 0.75),
-          rounds=ts,
-      )
-      for name, ts in per_round.items()
+    name: Timing(
+      median=statistics.median(ts),
+      q25=_quantile(ts, 0.25),
+      q75=_quantile(ts, 0.75),
+      rounds=ts,
+    )
+    for name, ts in per_round.items()
   }
 
 
@@ -142,8 +142,8 @@ def memory(compiled: Any) -> dict[str, int]:
   """Bytes of a compiled step from ``memory_analysis()``, by kind."""
   m = compiled.memory_analysis()
   return {
-      "arguments": m.argument_size_in_bytes,
-      "outputs": m.output_size_in_bytes,
-      "aliased": m.alias_size_in_bytes,
-      "temporaries": m.temp_size_in_bytes,
+    "arguments": m.argument_size_in_bytes,
+    "outputs": m.output_size_in_bytes,
+    "aliased": m.alias_size_in_bytes,
+    "temporaries": m.temp_size_in_bytes,
   }

@@ -74,9 +74,7 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
   for work in workloads:
     for n_ref in n_refs:
       length = n_ref + 1
-      batch_list = [
-          jax.device_put(work.make_batch(i)) for i in range(length)
-      ]
+      batch_list = [jax.device_put(work.make_batch(i)) for i in range(length)]
       stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batch_list)
       adamw = optax.adamw(1e-4)
       profit = optax_profit.profit(optax.adamw(1e-4), ref=1e-6, n_ref=n_ref)
@@ -84,25 +82,33 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
 
       def forced(mode, profit=profit, value_and_grad=value_and_grad, length=length):
         return jax.jit(
-            _train_step._build_step(  # pylint: disable=protected-access
-                value_and_grad, profit, length, has_aux=False, mode=mode
-            ),
-            donate_argnums=(0, 1),
-            keep_unused=True,
+          _train_step._build_step(  # pylint: disable=protected-access
+            value_and_grad, profit, length, has_aux=False, mode=mode
+          ),
+          donate_argnums=(0, 1),
+          keep_unused=True,
         )
 
       dispatching = optax_profit.make_train_step(work.loss_fn, profit)
       specs = [
-          ("adamw, loop", adamw, _per_batch_step(work.loss_fn, adamw), False),
-          ("adamw, make_train_step", adamw,
-           optax_profit.make_train_step(work.loss_fn, adamw, cycle_length=length),
-           True),
-          ("profit, loop", profit, _per_batch_step(work.loss_fn, profit), False),
-          ("profit, loop (unordered)", profit, _per_batch_step(work.loss_fn, profit), False),
-          ("profit, make_train_step", profit, dispatching, True),
-          ("profit, make_train_step (on-device choice)", profit, forced("auto"), True),
-          ("profit, make_train_step (generic)", profit, forced("generic"), True),
-          ("profit, make_train_step (main step unlooped)", profit, forced("cycle"), True),
+        ("adamw, loop", adamw, _per_batch_step(work.loss_fn, adamw), False),
+        (
+          "adamw, make_train_step",
+          adamw,
+          optax_profit.make_train_step(work.loss_fn, adamw, cycle_length=length),
+          True,
+        ),
+        ("profit, loop", profit, _per_batch_step(work.loss_fn, profit), False),
+        (
+          "profit, loop (unordered)",
+          profit,
+          _per_batch_step(work.loss_fn, profit),
+          False,
+        ),
+        ("profit, make_train_step", profit, dispatching, True),
+        ("profit, make_train_step (on-device choice)", profit, forced("auto"), True),
+        ("profit, make_train_step (generic)", profit, forced("generic"), True),
+        ("profit, make_train_step (main step unlooped)", profit, forced("cycle"), True),
       ]
       candidates, compile_s, memory = [], {}, {}
       for name, tx, step, scanned in specs:
@@ -117,18 +123,18 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
           timing.block(holder.params)
           compile_s[name] = time.perf_counter() - start
           compiled = step._cycle.lower(  # pylint: disable=protected-access
-              holder.params, holder.state, stacked
+            holder.params, holder.state, stacked
           ).compile()
           memory[name] = timing.memory(compiled)
           compiled = step
         else:
           unlooped = name.endswith("(main step unlooped)")
           with (
-              _main_step_unlooped() if unlooped else contextlib.nullcontext(),
-              update.unordered(name.endswith("(unordered)")),
+            _main_step_unlooped() if unlooped else contextlib.nullcontext(),
+            update.unordered(name.endswith("(unordered)")),
           ):
             compiled, seconds = timing.timed_compile(
-                step, holder.params, holder.state, example
+              step, holder.params, holder.state, example
             )
           compile_s[name] = seconds
           memory[name] = timing.memory(compiled)
@@ -137,19 +143,17 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
 
         def run_once(holder=holder, step=compiled, inputs=inputs):
           for batch in inputs:
-            holder.params, holder.state, _ = step(
-                holder.params, holder.state, batch
-            )
+            holder.params, holder.state, _ = step(holder.params, holder.state, batch)
           timing.block(holder.params)
 
         candidates.append(timing.Candidate(name, run_once, units=length))
       timings = timing.interleaved(
-          candidates, rounds=rounds, calls_per_round=1, warmup=1
+        candidates, rounds=rounds, calls_per_round=1, warmup=1
       )
       results[(work.name, n_ref)] = {
-          "params": models.param_count(work.params),
-          "timings": timings,
-          "compile_s": compile_s,
-          "memory": memory,
+        "params": models.param_count(work.params),
+        "timings": timings,
+        "compile_s": compile_s,
+        "memory": memory,
       }
   return results

@@ -44,8 +44,8 @@ def make_params(total: int) -> dict[str, jax.Array]:
   size = total // NUM_LEAVES
   key = jax.random.PRNGKey(0)
   return {
-      f"w{i}": jax.random.normal(jax.random.fold_in(key, i), (size,))
-      for i in range(NUM_LEAVES)
+    f"w{i}": jax.random.normal(jax.random.fold_in(key, i), (size,))
+    for i in range(NUM_LEAVES)
   }
 
 
@@ -56,20 +56,25 @@ def cond_update(spec, grads, state, params, extra_args):
 
   def reference(_):
     updates, ref_state = _profit.reference_step(
-        spec, grads, params, state.ref_state, extra_args=extra_args
+      spec, grads, params, state.ref_state, extra_args=extra_args
     )
     stored_ = spec.storage.record(stored, params, updates, phase.first)
     return updates, state._replace(ref_state=ref_state, **{spec.storage.field: stored_})
 
   def main(_):
     updates, main_state, proj = _profit.main_step(
-        spec, grads, params, stored, state.main_state, in_cycle=phase.in_cycle,
-        extra_args=extra_args,
+      spec,
+      grads,
+      params,
+      stored,
+      state.main_state,
+      in_cycle=phase.in_cycle,
+      extra_args=extra_args,
     )
     diagnostics = _profit._diagnostics(proj, state)  # pylint: disable=protected-access
     return updates, state._replace(
-        main_state=main_state,
-        **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
+      main_state=main_state,
+      **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
     )
 
   updates, state = jax.lax.cond(phase.is_ref, reference, main, None)
@@ -77,9 +82,9 @@ def cond_update(spec, grads, state, params, extra_args):
 
 
 VARIANTS = {
-    "select": _profit._select_update,  # pylint: disable=protected-access
-    "in-place": _profit._in_place_update,  # pylint: disable=protected-access
-    "lax.cond": cond_update,
+  "select": _profit._select_update,  # pylint: disable=protected-access
+  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
+  "lax.cond": cond_update,
 }
 
 
@@ -114,8 +119,10 @@ def per_call_step(tx: optax.GradientTransformation):
 
 
 def linear_loss(params, batch):
-  return sum(jnp.sum(p * b) for p, b in zip(
-      jax.tree.leaves(params), jax.tree.leaves(batch), strict=True))
+  return sum(
+    jnp.sum(p * b)
+    for p, b in zip(jax.tree.leaves(params), jax.tree.leaves(batch), strict=True)
+  )
 
 
 def _tree_bytes(tree: Any) -> int:
@@ -135,10 +142,20 @@ def _profit_candidates(n_refs):
     if n_ref == 1:
       out += [(f"profit n_ref=1, {v}", with_variant(tx, v), 1) for v in VARIANTS]
       out.append((UNORDERED, tx, 1))
-      out.append(("profit n_ref=1, copy", optax_profit.profit(
-          adamw, ref=1e-4, storage="copy"), 1))
-      out.append(("profit n_ref=1, delta bf16", optax_profit.profit(
-          adamw, ref=1e-4, delta_dtype=jnp.bfloat16), 1))
+      out.append(
+        (
+          "profit n_ref=1, copy",
+          optax_profit.profit(adamw, ref=1e-4, storage="copy"),
+          1,
+        )
+      )
+      out.append(
+        (
+          "profit n_ref=1, delta bf16",
+          optax_profit.profit(adamw, ref=1e-4, delta_dtype=jnp.bfloat16),
+          1,
+        )
+      )
   return out
 
 
@@ -163,37 +180,43 @@ def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
         if path == "make_train_step" and name.endswith(tuple(VARIANTS)):
           continue  # the static cycle has no per-call driver
         holder = timing.Holder(
-            jax.tree.map(jnp.copy, params), tx.init(jax.tree.map(jnp.copy, params))
+          jax.tree.map(jnp.copy, params), tx.init(jax.tree.map(jnp.copy, params))
         )
         state_bytes[name] = _tree_bytes(holder.state)
         if path == "per-call":
           calls, units = max(n_ref + 1, 1), max(n_ref + 1, 1)
           with unordered(name == UNORDERED):
             compiled, _ = timing.timed_compile(
-                per_call_step(tx), holder.params, holder.state, t)
+              per_call_step(tx), holder.params, holder.state, t
+            )
           args = (t,)
           extra = 0
         else:
           units = (n_ref + 1) if n_ref else 2
           calls = 1
           batches = jax.tree.map(
-              lambda p, u=units: jnp.stack([p * (1e-3 * (i + 1)) for i in range(u)]),
-              params,
+            lambda p, u=units: jnp.stack([p * (1e-3 * (i + 1)) for i in range(u)]),
+            params,
           )
           step = optax_profit.make_train_step(
-              linear_loss, tx, cycle_length=None if n_ref else units
+            linear_loss, tx, cycle_length=None if n_ref else units
           )
           # The dispatching step runs the static cycle from a fresh state.
           with unordered(name == UNORDERED):
-            compiled = getattr(step, "_cycle", step).lower(
-                holder.params, holder.state, batches).compile()
+            compiled = (
+              getattr(step, "_cycle", step)
+              .lower(holder.params, holder.state, batches)
+              .compile()
+            )
           args = (batches,)
           extra = _tree_bytes(batches)
         memory[name] = {**timing.memory(compiled), "inputs": extra}
 
         def run_once(holder=holder, compiled=compiled, args=args, calls=calls):
           for _ in range(calls):
-            holder.params, holder.state = compiled(holder.params, holder.state, *args)[:2]
+            holder.params, holder.state = compiled(holder.params, holder.state, *args)[
+              :2
+            ]
           timing.block((holder.params, holder.state))
 
         candidates.append(timing.Candidate(name, run_once, units=units))

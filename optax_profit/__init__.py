@@ -6,32 +6,32 @@ Example:
 """
 
 from optax_profit._profit import (
-    ProfitSpec,
-    ProfitState,
-    ProfitTransformation,
-    profit,
-    profit_spec,
+  ProfitSpec,
+  ProfitState,
+  ProfitTransformation,
+  profit,
+  profit_spec,
 )
 from optax_profit._projection import Projection, project_conflicting
 from optax_profit._storage import Storage
 from optax_profit._train_step import (
-    check_stacked_batches,
-    make_train_step,
-    profit_diagnostics,
+  check_stacked_batches,
+  make_train_step,
+  profit_diagnostics,
 )
 
 __version__ = "0.1.0"
 
 __all__ = (
-    "ProfitSpec",
-    "ProfitState",
-    "ProfitTransformation",
-    "Projection",
-    "Storage",
-    "check_stacked_batches",
-    "make_train_step",
-    "profit",
-    "profit_diagnostics",
-    "profit_spec",
-    "project_conflicting",
+  "ProfitSpec",
+  "ProfitState",
+  "ProfitTransformation",
+  "Projection",
+  "Storage",
+  "check_stacked_batches",
+  "make_train_step",
+  "profit",
+  "profit_diagnostics",
+  "profit_spec",
+  "project_conflicting",
 )

@@ -115,12 +115,12 @@ def profit_spec(tx: optax.GradientTransformation) -> ProfitSpec | None:
 
 # ------------------------------------------------------------ Algorithm 1
 def reference_step(
-    spec: ProfitSpec,
-    grads: optax.Updates,
-    params: optax.Params,
-    ref_state: optax.OptState,
-    *,
-    extra_args: dict[str, Any],
+  spec: ProfitSpec,
+  grads: optax.Updates,
+  params: optax.Params,
+  ref_state: optax.OptState,
+  *,
+  extra_args: dict[str, Any],
 ) -> tuple[optax.Updates, optax.OptState]:
   """Line 9: ``theta <- O_ref(theta, g)``, as updates in the params' dtypes.
 
@@ -129,20 +129,20 @@ def reference_step(
   """
   updates, new_ref_state = spec.ref.update(grads, ref_state, params, **extra_args)
   return (
-      optax.tree.cast_like(updates, params),
-      optax.tree.cast_like(new_ref_state, ref_state),
+    optax.tree.cast_like(updates, params),
+    optax.tree.cast_like(new_ref_state, ref_state),
   )
 
 
 def main_step(
-    spec: ProfitSpec,
-    grads: optax.Updates,
-    params: optax.Params,
-    stored: optax.Params,
-    main_state: optax.OptState,
-    *,
-    in_cycle: Any = True,
-    extra_args: dict[str, Any],
+  spec: ProfitSpec,
+  grads: optax.Updates,
+  params: optax.Params,
+  stored: optax.Params,
+  main_state: optax.OptState,
+  *,
+  in_cycle: Any = True,
+  extra_args: dict[str, Any],
 ) -> tuple[optax.Updates, optax.OptState, _projection.Projection]:
   """Lines 12-19: project ``g`` against ``delta``, restore, step ``O``.
 
@@ -155,18 +155,18 @@ def main_step(
   """
 
   delta = jax.tree.map(  # line 12
-      lambda d: _where(in_cycle, d, jnp.zeros_like(d)),
-      spec.storage.displacement(stored, params),
+    lambda d: _where(in_cycle, d, jnp.zeros_like(d)),
+    spec.storage.displacement(stored, params),
   )
   proj = _projection.project_conflicting(grads, delta)  # lines 13-17
   theta_ref = jax.tree.map(  # line 18
-      lambda r, p: _where(in_cycle, r, p), spec.storage.restore(stored, params), params
+    lambda r, p: _where(in_cycle, r, p), spec.storage.restore(stored, params), params
   )
   main_updates, new_main_state = spec.main.update(  # line 19
-      proj.updates, main_state, theta_ref, **extra_args
+    proj.updates, main_state, theta_ref, **extra_args
   )
   updates = jax.tree.map(  # theta_ref + main_updates - theta, in >= float32
-      lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype), main_updates, delta, params
+    lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype), main_updates, delta, params
   )
   return updates, optax.tree.cast_like(new_main_state, main_state), proj
 
@@ -206,22 +206,28 @@ def _select_update(spec, grads, state, params, extra_args):
   phase = _phase(spec, state.count)
   stored = getattr(state, spec.storage.field)
   ref_updates, ref_state = reference_step(
-      spec, grads, params, state.ref_state, extra_args=extra_args
+    spec, grads, params, state.ref_state, extra_args=extra_args
   )
   ref_stored = spec.storage.record(stored, params, ref_updates, phase.first)
   main_updates, main_state, proj = main_step(
-      spec, grads, params, stored, state.main_state, in_cycle=phase.in_cycle,
-      extra_args=extra_args,
+    spec,
+    grads,
+    params,
+    stored,
+    state.main_state,
+    in_cycle=phase.in_cycle,
+    extra_args=extra_args,
   )
   state = state._replace(
-      count=state.count + 1,
-      ref_state=_pick(phase.is_ref, ref_state, state.ref_state),
-      main_state=_pick(phase.is_ref, state.main_state, main_state),
-      **{spec.storage.field: _pick(phase.is_ref, ref_stored, stored)},
+    count=state.count + 1,
+    ref_state=_pick(phase.is_ref, ref_state, state.ref_state),
+    main_state=_pick(phase.is_ref, state.main_state, main_state),
+    **{spec.storage.field: _pick(phase.is_ref, ref_stored, stored)},
   )
   diagnostics = _pick(
-      phase.is_ref, tuple(getattr(state, k) for k in _DIAGNOSTICS),
-      _diagnostics(proj, state),
+    phase.is_ref,
+    tuple(getattr(state, k) for k in _DIAGNOSTICS),
+    _diagnostics(proj, state),
   )
   state = state._replace(**dict(zip(_DIAGNOSTICS, diagnostics, strict=True)))
   return _pick(phase.is_ref, ref_updates, main_updates), state
@@ -236,7 +242,7 @@ def _in_place_update(spec, grads, state, params, extra_args):
   """
   phase = _phase(spec, state.count)
   same_layout = jax.tree.map(lambda g, p: (g.shape, g.dtype), grads, params) == (
-      jax.tree.map(lambda p: (p.shape, p.dtype), params)
+    jax.tree.map(lambda p: (p.shape, p.dtype), params)
   )
   slot = grads if same_layout else jax.tree.map(jnp.zeros_like, params)
   read = (lambda carried: carried) if same_layout else (lambda carried: grads)
@@ -256,21 +262,26 @@ def _in_place_update(spec, grads, state, params, extra_args):
   def main(carry):
     carried, main_state, _ = carry
     updates, main_state, proj = main_step(
-        spec, read(carried), params, stored, main_state,
-        in_cycle=phase.in_cycle, extra_args=extra_args,
+      spec,
+      read(carried),
+      params,
+      stored,
+      main_state,
+      in_cycle=phase.in_cycle,
+      extra_args=extra_args,
     )
     return updates, main_state, _diagnostics(proj, state)
 
   diagnostics = tuple(getattr(state, k) for k in _DIAGNOSTICS)
   slot, main_state, diagnostics = _inplace.run_if(
-      ~phase.is_ref, main, (slot, state.main_state, diagnostics)
+    ~phase.is_ref, main, (slot, state.main_state, diagnostics)
   )
   state = state._replace(
-      count=state.count + 1,
-      ref_state=ref_state,
-      main_state=main_state,
-      **{spec.storage.field: stored},
-      **dict(zip(_DIAGNOSTICS, diagnostics, strict=True)),
+    count=state.count + 1,
+    ref_state=ref_state,
+    main_state=main_state,
+    **{spec.storage.field: stored},
+    **dict(zip(_DIAGNOSTICS, diagnostics, strict=True)),
   )
   return slot, state
 
@@ -287,9 +298,9 @@ def _as_int(name: str, value: Any, minimum: int) -> Any:
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"`{name}` must be an int, got the bool {value!r}.")
   is_int_array = (
-      isinstance(value, (jax.Array, np.ndarray))
-      and value.ndim == 0
-      and jnp.issubdtype(value.dtype, jnp.integer)
+    isinstance(value, (jax.Array, np.ndarray))
+    and value.ndim == 0
+    and jnp.issubdtype(value.dtype, jnp.integer)
   )
   if not (isinstance(value, numbers.Integral) or is_int_array):
     raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
@@ -305,46 +316,50 @@ def _reference_optimizer(ref: Any) -> optax.GradientTransformationExtraArgs:
   if callable(ref):  # A schedule of the reference learning rate.
     return optax.sgd(ref)
   if isinstance(ref, (bool, np.bool_)) or not (
-      isinstance(ref, numbers.Real)
-      or (isinstance(ref, (jax.Array, np.ndarray)) and ref.ndim == 0)
+    isinstance(ref, numbers.Real)
+    or (isinstance(ref, (jax.Array, np.ndarray)) and ref.ndim == 0)
   ):
     raise TypeError(
-        "`ref` must be a float learning rate, an optax schedule or an "
-        f"optax.GradientTransformation, got {type(ref).__name__} {ref!r}."
+      "`ref` must be a float learning rate, an optax schedule or an "
+      f"optax.GradientTransformation, got {type(ref).__name__} {ref!r}."
     )
   if not _is_tracer(ref) and not (np.isfinite(float(ref)) and float(ref) >= 0):
     raise ValueError(
-        f"`ref` (the reference learning rate) must be finite and >= 0, got {float(ref)}."
+      f"`ref` (the reference learning rate) must be finite and >= 0, got {float(ref)}."
     )
   return optax.sgd(ref)
 
 
 def _check_layout(grads: optax.Updates, params: optax.Params) -> None:
   """Raises ``ValueError`` naming the leaf where grads and params disagree."""
-  g = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(grads)}
-  p = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
+  g = {
+    jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(grads)
+  }
+  p = {
+    jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)
+  }
   if g.keys() != p.keys():
     raise ValueError(
-        "The gradient and `params` have different pytree structures: leaves "
-        f"only in the gradient: {sorted(g.keys() - p.keys())}; only in params: "
-        f"{sorted(p.keys() - g.keys())}."
+      "The gradient and `params` have different pytree structures: leaves "
+      f"only in the gradient: {sorted(g.keys() - p.keys())}; only in params: "
+      f"{sorted(p.keys() - g.keys())}."
     )
   for name, leaf in g.items():
     if jnp.shape(leaf) != jnp.shape(p[name]):
       raise ValueError(
-          f"Leaf {name or '<root>'}: the gradient has shape {jnp.shape(leaf)} but "
-          f"params have shape {jnp.shape(p[name])}."
+        f"Leaf {name or '<root>'}: the gradient has shape {jnp.shape(leaf)} but "
+        f"params have shape {jnp.shape(p[name])}."
       )
 
 
 def profit(
-    main: optax.GradientTransformation,
-    ref: optax.ScalarOrSchedule | optax.GradientTransformation,
-    n_ref: int = 1,
-    *,
-    warmup_steps: int = 0,
-    storage: str | Storage = "delta",
-    delta_dtype: Any = None,
+  main: optax.GradientTransformation,
+  ref: optax.ScalarOrSchedule | optax.GradientTransformation,
+  n_ref: int = 1,
+  *,
+  warmup_steps: int = 0,
+  storage: str | Storage = "delta",
+  delta_dtype: Any = None,
 ) -> ProfitTransformation:
   r"""PROFIT, the proximal fine-tuning optimizer (Algorithm 1 of the paper).
 
@@ -434,22 +449,22 @@ def profit(
   """
   if not isinstance(main, optax.GradientTransformation):
     raise TypeError(
-        "`main` must be an optax.GradientTransformation (e.g. "
-        f"optax.adamw(1e-4)), got {type(main).__name__}."
+      "`main` must be an optax.GradientTransformation (e.g. "
+      f"optax.adamw(1e-4)), got {type(main).__name__}."
     )
   spec = ProfitSpec(
-      main=optax.with_extra_args_support(main),
-      ref=_reference_optimizer(ref),
-      n_ref=_as_int("n_ref", n_ref, 1),
-      warmup_steps=_as_int("warmup_steps", warmup_steps, 0),
-      storage=storage_from_args(storage, delta_dtype),
+    main=optax.with_extra_args_support(main),
+    ref=_reference_optimizer(ref),
+    n_ref=_as_int("n_ref", n_ref, 1),
+    warmup_steps=_as_int("warmup_steps", warmup_steps, 0),
+    storage=storage_from_args(storage, delta_dtype),
   )
 
   return _transformation(spec)
 
 
 def _transformation(
-    spec: ProfitSpec, variant: Callable[..., Any] | None = None
+  spec: ProfitSpec, variant: Callable[..., Any] | None = None
 ) -> ProfitTransformation:
   """The transformation of ``spec``; ``variant`` forces a per-call driver."""
 
@@ -457,31 +472,31 @@ def _transformation(
     acc = _projection.accumulation_dtype(params)
     stored = spec.storage.init(params)
     return ProfitState(
-        count=jnp.zeros((), jnp.int32),
-        theta_ref=stored if spec.storage.kind == "copy" else None,
-        ref_state=spec.ref.init(params),
-        main_state=spec.main.init(params),
-        **{k: jnp.zeros((), bool if k == "projected" else acc) for k in _DIAGNOSTICS},
-        delta=stored if spec.storage.kind == "delta" else None,
+      count=jnp.zeros((), jnp.int32),
+      theta_ref=stored if spec.storage.kind == "copy" else None,
+      ref_state=spec.ref.init(params),
+      main_state=spec.main.init(params),
+      **{k: jnp.zeros((), bool if k == "projected" else acc) for k in _DIAGNOSTICS},
+      delta=stored if spec.storage.kind == "delta" else None,
     )
 
   def update_fn(
-      updates: optax.Updates,
-      state: ProfitState,
-      params: optax.Params | None = None,
-      **extra_args: Any,
+    updates: optax.Updates,
+    state: ProfitState,
+    params: optax.Params | None = None,
+    **extra_args: Any,
   ) -> tuple[optax.Updates, ProfitState]:
     if params is None:
       raise ValueError(
-          "profit's update needs `params` (the current weights): call "
-          "`tx.update(grads, state, params)`."
+        "profit's update needs `params` (the current weights): call "
+        "`tx.update(grads, state, params)`."
       )
     _check_layout(updates, params)
     if variant is not None:
       return variant(spec, updates, state, params, extra_args)
     bind = lambda fn: lambda g, s, p: fn(spec, g, s, p, extra_args)
     return jax.lax.platform_dependent(
-        updates, state, params, cpu=bind(_in_place_update), default=bind(_select_update)
+      updates, state, params, cpu=bind(_in_place_update), default=bind(_select_update)
     )
 
   tx = ProfitTransformation(init_fn, update_fn)

@@ -52,7 +52,7 @@ def global_vdot(a: optax.Updates, b: optax.Updates, dtype: jnp.dtype) -> jax.Arr
   on a mesh is the scalar reduction.
   """
   sums = jax.tree.leaves(
-      jax.tree.map(lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)), a, b)
+    jax.tree.map(lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)), a, b)
   )
   return sum(sums, jnp.zeros((), dtype))
 
@@ -72,9 +72,7 @@ def never(value: jax.Array) -> jax.Array:
 def _power_of_two_scale(max_abs: jax.Array) -> jax.Array:
   """``2**-e`` with ``2**e ~ max_abs``: an exact rescaling (1 when zero)."""
   finfo = jnp.finfo(max_abs.dtype)
-  exponent = jnp.clip(
-      jnp.floor(jnp.log2(max_abs)), finfo.minexp + 1, finfo.maxexp - 2
-  )
+  exponent = jnp.clip(jnp.floor(jnp.log2(max_abs)), finfo.minexp + 1, finfo.maxexp - 2)
   return jnp.where(max_abs > 0, jnp.exp2(-exponent), jnp.ones_like(max_abs))
 
 
@@ -110,9 +108,9 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
   # delta * scale instead, with scale an exact power of two. Only that
   # reduction reads the scaled delta: a scaled delta shared by several uses
   # is materialized in a params-sized temporary on XLA:CPU.
-  max_abs = jnp.max(jnp.stack(
-      [jnp.max(jnp.abs(d)).astype(dtype) for d in jax.tree.leaves(delta)]
-  ))
+  max_abs = jnp.max(
+    jnp.stack([jnp.max(jnp.abs(d)).astype(dtype) for d in jax.tree.leaves(delta)])
+  )
   scale = _power_of_two_scale(max_abs)
   omega = global_vdot(delta, updates, dtype)
   scaled = jax.tree.map(lambda d: d.astype(dtype) * scale, delta)
@@ -126,22 +124,22 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
   # `where`: no division by a zero norm is ever evaluated, and when the
   # projection does not fire the gradient is returned bit for bit.
   coef = jnp.where(
-      projected, omega * scale / jnp.where(projected, sq_norm_s, 1) * scale, 0
+    projected, omega * scale / jnp.where(projected, sq_norm_s, 1) * scale, 0
   )
   new_updates = jax.tree.map(
-      lambda g, d: jnp.where(projected, g.astype(dtype) - coef * d, g).astype(g.dtype),
-      updates,
-      delta,
+    lambda g, d: jnp.where(projected, g.astype(dtype) - coef * d, g).astype(g.dtype),
+    updates,
+    delta,
   )
   nonzero = (norm_s > 0) & (grad_norm > 0)
   cosine = jnp.where(
-      nonzero, omega * scale / jnp.where(nonzero, norm_s * grad_norm, 1), 0
+    nonzero, omega * scale / jnp.where(nonzero, norm_s * grad_norm, 1), 0
   )
   return Projection(
-      updates=new_updates,
-      omega=omega,
-      delta_norm=norm_s / scale,
-      cosine=cosine,
-      removed_fraction=jnp.where(projected, -cosine, 0),
-      projected=projected,
+    updates=new_updates,
+    omega=omega,
+    delta_norm=norm_s / scale,
+    cosine=cosine,
+    removed_fraction=jnp.where(projected, -cosine, 0),
+    projected=projected,
   )

@@ -66,11 +66,11 @@ class Storage:
     return jax.tree.map(lambda p: jnp.zeros_like(p, self._leaf_dtype(p)), params)
 
   def record(
-      self,
-      stored: optax.Params,
-      params: optax.Params,
-      ref_updates: optax.Updates,
-      first: Any,
+    self,
+    stored: optax.Params,
+    params: optax.Params,
+    ref_updates: optax.Updates,
+    first: Any,
   ) -> optax.Params:
     """The stored tree after a reference step that applies ``ref_updates``.
 
@@ -98,10 +98,10 @@ class Storage:
     """``delta = params - theta_ref``, leaf dtypes promoted to at least float32."""
     if self.kind == "copy":
       return jax.tree.map(
-          lambda p, t: p.astype(self._leaf_dtype(p)) - t, params, stored
+        lambda p, t: p.astype(self._leaf_dtype(p)) - t, params, stored
       )
     return jax.tree.map(
-        lambda d, p: d.astype(jnp.result_type(d, p, jnp.float32)), stored, params
+      lambda d, p: d.astype(jnp.result_type(d, p, jnp.float32)), stored, params
     )
 
   def restore(self, stored: optax.Params, params: optax.Params) -> optax.Params:
@@ -109,7 +109,7 @@ class Storage:
     if self.kind == "copy":
       return stored
     return jax.tree.map(
-        lambda p, d: (p - d).astype(p.dtype), params, self.displacement(stored, params)
+      lambda p, d: (p - d).astype(p.dtype), params, self.displacement(stored, params)
     )
 
 
@@ -121,21 +121,21 @@ def storage_from_args(storage: Any, delta_dtype: Any) -> Storage:
     return storage
   if storage not in ("delta", "copy"):
     raise ValueError(
-        f"`storage` must be 'delta' (the default) or 'copy', got {storage!r}."
+      f"`storage` must be 'delta' (the default) or 'copy', got {storage!r}."
     )
   if delta_dtype is None:
     return Storage(storage)
   if storage == "copy":
     raise ValueError(
-        "`delta_dtype` applies to storage='delta' only: storage='copy' keeps "
-        "theta_ref in the params' dtypes."
+      "`delta_dtype` applies to storage='delta' only: storage='copy' keeps "
+      "theta_ref in the params' dtypes."
     )
   try:
     dtype = jnp.dtype(delta_dtype)
   except TypeError as e:
     raise TypeError(
-        "`delta_dtype` must be None or a floating dtype such as "
-        f"jnp.bfloat16 or 'bfloat16', got {delta_dtype!r}."
+      "`delta_dtype` must be None or a floating dtype such as "
+      f"jnp.bfloat16 or 'bfloat16', got {delta_dtype!r}."
     ) from e
   if not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(f"`delta_dtype` must be a floating dtype, got {dtype.name}.")

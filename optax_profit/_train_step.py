@@ -43,22 +43,22 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
     name = jax.tree_util.keystr(path) or "<root>"
     if not jnp.shape(leaf):
       raise ValueError(
-          f"`batches` leaf {name} is a scalar: every leaf needs a leading "
-          f"axis of size {cycle_length} (one entry per batch of the cycle)."
+        f"`batches` leaf {name} is a scalar: every leaf needs a leading "
+        f"axis of size {cycle_length} (one entry per batch of the cycle)."
       )
     sizes[name] = jnp.shape(leaf)[0]
   if len(set(sizes.values())) > 1:
     listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
     raise ValueError(
-        "`batches` is ragged: its leaves have different leading sizes "
-        f"({listing}); all must be {cycle_length}."
+      "`batches` is ragged: its leaves have different leading sizes "
+      f"({listing}); all must be {cycle_length}."
     )
   (size,) = set(sizes.values())
   if size != cycle_length:
     raise ValueError(
-        f"`batches` has leading size {size}, but one call consumes one PROFIT "
-        f"cycle of {cycle_length} batches (n_ref + 1): stack exactly "
-        f"{cycle_length} batches."
+      f"`batches` has leading size {size}, but one call consumes one PROFIT "
+      f"cycle of {cycle_length} batches (n_ref + 1): stack exactly "
+      f"{cycle_length} batches."
     )
 
 
@@ -98,8 +98,8 @@ def profit_diagnostics(opt_state: optax.OptState) -> Metrics:
   read = lambda x: x.get_value() if callable(getattr(x, "get_value", None)) else x
   pick = (lambda xs: xs[0]) if len(states) == 1 else jnp.stack
   return {
-      k: pick([read(getattr(s, k)) for s in states])
-      for k in _profit._DIAGNOSTICS  # pylint: disable=protected-access
+    k: pick([read(getattr(s, k)) for s in states])
+    for k in _profit._DIAGNOSTICS  # pylint: disable=protected-access
   }
 
 
@@ -110,12 +110,12 @@ def _after(value: Any, old: optax.Params, new: optax.Params) -> optax.Params:
 
 
 def _static_cycle(
-    spec: _profit.ProfitSpec,
-    value_and_grad: Callable[..., Any],
-    params: optax.Params,
-    state: _profit.ProfitState,
-    batches: Batch,
-    extra_args: dict[str, Any],
+  spec: _profit.ProfitSpec,
+  value_and_grad: Callable[..., Any],
+  params: optax.Params,
+  state: _profit.ProfitState,
+  batches: Batch,
+  extra_args: dict[str, Any],
 ) -> tuple[optax.Params, _profit.ProfitState, Any]:
   """One cycle from a state at its start, the phase of every batch known.
 
@@ -125,13 +125,15 @@ def _static_cycle(
   """
   n_ref = spec.n_ref
   # Batches are read at an index, never sliced into a new stacked array.
-  batch = lambda i: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, 0, False), batches)
+  batch = lambda i: jax.tree.map(
+    lambda x: jax.lax.dynamic_index_in_dim(x, i, 0, False), batches
+  )
 
   def reference(carry, batch, *, first):
     params, stored, ref_state = carry
     value, grads = value_and_grad(params, batch)
     updates, ref_state = _profit.reference_step(
-        spec, grads, params, ref_state, extra_args=extra_args
+      spec, grads, params, ref_state, extra_args=extra_args
     )
     stored = spec.storage.record(stored, params, updates, first)
     moved = _after(value, params, optax.apply_updates(params, updates))
@@ -156,15 +158,15 @@ def _static_cycle(
     weights, kept = (moved, slot) if copy else (slot, stored)
     value, grads = value_and_grad(weights, batch(index))
     updates, main_state, proj = _profit.main_step(
-        spec, grads, weights, kept, main_state, extra_args=extra_args
+      spec, grads, weights, kept, main_state, extra_args=extra_args
     )
     value = jax.tree.map(lambda v, s: jnp.asarray(v, s.dtype), value, value_shape)
     return (
-        _after(value, weights, optax.apply_updates(weights, updates)),
-        main_state,
-        _profit._diagnostics(proj, state),  # pylint: disable=protected-access
-        value,
-        index,
+      _after(value, weights, optax.apply_updates(weights, updates)),
+      main_state,
+      _profit._diagnostics(proj, state),  # pylint: disable=protected-access
+      value,
+      index,
     )
 
   value_shape = jax.eval_shape(value_and_grad, moved, batch(n_ref))[0]
@@ -172,28 +174,28 @@ def _static_cycle(
   # stay in its donated buffer and the new weights overwrite the snapshot.
   slot, stored_out = (params, moved) if copy else (moved, stored)
   carry = (
-      slot,
-      state.main_state,
-      tuple(getattr(state, k) for k in _profit._DIAGNOSTICS),  # pylint: disable=protected-access
-      jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_shape),
-      jnp.int32(n_ref),
+    slot,
+    state.main_state,
+    tuple(getattr(state, k) for k in _profit._DIAGNOSTICS),  # pylint: disable=protected-access
+    jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_shape),
+    jnp.int32(n_ref),
   )
   # On XLA:CPU the main step runs in its own (always taken) loop body, so
   # that XLA cannot merge parameter-free parts of its forward pass into the
   # reference steps' and keep both batches' activations alive; on GPU a loop
   # would cost a device-to-host sync of its predicate.
   new_params, main_state, diagnostics, value, _ = jax.lax.platform_dependent(
-      carry,
-      cpu=lambda c: _inplace.run_if(jnp.bool_(True), main, c),
-      default=main,
+    carry,
+    cpu=lambda c: _inplace.run_if(jnp.bool_(True), main, c),
+    default=main,
   )
   values.append(jax.tree.map(lambda v: jnp.asarray(v)[None], value))
   new_state = state._replace(
-      count=state.count + spec.cycle_length,
-      ref_state=ref_state,
-      main_state=main_state,
-      **{spec.storage.field: stored_out},
-      **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
+    count=state.count + spec.cycle_length,
+    ref_state=ref_state,
+    main_state=main_state,
+    **{spec.storage.field: stored_out},
+    **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
   )
   values = jax.tree.map(lambda *vs: jnp.concatenate(vs), *values)
   return new_params, new_state, values
@@ -207,18 +209,18 @@ def _cycle_length(tx: optax.GradientTransformation, cycle_length: Any) -> int:
   if cycle_length is None:
     if spec is None:
       raise TypeError(
-          "`cycle_length` (batches per call) is required when `tx` is not the "
-          "transformation returned by optax_profit.profit (e.g. a chain "
-          "containing it): pass cycle_length=n_ref + 1 (times k under "
-          "optax.MultiSteps(..., k))."
+        "`cycle_length` (batches per call) is required when `tx` is not the "
+        "transformation returned by optax_profit.profit (e.g. a chain "
+        "containing it): pass cycle_length=n_ref + 1 (times k under "
+        "optax.MultiSteps(..., k))."
       )
     return spec.cycle_length
   cycle_length = _profit._as_int("cycle_length", cycle_length, 1)  # pylint: disable=protected-access
   if spec is not None and cycle_length != spec.cycle_length:
     raise ValueError(
-        f"`cycle_length={cycle_length}` contradicts the profit transformation's "
-        f"cycle of n_ref + 1 = {spec.cycle_length} batches: leave it out, or "
-        "call the step once per cycle."
+      f"`cycle_length={cycle_length}` contradicts the profit transformation's "
+      f"cycle of n_ref + 1 = {spec.cycle_length} batches: leave it out, or "
+      "call the step once per cycle."
     )
   return cycle_length
 
@@ -230,12 +232,12 @@ def _is_aligned(spec: _profit.ProfitSpec, count: Any) -> Any:
 
 
 def _build_step(
-    value_and_grad: Callable[..., Any],
-    tx: optax.GradientTransformation,
-    length: int,
-    *,
-    has_aux: bool,
-    mode: str = "auto",
+  value_and_grad: Callable[..., Any],
+  tx: optax.GradientTransformation,
+  length: int,
+  *,
+  has_aux: bool,
+  mode: str = "auto",
 ) -> TrainStep:
   """The (unjitted) train step of :func:`make_train_step`.
 
@@ -290,7 +292,7 @@ def _build_step(
       params, opt_state, values = cycle(params, opt_state)
     elif mode == "auto" and has_cycle:
       params, opt_state, values = jax.lax.platform_dependent(
-          params, opt_state, cpu=choose_in_place, default=generic
+        params, opt_state, cpu=choose_in_place, default=generic
       )
     else:
       params, opt_state, values = generic(params, opt_state)
@@ -348,12 +350,12 @@ class _DispatchingStep:
 
 
 def make_train_step(
-    loss_fn: Callable[..., Any],
-    tx: optax.GradientTransformation,
-    *,
-    has_aux: bool = False,
-    cycle_length: int | None = None,
-    donate: bool = True,
+  loss_fn: Callable[..., Any],
+  tx: optax.GradientTransformation,
+  *,
+  has_aux: bool = False,
+  cycle_length: int | None = None,
+  donate: bool = True,
 ) -> TrainStep:
   """Builds a jitted train step that consumes one PROFIT cycle per call.
 
@@ -420,14 +422,14 @@ def make_train_step(
     # keep_unused: an argument a step does not read (the storage, rewritten
     # by a cycle) must stay an argument, or its donated buffer is lost.
     return jax.jit(
-        _build_step(value_and_grad, tx, length, has_aux=has_aux, mode=mode),
-        donate_argnums=(0, 1) if donate else (),
-        keep_unused=True,
+      _build_step(value_and_grad, tx, length, has_aux=has_aux, mode=mode),
+      donate_argnums=(0, 1) if donate else (),
+      keep_unused=True,
     )
 
   spec = _profit.profit_spec(tx)
   if spec is None or not spec.is_static:
     return jit("generic")
   return _DispatchingStep(
-      spec, cycle=jit("cycle"), generic=jit("generic"), auto=jit("auto")
+    spec, cycle=jit("cycle"), generic=jit("generic"), auto=jit("auto")
   )

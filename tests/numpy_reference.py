@@ -106,15 +106,15 @@ class Record:
 
 
 def run_profit(
-    theta: Params,
-    grad_at: Callable[[Params, int], Params],
-    num_calls: int,
-    main,
-    ref,
-    n_ref: int,
-    warmup_steps: int = 0,
-    trainable: tuple[str, ...] | None = None,
-    mutant: str | None = None,
+  theta: Params,
+  grad_at: Callable[[Params, int], Params],
+  num_calls: int,
+  main,
+  ref,
+  n_ref: int,
+  warmup_steps: int = 0,
+  trainable: tuple[str, ...] | None = None,
+  mutant: str | None = None,
 ) -> Record:
   """Runs Algorithm 1 for ``num_calls`` gradient evaluations.
 

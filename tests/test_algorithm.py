@@ -25,13 +25,13 @@ def numpy_grad_at(batches):
 
 
 MAINS = {
-    # name: (optax factory, numpy factory)
-    "sgd": (lambda: optax.sgd(0.3), lambda: ref_impl.SGD(0.3)),
-    "adam": (lambda: optax.adam(0.05), lambda: ref_impl.Adam(0.05)),
-    "adamw": (
-        lambda: optax.adamw(0.05, weight_decay=0.5),
-        lambda: ref_impl.Adam(0.05, wd=0.5),
-    ),
+  # name: (optax factory, numpy factory)
+  "sgd": (lambda: optax.sgd(0.3), lambda: ref_impl.SGD(0.3)),
+  "adam": (lambda: optax.adam(0.05), lambda: ref_impl.Adam(0.05)),
+  "adamw": (
+    lambda: optax.adamw(0.05, weight_decay=0.5),
+    lambda: ref_impl.Adam(0.05, wd=0.5),
+  ),
 }
 
 
@@ -56,8 +56,11 @@ def assert_trajectories_close(trajectory, record, tol=TOL):
   for i, (got, want) in enumerate(zip(trajectory, record.params, strict=False)):
     for k in want:
       np.testing.assert_allclose(
-          np.asarray(got[k]), want[k], rtol=tol, atol=tol,
-          err_msg=f"params[{k!r}] after update call {i}",
+        np.asarray(got[k]),
+        want[k],
+        rtol=tol,
+        atol=tol,
+        err_msg=f"params[{k!r}] after update call {i}",
       )
 
 
@@ -68,8 +71,8 @@ def _x64():
 
 
 VARIANTS = {
-    "select": _profit._select_update,  # pylint: disable=protected-access
-    "in-place": _profit._in_place_update,  # pylint: disable=protected-access
+  "select": _profit._select_update,  # pylint: disable=protected-access
+  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
 }
 
 
@@ -81,12 +84,15 @@ def with_variant(tx, variant):
 
 
 CASES = [
-    (main, n_ref, storage, "default")
-    for main in sorted(MAINS) for n_ref in (1, 3) for storage in ("delta", "copy")
+  (main, n_ref, storage, "default")
+  for main in sorted(MAINS)
+  for n_ref in (1, 3)
+  for storage in ("delta", "copy")
 ] + [
-    ("adamw", n_ref, storage, variant)
-    for n_ref in (1, 3) for storage in ("delta", "copy")
-    for variant in ("select", "in-place")
+  ("adamw", n_ref, storage, variant)
+  for n_ref in (1, 3)
+  for storage in ("delta", "copy")
+  for variant in ("select", "in-place")
 ]
 
 
@@ -97,8 +103,12 @@ def test_matches_numpy_algorithm_1(main_name, n_ref, storage, variant):
   batches = ref_impl.make_batches(NUM_CYCLES * (n_ref + 1), seed=n_ref)
   params0 = ref_impl.init_params()
   record = ref_impl.run_profit(
-      params0, numpy_grad_at(batches), len(batches),
-      main=numpy_main(), ref=ref_impl.SGD(ref_lr), n_ref=n_ref,
+    params0,
+    numpy_grad_at(batches),
+    len(batches),
+    main=numpy_main(),
+    ref=ref_impl.SGD(ref_lr),
+    n_ref=n_ref,
   )
   # The scenario must exercise both branches of the projection.
   assert any(record.projected) and not all(record.projected), record.projected
@@ -110,11 +120,11 @@ def test_matches_numpy_algorithm_1(main_name, n_ref, storage, variant):
   # Diagnostics of each main step.
   main_states = states[n_ref :: n_ref + 1]
   np.testing.assert_allclose(
-      [float(s.omega) for s in main_states], record.omegas, rtol=1e-9
+    [float(s.omega) for s in main_states], record.omegas, rtol=1e-9
   )
   assert [bool(s.projected) for s in main_states] == record.projected
   np.testing.assert_allclose(
-      [float(s.delta_norm) for s in main_states], record.delta_norms, rtol=1e-9
+    [float(s.delta_norm) for s in main_states], record.delta_norms, rtol=1e-9
   )
   # The main optimizer's state advances once per cycle.
   if main_name != "sgd":
@@ -130,16 +140,24 @@ def test_reference_scenario_catches_known_mistakes(mutant):
   params0 = ref_impl.init_params()
   kwargs = dict(ref=None, n_ref=1)
   correct = ref_impl.run_profit(
-      params0, numpy_grad_at(batches), len(batches), main=numpy_main(),
-      **{**kwargs, "ref": ref_impl.SGD(0.05)},
+    params0,
+    numpy_grad_at(batches),
+    len(batches),
+    main=numpy_main(),
+    **{**kwargs, "ref": ref_impl.SGD(0.05)},
   )
   wrong = ref_impl.run_profit(
-      params0, numpy_grad_at(batches), len(batches), main=numpy_main(),
-      **{**kwargs, "ref": ref_impl.SGD(0.05)}, mutant=mutant,
+    params0,
+    numpy_grad_at(batches),
+    len(batches),
+    main=numpy_main(),
+    **{**kwargs, "ref": ref_impl.SGD(0.05)},
+    mutant=mutant,
   )
   diff = max(
-      np.max(np.abs(a[k] - b[k]))
-      for a, b in zip(correct.params, wrong.params, strict=False) for k in a
+    np.max(np.abs(a[k] - b[k]))
+    for a, b in zip(correct.params, wrong.params, strict=False)
+    for k in a
   )
   assert diff > 1e3 * TOL
   tx = optax_profit.profit(optax_main(), ref=0.05, n_ref=1)
@@ -153,8 +171,13 @@ def test_warmup_then_cycles(variant):
   batches = ref_impl.make_batches(3 + 4 * 3, seed=7)
   params0 = ref_impl.init_params(1)
   record = ref_impl.run_profit(
-      params0, numpy_grad_at(batches), len(batches), main=ref_impl.Adam(0.05),
-      ref=ref_impl.SGD(0.02), n_ref=2, warmup_steps=3,
+    params0,
+    numpy_grad_at(batches),
+    len(batches),
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.02),
+    n_ref=2,
+    warmup_steps=3,
   )
   tx = optax_profit.profit(optax.adam(0.05), ref=0.02, n_ref=2, warmup_steps=3)
   trajectory, states = run_library(with_variant(tx, variant), batches, params0)
@@ -167,12 +190,14 @@ def test_stateful_reference_optimizer_persists_across_cycles():
   batches = ref_impl.make_batches(6 * 3, seed=3)
   params0 = ref_impl.init_params(2)
   record = ref_impl.run_profit(
-      params0, numpy_grad_at(batches), len(batches), main=ref_impl.Adam(0.05),
-      ref=ref_impl.SGD(0.02, momentum=0.9), n_ref=2,
+    params0,
+    numpy_grad_at(batches),
+    len(batches),
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.02, momentum=0.9),
+    n_ref=2,
   )
-  tx = optax_profit.profit(
-      optax.adam(0.05), ref=optax.sgd(0.02, momentum=0.9), n_ref=2
-  )
+  tx = optax_profit.profit(optax.adam(0.05), ref=optax.sgd(0.02, momentum=0.9), n_ref=2)
   trajectory, _ = run_library(tx, batches, params0)
   assert_trajectories_close(trajectory, record)
 
@@ -185,8 +210,12 @@ def test_reference_learning_rate_schedule_counts_reference_steps():
   batches = ref_impl.make_batches(7 * 2, seed=4)
   params0 = ref_impl.init_params(3)
   record = ref_impl.run_profit(
-      params0, numpy_grad_at(batches), len(batches), main=ref_impl.SGD(0.3),
-      ref=ref_impl.SGD(lambda k: 0.0625 if k < 3 else 0.015625), n_ref=1,
+    params0,
+    numpy_grad_at(batches),
+    len(batches),
+    main=ref_impl.SGD(0.3),
+    ref=ref_impl.SGD(lambda k: 0.0625 if k < 3 else 0.015625),
+    n_ref=1,
   )
   tx = optax_profit.profit(optax.sgd(0.3), ref=schedule, n_ref=1)
   trajectory, _ = run_library(tx, batches, params0)

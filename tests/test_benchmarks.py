@@ -13,10 +13,20 @@ from benchmarks import run
 
 def test_update_section_runs_at_a_tiny_size(tmp_path, capsys):
   out, raw = tmp_path / "RESULTS.md", tmp_path / "raw.json"
-  run.main([
-    "--only", "update", "--sizes", "2e4", "--rounds", "1",
-    "--out", str(out), "--json", str(raw),
-  ])
+  run.main(
+    [
+      "--only",
+      "update",
+      "--sizes",
+      "2e4",
+      "--rounds",
+      "1",
+      "--out",
+      str(out),
+      "--json",
+      str(raw),
+    ]
+  )
   text = out.read_text()
   assert "failed" not in text, text
   assert "(run in progress)" not in text
@@ -30,4 +40,3 @@ def test_update_section_runs_at_a_tiny_size(tmp_path, capsys):
   for variant in ("select", "in-place", "lax.cond", "unordered"):
     assert f"profit n_ref=1, {variant}" in per_call
   capsys.readouterr()
-

@@ -50,12 +50,16 @@ def test_chain_clip_then_profit():
   batches = ref_impl.make_batches(NUM_CALLS, seed=11, noise=3.0)
   p0 = ref_impl.init_params()
   rec = ref_impl.run_profit(
-      p0, lambda th, i: np_clip(ref_impl.grad(th, batches[i]), 0.1), NUM_CALLS,
-      main=ref_impl.Adam(0.05), ref=ref_impl.SGD(0.05), n_ref=N_REF,
+    p0,
+    lambda th, i: np_clip(ref_impl.grad(th, batches[i]), 0.1),
+    NUM_CALLS,
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=N_REF,
   )
   tx = optax.chain(
-      optax.clip_by_global_norm(0.1),
-      optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
+    optax.clip_by_global_norm(0.1),
+    optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
   )
   traj, _ = loop(tx, batches, p0, jax_grad_at(batches))
   assert_trajectories_close(traj, rec)
@@ -93,12 +97,17 @@ def test_multisteps_accumulates_before_profit():
     return {key: sum(g[key] for g in gs) / k for key in gs[0]}
 
   rec = ref_impl.run_profit(
-      p0, np_mean_grad, NUM_CALLS, main=ref_impl.Adam(0.05),
-      ref=ref_impl.SGD(0.05), n_ref=N_REF,
+    p0,
+    np_mean_grad,
+    NUM_CALLS,
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=N_REF,
   )
   tx = optax.MultiSteps(  # float64 accumulator: its default is float32
-      optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF), k,
-      accumulator_dtype=jnp.float64,
+    optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
+    k,
+    accumulator_dtype=jnp.float64,
   )
   traj, _ = loop(tx, batches, p0, jax_grad_at(batches))
   assert_trajectories_close(traj[k - 1 :: k], rec)
@@ -109,20 +118,24 @@ def test_head_only_profit(how):
   batches = ref_impl.make_batches(NUM_CALLS, seed=14)
   p0 = ref_impl.init_params()
   rec = ref_impl.run_profit(
-      p0, lambda th, i: ref_impl.grad(th, batches[i]), NUM_CALLS,
-      main=ref_impl.Adam(0.05), ref=ref_impl.SGD(0.05), n_ref=N_REF,
-      trainable=("b",),
+    p0,
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    NUM_CALLS,
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=N_REF,
+    trainable=("b",),
   )
   inner = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF)
   if how == "multi_transform":
     tx = optax.multi_transform(
-        {"profit": inner, "frozen": optax.set_to_zero()},
-        {"W": "frozen", "b": "profit"},
+      {"profit": inner, "frozen": optax.set_to_zero()},
+      {"W": "frozen", "b": "profit"},
     )
   else:
     tx = optax.chain(
-        optax.masked(inner, {"W": False, "b": True}),
-        optax.masked(optax.set_to_zero(), {"W": True, "b": False}),
+      optax.masked(inner, {"W": False, "b": True}),
+      optax.masked(optax.set_to_zero(), {"W": True, "b": False}),
     )
   traj, states = loop(tx, batches, p0, jax_grad_at(batches))
   assert_trajectories_close(traj, rec)
@@ -140,7 +153,7 @@ def test_masked_alone_passes_the_other_gradients_through():
   batches = ref_impl.make_batches(3, seed=14)
   p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
   tx = optax.masked(
-      optax_profit.profit(optax.adam(0.05), ref=0.05), {"W": False, "b": True}
+    optax_profit.profit(optax.adam(0.05), ref=0.05), {"W": False, "b": True}
   )
   state = tx.init(p0)
   grads = jax.grad(jax_loss)(p0, batches[0])
@@ -155,12 +168,16 @@ def test_apply_if_finite_skips_a_nan_step(nan_call):
   # The reference never sees the NaN batch: it simply skips that call.
   kept = [b for i, b in enumerate(batches) if i != nan_call]
   rec = ref_impl.run_profit(
-      p0, lambda th, i: ref_impl.grad(th, kept[i]), len(kept),
-      main=ref_impl.Adam(0.05), ref=ref_impl.SGD(0.05), n_ref=N_REF,
+    p0,
+    lambda th, i: ref_impl.grad(th, kept[i]),
+    len(kept),
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=N_REF,
   )
   tx = optax.apply_if_finite(
-      optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
-      max_consecutive_errors=3,
+    optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
+    max_consecutive_errors=3,
   )
   grad_at = jax_grad_at(batches)
 
@@ -171,7 +188,7 @@ def test_apply_if_finite_skips_a_nan_step(nan_call):
   traj, states = loop(tx, batches, p0, poisoned)
   assert not bool(states[nan_call].last_finite)
   np.testing.assert_array_equal(
-      np.asarray(states[nan_call].inner_state.count), nan_call
+    np.asarray(states[nan_call].inner_state.count), nan_call
   )
   del traj[nan_call]
   assert_trajectories_close(traj, rec)
@@ -183,7 +200,6 @@ def test_flax_train_state_apply_gradients():
   from flax.training import train_state
 
   class Model(nn.Module):
-
     @nn.compact
     def __call__(self, x):
       return jnp.tanh(nn.Dense(2, param_dtype=jnp.float64)(x))
@@ -191,15 +207,20 @@ def test_flax_train_state_apply_gradients():
   batches = ref_impl.make_batches(NUM_CALLS, seed=16)
   p0 = ref_impl.init_params()
   rec = ref_impl.run_profit(
-      p0, lambda th, i: ref_impl.grad(th, batches[i]), NUM_CALLS,
-      main=ref_impl.Adam(0.05), ref=ref_impl.SGD(0.05), n_ref=N_REF,
+    p0,
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    NUM_CALLS,
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=N_REF,
   )
   model = Model()
   variables = {"params": {"Dense_0": {"kernel": p0["W"], "bias": p0["b"]}}}
   variables = jax.tree.map(jnp.asarray, variables)
   state = train_state.TrainState.create(
-      apply_fn=model.apply, params=variables["params"],
-      tx=optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
+    apply_fn=model.apply,
+    params=variables["params"],
+    tx=optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
   )
 
   @jax.jit
@@ -224,15 +245,20 @@ def test_flax_nnx_optimizer():
   batches = ref_impl.make_batches(NUM_CALLS, seed=17)
   p0 = ref_impl.init_params()
   rec = ref_impl.run_profit(
-      p0, lambda th, i: ref_impl.grad(th, batches[i]), NUM_CALLS,
-      main=ref_impl.Adam(0.05), ref=ref_impl.SGD(0.05), n_ref=N_REF,
+    p0,
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    NUM_CALLS,
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=N_REF,
   )
   model = nnx.Linear(3, 2, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
   model.kernel[...] = jnp.asarray(p0["W"])
   model.bias[...] = jnp.asarray(p0["b"])
   optimizer = nnx.Optimizer(
-      model, optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
-      wrt=nnx.Param,
+    model,
+    optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
+    wrt=nnx.Param,
   )
 
   @nnx.jit

@@ -35,27 +35,30 @@ def stack(batches):
 
 def numpy_record(batches, n_ref, warmup_steps=0):
   return ref_impl.run_profit(
-      ref_impl.init_params(),
-      lambda th, i: ref_impl.grad(th, batches[i]),
-      len(batches),
-      main=ref_impl.Adam(0.05, wd=0.3),
-      ref=ref_impl.SGD(0.05),
-      n_ref=n_ref,
-      warmup_steps=warmup_steps,
+    ref_impl.init_params(),
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    len(batches),
+    main=ref_impl.Adam(0.05, wd=0.3),
+    ref=ref_impl.SGD(0.05),
+    n_ref=n_ref,
+    warmup_steps=warmup_steps,
   )
 
 
 def make_tx(n_ref, warmup_steps=0, storage="delta"):
   return optax_profit.profit(
-      optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref,
-      warmup_steps=warmup_steps, storage=storage,
+    optax.adamw(0.05, weight_decay=0.3),
+    ref=0.05,
+    n_ref=n_ref,
+    warmup_steps=warmup_steps,
+    storage=storage,
   )
 
 
 def assert_params_close(got, want, what):
   for k in want:
     np.testing.assert_allclose(
-        np.asarray(got[k]), want[k], rtol=TOL, atol=TOL, err_msg=f"{k} {what}"
+      np.asarray(got[k]), want[k], rtol=TOL, atol=TOL, err_msg=f"{k} {what}"
     )
 
 
@@ -73,9 +76,9 @@ def run_schedule(tx, batches, schedule, mode="dispatch"):
     step = optax_profit.make_train_step(jax_loss, tx)
   else:  # "cycle", "generic" or "auto" (chooses on device)
     step = jax.jit(
-        _train_step._build_step(value_and_grad, tx, length, has_aux=False, mode=mode),
-        donate_argnums=(0, 1),
-        keep_unused=True,
+      _train_step._build_step(value_and_grad, tx, length, has_aux=False, mode=mode),
+      donate_argnums=(0, 1),
+      keep_unused=True,
     )
   grad_fn = jax.jit(jax.grad(jax_loss))
   update = jax.jit(tx.update)
@@ -110,7 +113,7 @@ def test_cycle_equals_numpy_and_per_call_loop(n_ref, storage):
   assert int(out[-1][2].count) == 6 * length
   np.testing.assert_allclose(float(metrics["omega"]), rec.omegas[-1], rtol=1e-9)
   np.testing.assert_allclose(
-      float(metrics["delta_norm"]), rec.delta_norms[-1], rtol=1e-9
+    float(metrics["delta_norm"]), rec.delta_norms[-1], rtol=1e-9
   )
   assert bool(metrics["projected"]) == rec.projected[-1]
   # Both branches of the projection were exercised.
@@ -119,15 +122,15 @@ def test_cycle_equals_numpy_and_per_call_loop(n_ref, storage):
 
 @pytest.mark.parametrize("mode", ["dispatch", "auto"])
 @pytest.mark.parametrize(
-    "n_ref, schedule",
-    [
-        # Mid-cycle: per-call updates leave the state inside a cycle, scanned
-        # steps then run misaligned (generic path), per-call updates realign
-        # it and the next scanned steps take the fast path.
-        (1, ["call", "step", "step", "call", "step", "step"]),
-        (3, ["call", "call", "step", "call", "call", "step", "step"]),
-        (3, ["call", "step", "call", "call", "call", "step"]),
-    ],
+  "n_ref, schedule",
+  [
+    # Mid-cycle: per-call updates leave the state inside a cycle, scanned
+    # steps then run misaligned (generic path), per-call updates realign
+    # it and the next scanned steps take the fast path.
+    (1, ["call", "step", "step", "call", "step", "step"]),
+    (3, ["call", "call", "step", "call", "call", "step", "step"]),
+    (3, ["call", "step", "call", "call", "call", "step"]),
+  ],
 )
 def test_auto_equals_numpy_from_any_state(n_ref, schedule, mode):
   """`make_train_step` (host choice) and the on-device choice, mixed with
@@ -149,9 +152,7 @@ def test_auto_with_warmup(n_ref, warmup_steps, mode):
   length = n_ref + 1
   batches = ref_impl.make_batches(5 * length, seed=60 + warmup_steps)
   rec = numpy_record(batches, n_ref, warmup_steps)
-  out, _ = run_schedule(
-      make_tx(n_ref, warmup_steps), batches, ["step"] * 5, mode=mode
-  )
+  out, _ = run_schedule(make_tx(n_ref, warmup_steps), batches, ["step"] * 5, mode=mode)
   for i, params, _ in out:
     assert_params_close(params, rec.params[i - 1], f"after {i} batches")
 
@@ -166,10 +167,10 @@ def test_modes_agree_and_cycle_takes_the_fast_path():
   n_ref = 2
   batches = ref_impl.make_batches(3 * (n_ref + 1), seed=70)
   runs = {
-      mode: run_schedule(
-          make_tx(n_ref, storage="copy"), batches, ["step"] * 3, mode=mode
-      )[0]
-      for mode in ("dispatch", "auto", "cycle", "generic")
+    mode: run_schedule(
+      make_tx(n_ref, storage="copy"), batches, ["step"] * 3, mode=mode
+    )[0]
+    for mode in ("dispatch", "auto", "cycle", "generic")
   }
   rec = numpy_record(batches, n_ref)
   for mode, out in runs.items():
@@ -178,12 +179,12 @@ def test_modes_agree_and_cycle_takes_the_fast_path():
   last = {mode: out[-1][2] for mode, out in runs.items()}
   # generic: theta_ref is the snapshot taken at the start of the last cycle.
   chex.assert_trees_all_close(
-      last["generic"].theta_ref, rec.params[-(n_ref + 2)], rtol=TOL, atol=TOL
+    last["generic"].theta_ref, rec.params[-(n_ref + 2)], rtol=TOL, atol=TOL
   )
   # The fast path: the weights after the last reference step.
   for mode in ("dispatch", "auto", "cycle"):
     chex.assert_trees_all_close(
-        last[mode].theta_ref, rec.params[-2], rtol=TOL, atol=TOL
+      last[mode].theta_ref, rec.params[-2], rtol=TOL, atol=TOL
     )
 
 
@@ -191,9 +192,7 @@ def test_dispatch_reads_the_count_only_for_a_new_state(monkeypatch):
   """In a loop, the host knows the count: one device read, for a new state."""
   reads = []
   device_get = jax.device_get
-  monkeypatch.setattr(
-      jax, "device_get", lambda x: reads.append(1) or device_get(x)
-  )
+  monkeypatch.setattr(jax, "device_get", lambda x: reads.append(1) or device_get(x))
   tx = make_tx(1)
   step = optax_profit.make_train_step(jax_loss, tx)
   batches = stack(ref_impl.make_batches(2, seed=72))
@@ -215,7 +214,7 @@ def test_cycle_mode_requires_a_static_cycle():
   tx = optax.chain(optax.identity(), make_tx(1))
   with pytest.raises(ValueError, match="static cycle"):
     _train_step._build_step(
-        jax.value_and_grad(jax_loss), tx, 2, has_aux=False, mode="cycle"
+      jax.value_and_grad(jax_loss), tx, 2, has_aux=False, mode="cycle"
     )
 
 
@@ -225,7 +224,7 @@ def test_traced_n_ref_uses_the_generic_path():
   batches = ref_impl.make_batches(3 * (n_ref + 1), seed=71)
   rec = numpy_record(batches, n_ref)
   tx = optax.inject_hyperparams(optax_profit.profit, static_args=("main",))(
-      main=optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref
+    main=optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref
   )
   step = optax_profit.make_train_step(jax_loss, tx, cycle_length=n_ref + 1)
   params = jax.tree.map(jnp.asarray, ref_impl.init_params())
@@ -244,12 +243,12 @@ def _mlp_loss(params, batch):
 
 def _compiled_memory(tx, length):
   params = {
-      "w1": jnp.zeros((64, 256), jnp.float32),
-      "w2": jnp.zeros((256, 8), jnp.float32),
+    "w1": jnp.zeros((64, 256), jnp.float32),
+    "w2": jnp.zeros((256, 8), jnp.float32),
   }
   batches = {
-      "x": jnp.zeros((length, 16, 64), jnp.float32),
-      "y": jnp.zeros((length, 16, 8), jnp.float32),
+    "x": jnp.zeros((length, 16, 64), jnp.float32),
+    "y": jnp.zeros((length, 16, 8), jnp.float32),
   }
   step = optax_profit.make_train_step(_mlp_loss, tx, cycle_length=length)
   state = jax.eval_shape(tx.init, params)
@@ -271,7 +270,7 @@ def test_compiled_step_memory_is_adamw_plus_one_param_copy(n_ref):
     param_bytes = (64 * 256 + 256 * 8) * 4
     base = _compiled_memory(optax.adamw(1e-3), length)
     prof = _compiled_memory(
-        optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref), length
+      optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref), length
     )
   extra_args = prof.argument_size_in_bytes - base.argument_size_in_bytes
   assert param_bytes <= extra_args <= param_bytes + 64
@@ -284,9 +283,7 @@ def test_compiled_step_memory_is_adamw_plus_one_param_copy(n_ref):
 @functools.cache
 def _update_memory(delta_dtype):
   params = {"w": jnp.zeros((512, 512), jnp.float32)}
-  tx = optax_profit.profit(
-      optax.adamw(1e-3), ref=1e-4, delta_dtype=delta_dtype
-  )
+  tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, delta_dtype=delta_dtype)
 
   def step(params, state, batch):
     grads = jax.grad(lambda p: jnp.mean((batch @ p["w"]) ** 2))(params)
@@ -295,11 +292,7 @@ def _update_memory(delta_dtype):
 
   state = jax.eval_shape(tx.init, params)
   batch = jnp.zeros((8, 512), jnp.float32)
-  compiled = (
-      jax.jit(step, donate_argnums=(0, 1))
-      .lower(params, state, batch)
-      .compile()
-  )
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, batch).compile()
   return compiled.memory_analysis()
 
 
@@ -314,5 +307,5 @@ def test_per_call_update_builds_updates_in_the_gradient_buffer():
     mem = _update_memory(None)
   param_bytes = 512 * 512 * 4
   assert mem.temp_size_in_bytes <= param_bytes + param_bytes // 16, (
-      mem.temp_size_in_bytes
+    mem.temp_size_in_bytes
   )

@@ -22,20 +22,20 @@ PARAMS = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.1])
 
 # ------------------------------------------------------------------ errors
 @pytest.mark.parametrize(
-    "kwargs, error, match",
-    [
-        (dict(n_ref=0), ValueError, "n_ref"),
-        (dict(n_ref=-2), ValueError, "n_ref"),
-        (dict(n_ref=1.0), TypeError, "n_ref"),
-        (dict(n_ref=True), TypeError, "n_ref"),
-        (dict(n_ref="2"), TypeError, "n_ref"),
-        (dict(warmup_steps=-1), ValueError, "warmup_steps"),
-        (dict(warmup_steps=2.5), TypeError, "warmup_steps"),
-        (dict(ref=-1e-3), ValueError, "ref"),
-        (dict(ref=float("nan")), ValueError, "ref"),
-        (dict(ref="sgd"), TypeError, "ref"),
-        (dict(main=lambda: None), TypeError, "main"),
-    ],
+  "kwargs, error, match",
+  [
+    (dict(n_ref=0), ValueError, "n_ref"),
+    (dict(n_ref=-2), ValueError, "n_ref"),
+    (dict(n_ref=1.0), TypeError, "n_ref"),
+    (dict(n_ref=True), TypeError, "n_ref"),
+    (dict(n_ref="2"), TypeError, "n_ref"),
+    (dict(warmup_steps=-1), ValueError, "warmup_steps"),
+    (dict(warmup_steps=2.5), TypeError, "warmup_steps"),
+    (dict(ref=-1e-3), ValueError, "ref"),
+    (dict(ref=float("nan")), ValueError, "ref"),
+    (dict(ref="sgd"), TypeError, "ref"),
+    (dict(main=lambda: None), TypeError, "main"),
+  ],
 )
 def test_bad_arguments_name_the_argument(kwargs, error, match):
   args = dict(main=optax.adam(1e-3), ref=1e-4)
@@ -77,18 +77,23 @@ def test_copy_storage_state_is_a_copy_not_an_alias():
   assert state.delta is None
   chex.assert_trees_all_equal(state.theta_ref, PARAMS)
   # A copy, not an alias: callers donate params and state together.
-  for p, t in zip(jax.tree.leaves(PARAMS), jax.tree.leaves(state.theta_ref), strict=True):
+  for p, t in zip(
+    jax.tree.leaves(PARAMS), jax.tree.leaves(state.theta_ref), strict=True
+  ):
     assert p.unsafe_buffer_pointer() != t.unsafe_buffer_pointer()
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, match",
-    [
-        (dict(storage="theta_ref"), ValueError, "storage"),
-        (dict(storage="copy", delta_dtype=jnp.bfloat16), ValueError, "delta_dtype"),
-        (dict(storage=optax_profit.Storage("copy"), delta_dtype="float32"),
-         ValueError, "delta_dtype"),
-    ],
+  "kwargs, error, match",
+  [
+    (dict(storage="theta_ref"), ValueError, "storage"),
+    (dict(storage="copy", delta_dtype=jnp.bfloat16), ValueError, "delta_dtype"),
+    (
+      dict(storage=optax_profit.Storage("copy"), delta_dtype="float32"),
+      ValueError,
+      "delta_dtype",
+    ),
+  ],
 )
 def test_bad_storage_arguments(kwargs, error, match):
   with pytest.raises(error, match=match):
@@ -169,7 +174,7 @@ def test_state_shape_dtype_stability_under_cond(dtype):
       grads = jax.grad(lambda p: jnp.sum((p - 1.0) ** 2))(params)
       pred = jax.random.randint(jax.random.key(0), (), 0, 2) == 0
       updates, state = jax.lax.cond(
-          pred, lambda: tx.update(grads, state, params), lambda: (params, state)
+        pred, lambda: tx.update(grads, state, params), lambda: (params, state)
       )
       return optax.apply_updates(params, updates), state
 
@@ -207,7 +212,7 @@ def test_extra_args_are_accepted_and_no_recompilation():
   def step(params, state):
     grads = jax.grad(quadratic_loss)(params, 1.0)
     updates, state = tx.update(
-        grads, state, params, unexpected_extra_args_your_optimizer_doesnt_expect=1
+      grads, state, params, unexpected_extra_args_your_optimizer_doesnt_expect=1
     )
     return optax.apply_updates(params, updates), state
 
@@ -281,7 +286,7 @@ def test_vmap_over_reference_rates():
   for i, lr in enumerate([0.0, 0.01, 0.1]):
     single = run(jnp.float32(lr))
     chex.assert_trees_all_close(
-        jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6
+      jax.tree.map(lambda x, i=i: x[i], batched), single, rtol=1e-6
     )
 
 

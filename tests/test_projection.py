@@ -49,9 +49,7 @@ def test_projection_properties(gd):
   g, d = gd
   g64, d64 = flat(g), flat(d)
   omega = float(g64 @ d64)  # independent NumPy computation
-  out = project_conflicting(
-      jax.tree.map(jnp.asarray, g), jax.tree.map(jnp.asarray, d)
-  )
+  out = project_conflicting(jax.tree.map(jnp.asarray, g), jax.tree.map(jnp.asarray, d))
   new = flat(jax.tree.map(np.asarray, out.updates))
   np.testing.assert_allclose(float(out.omega), omega, rtol=1e-12, atol=1e-9)
   # The rule in scale-free terms: delta normalized by its largest entry.
@@ -68,7 +66,7 @@ def test_projection_properties(gd):
   fires = omega_unit < 0 and d_max > 0
   assert bool(out.projected) == fires
   np.testing.assert_allclose(
-      float(out.delta_norm), d_max * np.linalg.norm(unit), rtol=1e-12
+    float(out.delta_norm), d_max * np.linalg.norm(unit), rtol=1e-12
   )
   if fires:
     # Orthogonal to delta after projection.

@@ -66,15 +66,21 @@ def run(code: str, tmp_path: pathlib.Path, devices: int = 1) -> str:
 
 
 def test_quickstart_snippet_trains(tmp_path):
-  code = PREAMBLE + snippet(None) + textwrap.dedent("""
+  code = (
+    PREAMBLE
+    + snippet(None)
+    + textwrap.dedent("""
     assert int(opt_state.count) == 4
     assert np.isfinite(float(loss_fn(params, batches[0])))
     print("ok")
   """)
+  )
   assert run(code, tmp_path).strip().endswith("ok")
 
 
-SHARDED_PREAMBLE = PREAMBLE + """
+SHARDED_PREAMBLE = (
+  PREAMBLE
+  + """
 from jax.sharding import NamedSharding, PartitionSpec as P
 mesh = jax.make_mesh((4, 2), ("data", "model"),
                      axis_types=(jax.sharding.AxisType.Auto,) * 2)
@@ -83,6 +89,7 @@ param_sh = {"w": NamedSharding(mesh, P("data", "model")),
 batches = jax.tree.map(lambda *xs: jnp.stack(xs), *batches[:2])  # one cycle
 initial = jax.tree.map(np.asarray, params)
 """
+)
 
 SHARDED_CHECKS = """
 assert opt_state.delta is not None
@@ -121,10 +128,14 @@ def test_head_only_snippet_freezes_the_body(tmp_path):
         return jnp.mean((batch["x"] @ p["body"]["w"] + p["head"]["b"] - batch["y"]) ** 2)
     initial = jax.tree.map(np.asarray, params)
   """)
-  code = preamble + snippet("Head-only PROFIT") + textwrap.dedent("""
+  code = (
+    preamble
+    + snippet("Head-only PROFIT")
+    + textwrap.dedent("""
     np.testing.assert_array_equal(np.asarray(params["body"]["w"]), initial["body"]["w"])
     assert np.any(np.asarray(params["head"]["b"]) != initial["head"]["b"])
     assert int(optax_profit.profit_diagnostics(opt_state)["projected"].size) == 1
     print("ok")
   """)
+  )
   assert run(code, tmp_path).strip().endswith("ok")

@@ -68,16 +68,17 @@ def _to_bfloat16(x):
 
 
 VARIANTS = {
-    "select": _profit._select_update,  # pylint: disable=protected-access
-    "in-place": _profit._in_place_update,  # pylint: disable=protected-access
+  "select": _profit._select_update,  # pylint: disable=protected-access
+  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
 }
 
 
 @pytest.mark.parametrize("n_ref", [1, 3])
 @pytest.mark.parametrize("path", ["select", "in-place", "train_step"])
 @pytest.mark.parametrize(
-    "delta_dtype, round_delta", [(jnp.float32, _to_float32), (jnp.bfloat16, _to_bfloat16)],
-    ids=["float32", "bfloat16"],
+  "delta_dtype, round_delta",
+  [(jnp.float32, _to_float32), (jnp.bfloat16, _to_bfloat16)],
+  ids=["float32", "bfloat16"],
 )
 def test_equals_numpy_delta_storage(n_ref, path, delta_dtype, round_delta):
   """float64 params, float32 or bfloat16 delta: equals the NumPy variant.
@@ -89,18 +90,27 @@ def test_equals_numpy_delta_storage(n_ref, path, delta_dtype, round_delta):
     length = n_ref + 1
     batches = ref_impl.make_batches(8 * length, seed=80 + n_ref)
     want = run_profit_delta_storage(
-        ref_impl.init_params(), lambda th, i: ref_impl.grad(th, batches[i]),
-        len(batches), main=ref_impl.Adam(0.05, wd=0.3),
-        ref=ref_impl.SGD(0.05), n_ref=n_ref, round_delta=round_delta,
+      ref_impl.init_params(),
+      lambda th, i: ref_impl.grad(th, batches[i]),
+      len(batches),
+      main=ref_impl.Adam(0.05, wd=0.3),
+      ref=ref_impl.SGD(0.05),
+      n_ref=n_ref,
+      round_delta=round_delta,
     )
     exact = ref_impl.run_profit(
-        ref_impl.init_params(), lambda th, i: ref_impl.grad(th, batches[i]),
-        len(batches), main=ref_impl.Adam(0.05, wd=0.3),
-        ref=ref_impl.SGD(0.05), n_ref=n_ref,
+      ref_impl.init_params(),
+      lambda th, i: ref_impl.grad(th, batches[i]),
+      len(batches),
+      main=ref_impl.Adam(0.05, wd=0.3),
+      ref=ref_impl.SGD(0.05),
+      n_ref=n_ref,
     ).params
     tx = optax_profit.profit(
-        optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref,
-        delta_dtype=delta_dtype,
+      optax.adamw(0.05, weight_decay=0.3),
+      ref=0.05,
+      n_ref=n_ref,
+      delta_dtype=delta_dtype,
     )
     params = jax.tree.map(jnp.asarray, ref_impl.init_params())
     state = tx.init(params)
@@ -126,7 +136,11 @@ def test_equals_numpy_delta_storage(n_ref, path, delta_dtype, round_delta):
         continue
       for k in g:
         np.testing.assert_allclose(
-            g[k], want[i][k], rtol=1e-10, atol=1e-10, err_msg=f"{k} after call {i}",
+          g[k],
+          want[i][k],
+          rtol=1e-10,
+          atol=1e-10,
+          err_msg=f"{k} after call {i}",
         )
         gap = max(gap, float(np.max(np.abs(want[i][k] - exact[i][k]))))
     assert gap > 1e-9  # The copy path would fail the comparison above.
@@ -138,7 +152,7 @@ def test_default_delta_dtype_is_at_least_float32():
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.delta))
   with jax.enable_x64(True):
     state = optax_profit.profit(optax.sgd(0.1), ref=0.01).init(
-        {"a": jnp.zeros(3, jnp.float64)}
+      {"a": jnp.zeros(3, jnp.float64)}
     )
   assert state.delta["a"].dtype == jnp.float64
 
@@ -155,8 +169,12 @@ def test_tiny_reference_rate_on_float32_follows_the_float64_algorithm():
   num_cycles = 8
   batches = ref_impl.make_batches(2 * num_cycles, seed=90)
   rec = ref_impl.run_profit(
-      ref_impl.init_params(), lambda th, i: ref_impl.grad(th, batches[i]),
-      len(batches), main=ref_impl.Adam(1e-4), ref=ref_impl.SGD(1e-8), n_ref=1,
+    ref_impl.init_params(),
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    len(batches),
+    main=ref_impl.Adam(1e-4),
+    ref=ref_impl.SGD(1e-8),
+    n_ref=1,
   )
   assert any(rec.projected) and not all(rec.projected)
   runs = {}
@@ -177,7 +195,9 @@ def test_tiny_reference_rate_on_float32_follows_the_float64_algorithm():
   assert projected == rec.projected
   np.testing.assert_allclose(omegas, rec.omegas, rtol=1e-3)
   for k in params:
-    np.testing.assert_allclose(np.asarray(params[k]), rec.params[-1][k], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+      np.asarray(params[k]), rec.params[-1][k], rtol=0, atol=1e-6
+    )
   _, omegas, _ = runs["copy"]
   rel = np.abs(np.asarray(omegas) - rec.omegas) / np.abs(rec.omegas)
   assert np.median(rel) > 0.5, rel
@@ -196,10 +216,14 @@ def test_bfloat16_params_delta_and_projection_follow_float64(seed):
   bf16 = lambda x: jnp.asarray(x, jnp.float32).astype(jnp.bfloat16)
   params = {"w": bf16(rng.normal(size=(8, 4))), "b": bf16(1 + rng.normal(size=4))}
   g0 = {k: bf16(rng.normal(size=v.shape)) for k, v in params.items()}
-  g1 = {k: bf16(rng.normal(size=v.shape) + 0.8 * np.asarray(g0[k], np.float64))
-        for k, v in params.items()}
+  g1 = {
+    k: bf16(rng.normal(size=v.shape) + 0.8 * np.asarray(g0[k], np.float64))
+    for k, v in params.items()
+  }
   ref = 1e-4  # |update| ~ 1e-4, bfloat16 ulp of |w| ~ 1 is 2**-7
-  delta64 = np.concatenate([-ref * np.asarray(g0[k], np.float64).ravel() for k in params])
+  delta64 = np.concatenate(
+    [-ref * np.asarray(g0[k], np.float64).ravel() for k in params]
+  )
   g1_64 = np.concatenate([np.asarray(g1[k], np.float64).ravel() for k in params])
   omega64 = float(delta64 @ g1_64)
   for storage in ("delta", "copy"):
@@ -208,14 +232,18 @@ def test_bfloat16_params_delta_and_projection_follow_float64(seed):
     updates, state = tx.update(g0, state, params)
     moved = optax.apply_updates(params, updates)
     if storage == "delta":
-      stored = np.concatenate([np.asarray(state.delta[k], np.float64).ravel() for k in params])
+      stored = np.concatenate(
+        [np.asarray(state.delta[k], np.float64).ravel() for k in params]
+      )
       cos = stored @ delta64 / (np.linalg.norm(stored) * np.linalg.norm(delta64))
       assert cos >= 0.99, cos
     else:
-      realized = np.concatenate([
+      realized = np.concatenate(
+        [
           (np.asarray(moved[k], np.float64) - np.asarray(params[k], np.float64)).ravel()
           for k in params
-      ])
+        ]
+      )
       norms = np.linalg.norm(realized) * np.linalg.norm(delta64)
       assert realized @ delta64 <= 0.9 * norms
     _, state = tx.update(g1, state, moved)
@@ -239,20 +267,20 @@ def test_bfloat16_delta_stays_within_the_rounding_bound_of_the_exact_path():
   target = {"w": jnp.linspace(-1.0, 1.0, 64), "b": jnp.float32(0.5)}
 
   def loss(p, noise):
-    return 0.5 * sum(
-        jnp.sum((p[k] - target[k] - noise[k]) ** 2) for k in p
-    )
+    return 0.5 * sum(jnp.sum((p[k] - target[k] - noise[k]) ** 2) for k in p)
 
   rng = np.random.default_rng(0)
   num_cycles = 40
   noises = [
-      {"w": jnp.asarray(rng.normal(size=64), jnp.float32),
-       "b": jnp.float32(rng.normal())}
-      for _ in range(2 * num_cycles)
+    {"w": jnp.asarray(rng.normal(size=64), jnp.float32), "b": jnp.float32(rng.normal())}
+    for _ in range(2 * num_cycles)
   ]
   p0 = {"w": jnp.zeros(64, jnp.float32), "b": jnp.float32(0.0)}
   runs = {}
-  for name, kwargs in (("exact", {"storage": "copy"}), ("bf16", {"delta_dtype": jnp.bfloat16})):
+  for name, kwargs in (
+    ("exact", {"storage": "copy"}),
+    ("bf16", {"delta_dtype": jnp.bfloat16}),
+  ):
     dtype = kwargs.get("delta_dtype")
     tx = optax_profit.profit(optax.sgd(0.05), ref=0.01, **kwargs)
     params, state = p0, tx.init(p0)
@@ -263,16 +291,17 @@ def test_bfloat16_delta_stays_within_the_rounding_bound_of_the_exact_path():
       updates, state = update(grads, state, params)
       if dtype is not None and i % 2 == 0:
         # delta of this cycle (one reference step): the rounding bound.
-        bound += float(
-            max(jnp.max(jnp.abs(x)) for x in jax.tree.leaves(state.delta))
-        ) * 2.0**-8
+        bound += (
+          float(max(jnp.max(jnp.abs(x)) for x in jax.tree.leaves(state.delta)))
+          * 2.0**-8
+        )
       params = optax.apply_updates(params, updates)
       traj.append(params)
     runs[name] = (traj, bound)
   gap = max(
-      float(jnp.max(jnp.abs(a[k] - b[k])))
-      for a, b in zip(runs["exact"][0], runs["bf16"][0], strict=True)
-      for k in a
+    float(jnp.max(jnp.abs(a[k] - b[k])))
+    for a, b in zip(runs["exact"][0], runs["bf16"][0], strict=True)
+    for k in a
   )
   bound = runs["bf16"][1]
   assert 0 < gap <= bound, (gap, bound)
@@ -306,7 +335,7 @@ def test_bad_delta_dtype_names_the_argument(bad):
 
 def test_inject_hyperparams_with_delta_dtype_name():
   tx = optax.inject_hyperparams(optax_profit.profit, static_args=("main",))(
-      main=optax.adam(0.05), ref=0.01, delta_dtype="bfloat16"
+    main=optax.adam(0.05), ref=0.01, delta_dtype="bfloat16"
   )
   params = {"w": jnp.ones(3)}
   state = tx.init(params)

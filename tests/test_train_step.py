@@ -30,13 +30,19 @@ def test_equals_numpy_algorithm_and_per_batch_loop(n_ref, warmup_steps):
   batches = ref_impl.make_batches(num_calls * cycle, seed=21 + n_ref)
   p0 = ref_impl.init_params()
   rec = ref_impl.run_profit(
-      p0, lambda th, i: ref_impl.grad(th, batches[i]), len(batches),
-      main=ref_impl.Adam(0.05, wd=0.3), ref=ref_impl.SGD(0.05), n_ref=n_ref,
-      warmup_steps=warmup_steps,
+    p0,
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    len(batches),
+    main=ref_impl.Adam(0.05, wd=0.3),
+    ref=ref_impl.SGD(0.05),
+    n_ref=n_ref,
+    warmup_steps=warmup_steps,
   )
   tx = optax_profit.profit(
-      optax.adamw(0.05, weight_decay=0.3), ref=0.05, n_ref=n_ref,
-      warmup_steps=warmup_steps,
+    optax.adamw(0.05, weight_decay=0.3),
+    ref=0.05,
+    n_ref=n_ref,
+    warmup_steps=warmup_steps,
   )
   step = optax_profit.make_train_step(jax_loss, tx)
   params = jax.tree.map(jnp.asarray, p0)
@@ -48,11 +54,13 @@ def test_equals_numpy_algorithm_and_per_batch_loop(n_ref, warmup_steps):
     traj.append(jax.tree.map(np.array, params))  # params are donated next
     # Per-batch losses at the params each batch saw.
     want = [
-        ref_impl.loss(rec.params[c * cycle + j - 1] if c * cycle + j else p0, b)
-        for j, b in enumerate(chunk)
+      ref_impl.loss(rec.params[c * cycle + j - 1] if c * cycle + j else p0, b)
+      for j, b in enumerate(chunk)
     ]
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-10)
-  assert_trajectories_close(traj, ref_impl.Record(params=rec.params[cycle - 1 :: cycle]))
+  assert_trajectories_close(
+    traj, ref_impl.Record(params=rec.params[cycle - 1 :: cycle])
+  )
   assert int(opt_state.count) == num_calls * cycle
   # The diagnostics of the last main step.
   np.testing.assert_allclose(float(metrics["omega"]), rec.omegas[-1], rtol=1e-9)
@@ -67,8 +75,8 @@ def test_has_aux_and_chain_with_cycle_length():
   batches = ref_impl.make_batches(4, seed=30)
   p0 = jax.tree.map(jnp.asarray, ref_impl.init_params())
   tx = optax.chain(
-      optax.clip_by_global_norm(1.0),
-      optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=1),
+    optax.clip_by_global_norm(1.0),
+    optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=1),
   )
   with pytest.raises(TypeError, match="cycle_length"):
     optax_profit.make_train_step(loss_with_aux, tx, has_aux=True)
@@ -77,7 +85,13 @@ def test_has_aux_and_chain_with_cycle_length():
   _params, state, metrics = step(p0, state, stack(batches[:2]))
   np.testing.assert_allclose(metrics["aux"]["twice"], 2 * metrics["loss"], rtol=1e-12)
   assert set(metrics) == {
-      "loss", "aux", "omega", "projected", "delta_norm", "cosine", "removed_fraction"
+    "loss",
+    "aux",
+    "omega",
+    "projected",
+    "delta_norm",
+    "cosine",
+    "removed_fraction",
   }
 
 
@@ -168,7 +182,9 @@ def test_extra_args_reach_main_and_ref_on_every_path(warmup_steps):
   params, state = jax.tree.map(jnp.copy, p0), tx.init(p0)
   step = optax_profit.make_train_step(jax_loss, tx)
   for c in range(num_calls):
-    params, state, _ = step(params, state, stack(batches[2 * c : 2 * c + 2]), **extra(c))
+    params, state, _ = step(
+      params, state, stack(batches[2 * c : 2 * c + 2]), **extra(c)
+    )
   chex.assert_trees_all_close(params, want, rtol=1e-12, atol=1e-12)
   best = lambda s: float(optax.tree.get(s.main_state, "best_value"))
   assert best(state) == best(want_state) == 5.0 - (num_calls - 1)
