@@ -13,10 +13,14 @@ its test accuracies. It is done per seed; the table gives the mean and range
 over seeds.
 """
 
+import dataclasses
+import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from examples.cifar.configs import default
 
 Point = Mapping[str, Any]
 _KEYS = {
@@ -141,3 +145,84 @@ def format_table(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> 
       + " |"
     )
   return "\n".join(lines)
+
+
+# The frontier's runs and what is read off them (training is train.py's).
+
+
+def plan(
+  config: default.Config,
+) -> list[tuple[str, default.Config, str, float]]:
+  """The frontier's runs at ``config.batch_size`` and seed ``config.seed``.
+
+  Args:
+    config: supplies the ``frontier_*`` grids, ``l2sp_alphas``, ``l2sp_lr``,
+      ``lp_epochs`` (1 when unset) and ``wise_points``.
+
+  Returns:
+    ``(family, run config, optimizer, lr)`` per run. Full fine-tuning and
+    PROFIT runs carry a WiSE-FT curve (families ``WiSE-FT`` and ``WiSE-FT of
+    PROFIT``).
+  """
+  plain = dataclasses.replace(
+    config, head_only=False, l2sp_alpha=0.0, lp_epochs=0, wise_points=0
+  )
+  wise = dataclasses.replace(plain, wise_points=config.wise_points)
+  plan = [("full FT", wise, "adam", lr) for lr in config.frontier_lrs]
+  plan += [
+    ("L2-SP", dataclasses.replace(plain, l2sp_alpha=alpha), "adam", config.l2sp_lr)
+    for alpha in config.l2sp_alphas
+  ]
+  lp = dataclasses.replace(plain, lp_epochs=config.lp_epochs or 1)
+  plan += [("LP-FT", lp, "adam", lr) for lr in config.frontier_lrs]
+  head = dataclasses.replace(plain, head_only=True)
+  plan += [("head only", head, "adam", lr) for lr in config.frontier_head_lrs]
+  plan += [
+    ("PROFIT", dataclasses.replace(wise, ratio=ratio), "profit", lr)
+    for ratio in config.frontier_ratios
+    for lr in config.frontier_lrs
+  ]
+  return plan
+
+
+def run_points(result: dict[str, Any]) -> list[dict[str, Any]]:
+  """The evaluation points along a run, indexed by batches seen."""
+  label = pathlib.Path(result["directory"]).name
+  return [point(h, run=label, batches=h["batches_seen"]) for h in result["history"]]
+
+
+def wise_points(result: dict[str, Any]) -> list[dict[str, Any]]:
+  """The WiSE-FT curve of a run, all at the run's batches seen."""
+  label = pathlib.Path(result["directory"]).name
+  return [
+    point(w, run=label, a=w["a"], batches=result["batches_seen"])
+    for w in result["wise"]
+  ]
+
+
+def mechanism(results: list[dict[str, Any]]) -> dict[str, Any]:
+  """PROFIT's diagnostics along training, averaged over its runs."""
+  profit_runs = [r for r in results if r["optimizer"] == "profit"]
+  rows = []
+  for r in profit_runs:
+    trained = [h for h in r["history"] if "removed_fraction" in h]
+    rows.append(
+      {
+        "run": pathlib.Path(r["directory"]).name,
+        "lr": r["lr"],
+        "ratio": r["ratio"],
+        "seed": r["seed"],
+        "batches_seen": [h["batches_seen"] for h in trained],
+        "removed_fraction": [h["removed_fraction"] for h in trained],
+        "cosine": [h["cosine"] for h in trained],
+        "projected_fraction": [h["projected_fraction"] for h in trained],
+        "mean_removed_fraction": float(
+          np.mean([h["removed_fraction"] for h in trained])
+        ),
+        "mean_cosine": float(np.mean([h["cosine"] for h in trained])),
+        "mean_projected_fraction": float(
+          np.mean([h["projected_fraction"] for h in trained])
+        ),
+      }
+    )
+  return {"profit_runs": rows}

@@ -816,56 +816,6 @@ def _sweep(
 # The compute-matched frontier.
 
 
-def frontier_plan(
-  config: default.Config,
-) -> list[tuple[str, default.Config, str, float]]:
-  """The frontier's runs at ``config.batch_size`` and seed ``config.seed``.
-
-  Args:
-    config: supplies the ``frontier_*`` grids, ``l2sp_alphas``, ``l2sp_lr``,
-      ``lp_epochs`` (1 when unset) and ``wise_points``.
-
-  Returns:
-    ``(family, run config, optimizer, lr)`` per run. Full fine-tuning and
-    PROFIT runs carry a WiSE-FT curve (families ``WiSE-FT`` and ``WiSE-FT of
-    PROFIT``).
-  """
-  plain = dataclasses.replace(
-    config, head_only=False, l2sp_alpha=0.0, lp_epochs=0, wise_points=0
-  )
-  wise = dataclasses.replace(plain, wise_points=config.wise_points)
-  plan = [("full FT", wise, "adam", lr) for lr in config.frontier_lrs]
-  plan += [
-    ("L2-SP", dataclasses.replace(plain, l2sp_alpha=alpha), "adam", config.l2sp_lr)
-    for alpha in config.l2sp_alphas
-  ]
-  lp = dataclasses.replace(plain, lp_epochs=config.lp_epochs or 1)
-  plan += [("LP-FT", lp, "adam", lr) for lr in config.frontier_lrs]
-  head = dataclasses.replace(plain, head_only=True)
-  plan += [("head only", head, "adam", lr) for lr in config.frontier_head_lrs]
-  plan += [
-    ("PROFIT", dataclasses.replace(wise, ratio=ratio), "profit", lr)
-    for ratio in config.frontier_ratios
-    for lr in config.frontier_lrs
-  ]
-  return plan
-
-
-def _points(result: dict[str, Any]) -> list[dict[str, Any]]:
-  label = pathlib.Path(result["directory"]).name
-  return [
-    frontier.point(h, run=label, batches=h["batches_seen"]) for h in result["history"]
-  ]
-
-
-def _wise_points(result: dict[str, Any]) -> list[dict[str, Any]]:
-  label = pathlib.Path(result["directory"]).name
-  return [
-    frontier.point(w, run=label, a=w["a"], batches=result["batches_seen"])
-    for w in result["wise"]
-  ]
-
-
 def _families(
   config: default.Config,
   workdir: pathlib.Path,
@@ -878,7 +828,7 @@ def _families(
   families: dict[str, dict[int, list]] = {}
   done = []
   for seed in seeds:
-    for family, run_config, optimizer, lr in frontier_plan(
+    for family, run_config, optimizer, lr in frontier.plan(
       dataclasses.replace(config, seed=seed)
     ):
       if only is not None and family not in only:
@@ -894,39 +844,15 @@ def _families(
       )
       result["family"] = family
       done.append(result)
-      families.setdefault(family, {}).setdefault(seed, []).extend(_points(result))
+      families.setdefault(family, {}).setdefault(seed, []).extend(
+        frontier.run_points(result)
+      )
       if "wise" in result:
         wise = "WiSE-FT of PROFIT" if family == "PROFIT" else "WiSE-FT"
-        families.setdefault(wise, {}).setdefault(seed, []).extend(_wise_points(result))
+        families.setdefault(wise, {}).setdefault(seed, []).extend(
+          frontier.wise_points(result)
+        )
   return families, done
-
-
-def _mechanism(results: list[dict[str, Any]]) -> dict[str, Any]:
-  """PROFIT's diagnostics along training, averaged over its runs."""
-  profit_runs = [r for r in results if r["optimizer"] == "profit"]
-  rows = []
-  for r in profit_runs:
-    trained = [h for h in r["history"] if "removed_fraction" in h]
-    rows.append(
-      {
-        "run": pathlib.Path(r["directory"]).name,
-        "lr": r["lr"],
-        "ratio": r["ratio"],
-        "seed": r["seed"],
-        "batches_seen": [h["batches_seen"] for h in trained],
-        "removed_fraction": [h["removed_fraction"] for h in trained],
-        "cosine": [h["cosine"] for h in trained],
-        "projected_fraction": [h["projected_fraction"] for h in trained],
-        "mean_removed_fraction": float(
-          np.mean([h["removed_fraction"] for h in trained])
-        ),
-        "mean_cosine": float(np.mean([h["cosine"] for h in trained])),
-        "mean_projected_fraction": float(
-          np.mean([h["projected_fraction"] for h in trained])
-        ),
-      }
-    )
-  return {"profit_runs": rows}
 
 
 _STUDY_FAMILIES = ("full FT", "PROFIT")
@@ -947,7 +873,7 @@ def _frontier(
       "families": families,
       "rows": rows,
       "table": frontier.format_table(rows, config.levels),
-      "mechanism": _mechanism(done),
+      "mechanism": frontier.mechanism(done),
       "seeds": list(config.seeds),
     }
   }
@@ -964,7 +890,7 @@ def _frontier(
       "families": fams,
       "rows": study_rows,
       "table": frontier.format_table(study_rows, config.levels),
-      "mechanism": _mechanism(sized_runs),
+      "mechanism": frontier.mechanism(sized_runs),
       "seeds": list(study_seed),
     }
     done += sized_runs
@@ -1007,7 +933,7 @@ def train_and_evaluate(
   at each learning rate of ``config.sweep_lrs`` for ``config.epochs_for``
   epochs; each optimizer's learning rate with the best held-out CIFAR-100
   accuracy goes into the table. With ``config.frontier``, the families of
-  :func:`frontier_plan` run with the same batch budget and the frontier table
+  :func:`frontier.plan` run with the same batch budget and the frontier table
   is written (``frontier.json``, ``frontier.md``, ``frontier.png``).
   Otherwise one run of ``config.optimizer`` at ``config.lr`` for
   ``config.epochs``.
