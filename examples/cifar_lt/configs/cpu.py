@@ -1,8 +1,8 @@
 """The small CNN on the shared CIFAR-100 subset: about 7 minutes on 2 cores.
 
 ``beta = 10`` only by default (stage 1 166 s, the stage 2 sweep 241 s on a
-shared 2-core machine); ``--set betas=2,5,10`` runs all three (an estimated
-20-25 minutes: stage 1 grows with the 6,654 / 4,721 base images of beta 2 / 5).
+shared 2-core machine); ``--set betas=2,5,10`` runs all three (measured: 13.4
+more minutes for betas 2 and 5, whose stage 1 has 6,654 / 4,721 base images).
 
 Meant for ``--set data_dir=../shared/data/tfds`` (real images, 100 training
 and 20 test images per class), so the long tail starts at ``n_max = 100``:
