@@ -82,13 +82,14 @@ UPDATE_INTRO = {
     "timed over whole cycles. `default` is what `profit` picks on this "
     "platform; `select`, `in-place` and `lax.cond` force a per-call driver; "
     "`unordered` is the default without the reduction-before-write "
-    "ordering (`_projection.never`)."
+    "ordering (`_projection.never`); `plain sums` without XLA:CPU's one-pass "
+    "reduction of omega and the norms (as GPU/TPU lower it)."
   ),
   "make_train_step": (
     "`make_train_step` with the linear loss `sum(params * batch)` (its "
     "gradient is the batch), one call per cycle of stacked batches; "
     "PROFIT runs the static cycle, `adamw` and `sgd` a scan of per-batch "
-    "steps over the same batches."
+    "steps over the same batches; `unordered` and `plain sums` as above."
   ),
 }
 

@@ -34,7 +34,7 @@ import optax
 
 import optax_profit
 from benchmarks import models, timing, update
-from optax_profit import _train_step
+from optax_profit import _profit, _train_step
 
 
 def _per_batch_step(loss_fn, tx):
@@ -47,15 +47,9 @@ def _per_batch_step(loss_fn, tx):
   return step
 
 
-@contextlib.contextmanager
 def _main_step_unlooped():
   """Traces the static cycle with its CPU main-step loop replaced by a call."""
-  saved = _train_step._inplace.run_if  # pylint: disable=protected-access
-  _train_step._inplace.run_if = lambda pred, fn, operand: fn(operand)  # pylint: disable=protected-access
-  try:
-    yield
-  finally:
-    _train_step._inplace.run_if = saved  # pylint: disable=protected-access
+  return update.patched(_profit, "run_if", lambda pred, fn, operand: fn(operand))
 
 
 def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> dict:

@@ -71,10 +71,9 @@ def cond_update(spec, grads, state, params, extra_args):
       in_cycle=phase.in_cycle,
       extra_args=extra_args,
     )
-    diagnostics = _profit._diagnostics(proj, state)  # pylint: disable=protected-access
-    return updates, state._replace(
-      main_state=main_state,
-      **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
+    diagnostics = _profit.projection_diagnostics(proj, state)
+    return updates, _profit.with_diagnostics(
+      state._replace(main_state=main_state), diagnostics
     )
 
   updates, state = jax.lax.cond(phase.is_ref, reference, main, None)
@@ -94,16 +93,27 @@ def with_variant(tx: optax_profit.ProfitTransformation, variant: str):
 
 
 @contextlib.contextmanager
-def unordered(active: bool = True):
-  """Traces with ``_projection.never`` constant: no reduction-before-write
-  order, to show what that device buys (an XLA:CPU buffer copy)."""
-  saved = _projection.never
+def patched(module: Any, name: str, value: Any, active: bool = True):
+  """Traces with ``module.name`` replaced by ``value`` (when ``active``)."""
+  saved = getattr(module, name)
   if active:
-    _projection.never = lambda value: jnp.zeros((), bool)
+    setattr(module, name, value)
   try:
     yield
   finally:
-    _projection.never = saved
+    setattr(module, name, saved)
+
+
+def unordered(active: bool = True):
+  """Traces with ``_projection.never`` constant: no reduction-before-write
+  order, to show what that device buys (an XLA:CPU buffer copy)."""
+  return patched(_projection, "never", lambda value: jnp.zeros((), bool), active)
+
+
+def plain_sums(active: bool = True):
+  """Traces the projection's sums as on GPU/TPU (one reduction each), to show
+  what XLA:CPU's one-pass variadic reduction buys."""
+  return patched(_projection, "_sums_in_one_pass", _projection._sums, active)  # pylint: disable=protected-access
 
 
 def per_call_step(tx: optax.GradientTransformation):
@@ -130,6 +140,16 @@ def _tree_bytes(tree: Any) -> int:
 
 
 UNORDERED = "profit n_ref=1, unordered"
+PLAIN_SUMS = "profit n_ref=1, plain sums"
+
+
+def traced_as(name: str):
+  """The context a candidate is traced in: a device in the code switched off."""
+  if name == UNORDERED:
+    return unordered()
+  if name == PLAIN_SUMS:
+    return plain_sums()
+  return contextlib.nullcontext()
 
 
 def _profit_candidates(n_refs):
@@ -142,6 +162,7 @@ def _profit_candidates(n_refs):
     if n_ref == 1:
       out += [(f"profit n_ref=1, {v}", with_variant(tx, v), 1) for v in VARIANTS]
       out.append((UNORDERED, tx, 1))
+      out.append((PLAIN_SUMS, tx, 1))
       out.append(
         (
           "profit n_ref=1, copy",
@@ -185,7 +206,7 @@ def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
         state_bytes[name] = _tree_bytes(holder.state)
         if path == "per-call":
           calls, units = max(n_ref + 1, 1), max(n_ref + 1, 1)
-          with unordered(name == UNORDERED):
+          with traced_as(name):
             compiled, _ = timing.timed_compile(
               per_call_step(tx), holder.params, holder.state, t
             )
@@ -202,7 +223,7 @@ def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
             linear_loss, tx, cycle_length=None if n_ref else units
           )
           # The dispatching step runs the static cycle from a fresh state.
-          with unordered(name == UNORDERED):
+          with traced_as(name):
             compiled = (
               getattr(step, "_cycle", step)
               .lower(holder.params, holder.state, batches)

@@ -10,17 +10,18 @@ Algorithm 1 is written once, as :func:`reference_step` (lines 6-9) and
 import dataclasses
 import numbers
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_profit import _inplace, _projection
+from optax_profit import _projection
 from optax_profit._storage import Storage, _where, storage_from_args
 
-_DIAGNOSTICS = ("omega", "delta_norm", "cosine", "removed_fraction", "projected")
+DIAGNOSTICS = ("omega", "delta_norm", "cosine", "removed_fraction", "projected")
+T = TypeVar("T")
 
 
 class ProfitState(NamedTuple):
@@ -119,7 +120,6 @@ def reference_step(
   grads: optax.Updates,
   params: optax.Params,
   ref_state: optax.OptState,
-  *,
   extra_args: dict[str, Any],
 ) -> tuple[optax.Updates, optax.OptState]:
   """Line 9: ``theta <- O_ref(theta, g)``, as updates in the params' dtypes.
@@ -140,9 +140,8 @@ def main_step(
   params: optax.Params,
   stored: optax.Params,
   main_state: optax.OptState,
-  *,
-  in_cycle: Any = True,
   extra_args: dict[str, Any],
+  in_cycle: Any = True,
 ) -> tuple[optax.Updates, optax.OptState, _projection.Projection]:
   """Lines 12-19: project ``g`` against ``delta``, restore, step ``O``.
 
@@ -192,8 +191,17 @@ def _pick(pred: Any, a: Any, b: Any) -> Any:
   return jax.tree.map(lambda x, y: _where(pred, x, y), a, b)
 
 
-def _diagnostics(proj: _projection.Projection, state: ProfitState) -> tuple:
-  return tuple(getattr(proj, k).astype(getattr(state, k).dtype) for k in _DIAGNOSTICS)
+def projection_diagnostics(proj: _projection.Projection, state: ProfitState) -> tuple:
+  """The diagnostics of ``proj`` in the dtypes of ``state``'s."""
+  return tuple(getattr(proj, k).astype(getattr(state, k).dtype) for k in DIAGNOSTICS)
+
+
+def diagnostics_of(state: ProfitState) -> tuple:
+  return tuple(getattr(state, k) for k in DIAGNOSTICS)
+
+
+def with_diagnostics(state: ProfitState, values: tuple) -> ProfitState:
+  return state._replace(**dict(zip(DIAGNOSTICS, values, strict=True)))
 
 
 def _select_update(spec, grads, state, params, extra_args):
@@ -206,17 +214,11 @@ def _select_update(spec, grads, state, params, extra_args):
   phase = _phase(spec, state.count)
   stored = getattr(state, spec.storage.field)
   ref_updates, ref_state = reference_step(
-    spec, grads, params, state.ref_state, extra_args=extra_args
+    spec, grads, params, state.ref_state, extra_args
   )
   ref_stored = spec.storage.record(stored, params, ref_updates, phase.first)
   main_updates, main_state, proj = main_step(
-    spec,
-    grads,
-    params,
-    stored,
-    state.main_state,
-    in_cycle=phase.in_cycle,
-    extra_args=extra_args,
+    spec, grads, params, stored, state.main_state, extra_args, phase.in_cycle
   )
   state = state._replace(
     count=state.count + 1,
@@ -224,13 +226,33 @@ def _select_update(spec, grads, state, params, extra_args):
     main_state=_pick(phase.is_ref, state.main_state, main_state),
     **{spec.storage.field: _pick(phase.is_ref, ref_stored, stored)},
   )
-  diagnostics = _pick(
-    phase.is_ref,
-    tuple(getattr(state, k) for k in _DIAGNOSTICS),
-    _diagnostics(proj, state),
+  diagnostics = projection_diagnostics(proj, state)
+  state = with_diagnostics(
+    state, _pick(phase.is_ref, diagnostics_of(state), diagnostics)
   )
-  state = state._replace(**dict(zip(_DIAGNOSTICS, diagnostics, strict=True)))
   return _pick(phase.is_ref, ref_updates, main_updates), state
+
+
+def run_if(pred: jax.typing.ArrayLike, fn: Callable[[T], T], operand: T) -> T:
+  """Returns ``fn(operand)`` if ``pred`` else ``operand``, updating in place.
+
+  ``lax.cond`` gives its results their own buffers, so a branch passing a
+  large pytree through (AdamW's moments in a reference step) pays a full
+  copy per call; a ``while_loop`` that runs zero times or once updates its
+  carry in place. Used on XLA:CPU only: it has no reverse-mode derivative,
+  and on GPU each loop waits for its predicate on the host.
+
+  Args:
+    pred: a boolean scalar (may be traced).
+    fn: maps ``operand`` to a pytree of the same structure, shapes and dtypes.
+    operand: the pytree to update.
+
+  Returns:
+    ``fn(operand)`` when ``pred`` is true, ``operand`` otherwise.
+  """
+  body = lambda carry: (jnp.zeros((), bool), fn(carry[1]))
+  pred = jnp.asarray(pred, dtype=bool)
+  return jax.lax.while_loop(lambda carry: carry[0], body, (pred, operand))[1]
 
 
 def _in_place_update(spec, grads, state, params, extra_args):
@@ -250,40 +272,32 @@ def _in_place_update(spec, grads, state, params, extra_args):
 
   def reference(carry):
     carried, ref_state = carry
-    return reference_step(spec, read(carried), params, ref_state, extra_args=extra_args)
+    return reference_step(spec, read(carried), params, ref_state, extra_args)
 
   def record(carry):  # reads the updates from the buffer the first loop wrote
     ref_updates, stored = carry
     return ref_updates, spec.storage.record(stored, params, ref_updates, phase.first)
 
-  slot, ref_state = _inplace.run_if(phase.is_ref, reference, (slot, state.ref_state))
-  slot, stored = _inplace.run_if(phase.is_ref, record, (slot, stored))
+  slot, ref_state = run_if(phase.is_ref, reference, (slot, state.ref_state))
+  slot, stored = run_if(phase.is_ref, record, (slot, stored))
 
   def main(carry):
     carried, main_state, _ = carry
     updates, main_state, proj = main_step(
-      spec,
-      read(carried),
-      params,
-      stored,
-      main_state,
-      in_cycle=phase.in_cycle,
-      extra_args=extra_args,
+      spec, read(carried), params, stored, main_state, extra_args, phase.in_cycle
     )
-    return updates, main_state, _diagnostics(proj, state)
+    return updates, main_state, projection_diagnostics(proj, state)
 
-  diagnostics = tuple(getattr(state, k) for k in _DIAGNOSTICS)
-  slot, main_state, diagnostics = _inplace.run_if(
-    ~phase.is_ref, main, (slot, state.main_state, diagnostics)
+  slot, main_state, diagnostics = run_if(
+    ~phase.is_ref, main, (slot, state.main_state, diagnostics_of(state))
   )
   state = state._replace(
     count=state.count + 1,
     ref_state=ref_state,
     main_state=main_state,
     **{spec.storage.field: stored},
-    **dict(zip(_DIAGNOSTICS, diagnostics, strict=True)),
   )
-  return slot, state
+  return slot, with_diagnostics(state, diagnostics)
 
 
 # ------------------------------------------------------------- the factory
@@ -332,12 +346,8 @@ def _reference_optimizer(ref: Any) -> optax.GradientTransformationExtraArgs:
 
 def _check_layout(grads: optax.Updates, params: optax.Params) -> None:
   """Raises ``ValueError`` naming the leaf where grads and params disagree."""
-  g = {
-    jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(grads)
-  }
-  p = {
-    jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)
-  }
+  leaves = jax.tree_util.tree_leaves_with_path
+  g, p = ({jax.tree_util.keystr(k): v for k, v in leaves(t)} for t in (grads, params))
   if g.keys() != p.keys():
     raise ValueError(
       "The gradient and `params` have different pytree structures: leaves "
@@ -476,7 +486,7 @@ def _transformation(
       theta_ref=stored if spec.storage.kind == "copy" else None,
       ref_state=spec.ref.init(params),
       main_state=spec.main.init(params),
-      **{k: jnp.zeros((), bool if k == "projected" else acc) for k in _DIAGNOSTICS},
+      **{k: jnp.zeros((), bool if k == "projected" else acc) for k in DIAGNOSTICS},
       delta=stored if spec.storage.kind == "delta" else None,
     )
 

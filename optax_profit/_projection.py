@@ -43,20 +43,6 @@ def accumulation_dtype(tree: optax.Params) -> jnp.dtype:
   return jnp.result_type(jnp.float32, *(jnp.asarray(x).dtype for x in leaves))
 
 
-def global_vdot(a: optax.Updates, b: optax.Updates, dtype: jnp.dtype) -> jax.Array:
-  """Sum over all leaves of ``sum(a * b)``, accumulated in ``dtype``.
-
-  Unlike ``optax.tree.vdot`` this never falls back to ``jnp.vdot``, which
-  rejects explicitly sharded arrays under jax 0.10: the elementwise product
-  and per-leaf sums keep the operands' shardings, so the only communication
-  on a mesh is the scalar reduction.
-  """
-  sums = jax.tree.leaves(
-    jax.tree.map(lambda x, y: jnp.sum(x.astype(dtype) * y.astype(dtype)), a, b)
-  )
-  return sum(sums, jnp.zeros((), dtype))
-
-
 def never(value: jax.Array) -> jax.Array:
   """A false boolean scalar that XLA cannot prove false, computed from ``value``.
 
@@ -69,11 +55,44 @@ def never(value: jax.Array) -> jax.Array:
   return (value == jnp.inf) & (value == -jnp.inf)
 
 
-def _power_of_two_scale(max_abs: jax.Array) -> jax.Array:
-  """``2**-e`` with ``2**e ~ max_abs``: an exact rescaling (1 when zero)."""
-  finfo = jnp.finfo(max_abs.dtype)
-  exponent = jnp.clip(jnp.floor(jnp.log2(max_abs)), finfo.minexp + 1, finfo.maxexp - 2)
-  return jnp.where(max_abs > 0, jnp.exp2(-exponent), jnp.ones_like(max_abs))
+def _scale_exponent(dtype: jnp.dtype) -> int:
+  """``e``: squares of ``delta * 2**e`` stay normal for any normal ``delta``.
+
+  (XLA flushes subnormals to zero on CPU and GPU, so they count as zero.)
+  """
+  return 8 - jnp.finfo(dtype).minexp // 2
+
+
+def _squares(g: jax.Array, d: jax.Array, dtype: jnp.dtype, e: int) -> tuple:
+  """``d*g, g*g`` and ``(d*s)**2`` for ``s = 2**-e, 1, 2**e``, in ``dtype``."""
+  g, d = g.astype(dtype), d.astype(dtype)
+  up, down = jnp.asarray(2.0**e, dtype), jnp.asarray(2.0**-e, dtype)
+  return d * g, g * g, jnp.square(d * down), d * d, jnp.square(d * up)
+
+
+def _sums(g: jax.Array, d: jax.Array, dtype: jnp.dtype, e: int) -> tuple:
+  """The sums of :func:`_squares` (GPU/TPU fuse them into one pass, and on a
+  mesh reduce each with a scalar all-reduce)."""
+  return tuple(jnp.sum(x) for x in _squares(g, d, dtype, e))
+
+
+def _sums_in_one_pass(g: jax.Array, d: jax.Array, dtype: jnp.dtype, e: int) -> tuple:
+  """The same as one variadic reduction: XLA:CPU runs separate reductions as
+  separate passes over ``g`` and ``d``. (On a mesh its partial sums are
+  combined by all-gathers of one value per device.)"""
+  zeros = (jnp.zeros((), dtype),) * 5
+  return jax.lax.reduce(_squares(g, d, dtype, e), zeros, _add, tuple(range(d.ndim)))
+
+
+def _add(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
+  return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+def _tree_sums(leaf_sums, updates, delta, dtype, e) -> tuple:
+  """``leaf_sums`` of every leaf, added over the leaves."""
+  leaves = zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
+  per_leaf = [leaf_sums(g, d, dtype, e) for g, d in leaves]
+  return tuple(sum(c, jnp.zeros((), dtype)) for c in zip(*per_leaf, strict=True))
 
 
 def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Projection:
@@ -89,7 +108,8 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
     if ``omega = <delta, g> < 0`` and ``delta != 0``, else ``g`` unchanged
     (bit for bit). Norms and dot products are accumulated in at least
     float32, with ``delta`` rescaled by a power of two so that
-    ``||delta||^2`` neither underflows nor overflows.
+    ``||delta||^2`` neither underflows nor overflows (subnormal entries,
+    which XLA flushes to zero, count as zero).
 
   References:
     Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine
@@ -104,19 +124,21 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
     Array([0., 1.], dtype=float32)
   """
   dtype = accumulation_dtype((updates, delta))
-  # ||delta||^2 of a tiny (or huge) delta under- (over-)flows: square
-  # delta * scale instead, with scale an exact power of two. Only that
-  # reduction reads the scaled delta: a scaled delta shared by several uses
-  # is materialized in a params-sized temporary on XLA:CPU.
-  max_abs = jnp.max(
-    jnp.stack([jnp.max(jnp.abs(d)).astype(dtype) for d in jax.tree.leaves(delta)])
+  # ||delta||^2 of a tiny (huge) delta under- (over-)flows: the squares of
+  # delta * 2**e, delta and delta * 2**-e are summed in the same pass, and the
+  # most scaled-up finite sum is used.
+  e = _scale_exponent(dtype)
+  omega, sq_grad, sq_down, sq_norm, sq_up = jax.lax.platform_dependent(
+    updates,
+    delta,
+    cpu=lambda u, v: _tree_sums(_sums_in_one_pass, u, v, dtype, e),
+    default=lambda u, v: _tree_sums(_sums, u, v, dtype, e),
   )
-  scale = _power_of_two_scale(max_abs)
-  omega = global_vdot(delta, updates, dtype)
-  scaled = jax.tree.map(lambda d: d.astype(dtype) * scale, delta)
-  sq_norm_s = global_vdot(scaled, scaled, dtype)
+  up_ok, mid_ok = jnp.isfinite(sq_up), jnp.isfinite(sq_norm)
+  sq_norm_s = jnp.where(up_ok, sq_up, jnp.where(mid_ok, sq_norm, sq_down))
+  scale = jnp.where(up_ok, 2.0**e, jnp.where(mid_ok, 1.0, 2.0**-e)).astype(dtype)
   norm_s = jnp.sqrt(sq_norm_s)
-  grad_norm = jnp.sqrt(global_vdot(updates, updates, dtype))
+  grad_norm = jnp.sqrt(sq_grad)
   # ~never(...): orders the reduction of g before the updates written into
   # g's buffer (see `never`).
   projected = (omega < 0) & (sq_norm_s > 0) & ~never(grad_norm)

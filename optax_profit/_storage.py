@@ -1,21 +1,9 @@
 """Where PROFIT keeps the start of a cycle: its displacement, or a weight copy.
 
-Algorithm 1 saves ``theta_ref = theta`` (line 6) and later needs the
-displacement ``delta = theta - theta_ref`` (line 12) and ``theta_ref`` itself
-(line 18). Two ways to keep that information, with the same memory for
-float32 params:
-
-* ``"delta"`` (the default) keeps ``delta`` itself, accumulated from the
-  reference updates in at least float32 (or in a chosen ``dtype``, e.g.
-  bfloat16 to halve it), and restores ``theta_ref = theta - delta``. A
-  reference update below half an ulp of its weight does not move the weight,
-  but it is still counted in ``delta``, so the projection sees the
-  displacement Algorithm 1 means even for tiny reference rates or bfloat16
-  params.
-* ``"copy"`` keeps ``theta_ref``, a copy of the weights, and computes
-  ``delta = theta - theta_ref`` in the main step: exactly what a
-  floating-point implementation of Algorithm 1 that copies the weights
-  computes, quantized where reference updates are below half an ulp.
+Algorithm 1 saves ``theta_ref = theta`` (line 6), then needs ``delta = theta -
+theta_ref`` (line 12) and ``theta_ref`` (line 18). ``"delta"`` keeps the sum of
+the reference updates, which counts updates below half an ulp of a weight
+that do not move it; ``"copy"`` keeps ``theta_ref`` and is quantized there.
 """
 
 import dataclasses
@@ -117,7 +105,10 @@ def storage_from_args(storage: Any, delta_dtype: Any) -> Storage:
   """Validates :func:`optax_profit.profit`'s ``storage`` and ``delta_dtype``."""
   if isinstance(storage, Storage):
     if delta_dtype is not None:
-      raise ValueError("Pass `delta_dtype` inside the Storage, not beside it.")
+      raise ValueError(
+        "Pass `delta_dtype` inside the Storage (Storage('delta', dtype)), not "
+        "beside it."
+      )
     return storage
   if storage not in ("delta", "copy"):
     raise ValueError(
@@ -132,11 +123,11 @@ def storage_from_args(storage: Any, delta_dtype: Any) -> Storage:
     )
   try:
     dtype = jnp.dtype(delta_dtype)
-  except TypeError as e:
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
     raise TypeError(
       "`delta_dtype` must be None or a floating dtype such as "
       f"jnp.bfloat16 or 'bfloat16', got {delta_dtype!r}."
-    ) from e
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise TypeError(f"`delta_dtype` must be a floating dtype, got {dtype.name}.")
+    )
   return Storage("delta", dtype)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_profit import _inplace, _profit, _projection
+from optax_profit import _profit, _projection
 
 Batch = Any
 Metrics = dict[str, Any]
@@ -22,9 +22,8 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
     cycle_length: the expected leading size.
 
   Raises:
-    ValueError: naming the sizes, if there are no leaves, a leaf is a scalar,
-      the leaves disagree on the leading size (ragged), or it differs from
-      ``cycle_length``.
+    ValueError: if there are no leaves, or a leaf is a scalar or has another
+      leading size (the message lists every leaf's).
 
   Example:
     >>> import jax.numpy as jnp
@@ -33,32 +32,18 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
     >>> check_stacked_batches({"x": jnp.zeros((3, 8, 3))}, cycle_length=2)
     Traceback (most recent call last):
     ...
-    ValueError: `batches` has leading size 3, but one call consumes ...
+    ValueError: one call consumes one PROFIT cycle of 2 batches (n_ref + 1): ...
   """
-  leaves_with_path = jax.tree_util.tree_leaves_with_path(batches)
-  if not leaves_with_path:
+  leaves = jax.tree_util.tree_leaves_with_path(batches)
+  if not leaves:
     raise ValueError("`batches` has no array leaves.")
-  sizes = {}
-  for path, leaf in leaves_with_path:
-    name = jax.tree_util.keystr(path) or "<root>"
-    if not jnp.shape(leaf):
-      raise ValueError(
-        f"`batches` leaf {name} is a scalar: every leaf needs a leading "
-        f"axis of size {cycle_length} (one entry per batch of the cycle)."
-      )
-    sizes[name] = jnp.shape(leaf)[0]
-  if len(set(sizes.values())) > 1:
-    listing = ", ".join(f"{k}: {v}" for k, v in sizes.items())
+  sizes = {jax.tree_util.keystr(k) or "<root>": jnp.shape(x)[:1] for k, x in leaves}
+  if any(size != (cycle_length,) for size in sizes.values()):
+    listing = ", ".join(f"{k}: {s[0] if s else 'scalar'}" for k, s in sizes.items())
     raise ValueError(
-      "`batches` is ragged: its leaves have different leading sizes "
-      f"({listing}); all must be {cycle_length}."
-    )
-  (size,) = set(sizes.values())
-  if size != cycle_length:
-    raise ValueError(
-      f"`batches` has leading size {size}, but one call consumes one PROFIT "
-      f"cycle of {cycle_length} batches (n_ref + 1): stack exactly "
-      f"{cycle_length} batches."
+      f"one call consumes one PROFIT cycle of {cycle_length} batches (n_ref + 1): "
+      f"every leaf of `batches` needs a leading axis of size {cycle_length}, but "
+      f"their leading sizes are {listing}."
     )
 
 
@@ -97,10 +82,7 @@ def profit_diagnostics(opt_state: optax.OptState) -> Metrics:
   # `nnx.Optimizer` wraps each state leaf in a variable (`get_value()`).
   read = lambda x: x.get_value() if callable(getattr(x, "get_value", None)) else x
   pick = (lambda xs: xs[0]) if len(states) == 1 else jnp.stack
-  return {
-    k: pick([read(getattr(s, k)) for s in states])
-    for k in _profit._DIAGNOSTICS  # pylint: disable=protected-access
-  }
+  return {k: pick([read(getattr(s, k)) for s in states]) for k in _profit.DIAGNOSTICS}
 
 
 def _after(value: Any, old: optax.Params, new: optax.Params) -> optax.Params:
@@ -133,7 +115,7 @@ def _static_cycle(
     params, stored, ref_state = carry
     value, grads = value_and_grad(params, batch)
     updates, ref_state = _profit.reference_step(
-      spec, grads, params, ref_state, extra_args=extra_args
+      spec, grads, params, ref_state, extra_args
     )
     stored = spec.storage.record(stored, params, updates, first)
     moved = _after(value, params, optax.apply_updates(params, updates))
@@ -158,13 +140,13 @@ def _static_cycle(
     weights, kept = (moved, slot) if copy else (slot, stored)
     value, grads = value_and_grad(weights, batch(index))
     updates, main_state, proj = _profit.main_step(
-      spec, grads, weights, kept, main_state, extra_args=extra_args
+      spec, grads, weights, kept, main_state, extra_args
     )
     value = jax.tree.map(lambda v, s: jnp.asarray(v, s.dtype), value, value_shape)
     return (
       _after(value, weights, optax.apply_updates(weights, updates)),
       main_state,
-      _profit._diagnostics(proj, state),  # pylint: disable=protected-access
+      _profit.projection_diagnostics(proj, state),
       value,
       index,
     )
@@ -176,7 +158,7 @@ def _static_cycle(
   carry = (
     slot,
     state.main_state,
-    tuple(getattr(state, k) for k in _profit._DIAGNOSTICS),  # pylint: disable=protected-access
+    _profit.diagnostics_of(state),
     jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_shape),
     jnp.int32(n_ref),
   )
@@ -186,7 +168,7 @@ def _static_cycle(
   # would cost a device-to-host sync of its predicate.
   new_params, main_state, diagnostics, value, _ = jax.lax.platform_dependent(
     carry,
-    cpu=lambda c: _inplace.run_if(jnp.bool_(True), main, c),
+    cpu=lambda c: _profit.run_if(jnp.bool_(True), main, c),
     default=main,
   )
   values.append(jax.tree.map(lambda v: jnp.asarray(v)[None], value))
@@ -195,8 +177,8 @@ def _static_cycle(
     ref_state=ref_state,
     main_state=main_state,
     **{spec.storage.field: stored_out},
-    **dict(zip(_profit._DIAGNOSTICS, diagnostics, strict=True)),  # pylint: disable=protected-access
   )
+  new_state = _profit.with_diagnostics(new_state, diagnostics)
   values = jax.tree.map(lambda *vs: jnp.concatenate(vs), *values)
   return new_params, new_state, values
 
@@ -239,22 +221,12 @@ def _build_step(
   has_aux: bool,
   mode: str = "auto",
 ) -> TrainStep:
-  """The (unjitted) train step of :func:`make_train_step`.
+  """The unjitted step of :func:`make_train_step`, by ``mode``.
 
-  Args:
-    value_and_grad: ``jax.value_and_grad(loss_fn, has_aux=has_aux)``.
-    tx: the optimizer.
-    length: batches per call.
-    has_aux: whether values are ``(loss, aux)``.
-    mode: ``"generic"``: ``lax.scan`` of per-batch ``tx.update`` calls, right
-      from any state; ``"cycle"``: the static cycle (the caller guarantees a
-      state at a cycle boundary past the warm-up); ``"auto"``: on CPU, both
-      compiled and chosen on device in place; elsewhere the generic scan,
-      which has no control flow.
-
-  Returns:
-    ``step(params, opt_state, batches, **extra_args) -> (params, opt_state,
-    metrics)``.
+  ``"generic"``: a ``lax.scan`` of per-batch ``tx.update`` calls, right from
+  any state; ``"cycle"``: the static cycle (the caller guarantees a state at a
+  cycle boundary past the warm-up); ``"auto"``: on CPU both, chosen on device
+  in place; elsewhere the generic scan, which has no control flow.
   """
   spec = _profit.profit_spec(tx)
   has_cycle = spec is not None and spec.is_static and spec.cycle_length == length
@@ -285,8 +257,8 @@ def _build_step(
       aligned = _is_aligned(spec, opt_state.count)
       values = jax.eval_shape(cycle, params, opt_state)[2]
       carry = (params, opt_state, jax.tree.map(jnp.zeros_like, values))
-      carry = _inplace.run_if(aligned, lambda c: cycle(c[0], c[1]), carry)
-      return _inplace.run_if(~aligned, lambda c: generic(c[0], c[1]), carry)
+      carry = _profit.run_if(aligned, lambda c: cycle(c[0], c[1]), carry)
+      return _profit.run_if(~aligned, lambda c: generic(c[0], c[1]), carry)
 
     if mode == "cycle":
       params, opt_state, values = cycle(params, opt_state)
@@ -307,13 +279,10 @@ def _build_step(
 
 
 class _DispatchingStep:
-  """The train step of a bare `profit`: the static cycle when aligned.
+  """The train step of a bare `profit`: picks the static cycle on the host.
 
-  Called with concrete arrays it picks, on the host, the static cycle when
-  the state is at a cycle boundary past the warm-up and the generic scan
-  otherwise. It knows the count without a device-to-host transfer when given
-  the state its last call returned, and reads it once per foreign state.
-  Traced (under ``jax.jit``, ``lax.scan``...) it runs the ``auto`` step.
+  It knows the count without a device-to-host transfer when given the state
+  its last call returned; traced, it runs the ``auto`` step.
 
   Attributes:
     lower: ``lower(params, opt_state, batches)`` of the ``auto`` step (for
@@ -401,7 +370,7 @@ def make_train_step(
   Raises:
     TypeError: if ``cycle_length`` is needed and missing.
     ValueError: if ``cycle_length`` contradicts a bare ``profit``'s cycle;
-      when called with batches of the wrong leading size or ragged leaves.
+      when called with a leaf of `batches` of another leading size.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax, optax_profit

@@ -8,10 +8,12 @@ raw facts (sharding specs, compiled HLO text, arrays as ``.npz``) under
 
 * ``sharding``: shardings of params and PROFIT state (eager ``init``, after
   jitted updates without ``out_shardings``, on an ``Explicit`` mesh); HLO of
-  the optimizer update, of a variant with a replicated ``delta``, of a
-  per-batch train step with PROFIT(AdamW) and AdamW, and of the example's
-  cycle step with PROFIT(SGD) and SGD; the same short PROFIT run, with the
-  example's step, on the 8-device mesh and on one device.
+  the optimizer update (also with XLA:CPU's one-pass reductions, which the
+  other HLO leaves out: it is traced as on GPU/TPU), of a variant with a
+  replicated ``delta``, of a per-batch train step with PROFIT(AdamW) and
+  AdamW, and of the example's cycle step with PROFIT(SGD) and SGD; the same
+  short PROFIT run, with the example's step, on the 8-device mesh and on one
+  device.
 * ``ckpt-save``: a per-call PROFIT run on the mesh, uninterrupted, and the
   same run stopped between its reference steps and its main step, saved.
 * ``ckpt-resume``: (run it in a fresh process) restores that checkpoint onto
@@ -21,6 +23,7 @@ The module also holds the small model, data and step builders that the
 single-device tests import. Not collected by pytest (no ``test_`` prefix).
 """
 
+import contextlib
 import json
 import pathlib
 import sys
@@ -33,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import benchmarks.update
 import optax_profit
 from examples.sharded_finetune import checkpointing, models, sharding, train
 
@@ -147,6 +151,11 @@ def per_call_step(
   )
 
 
+# PROFIT's reductions traced as on GPU/TPU (plain sums, scalar all-reduces)
+# instead of XLA:CPU's one-pass variadic reduction.
+accelerator_sums = benchmarks.update.plain_sums
+
+
 def _sharded_setup(mesh: jax.sharding.Mesh) -> tuple[Any, Any, Any]:
   model = tiny_model()
   params, shardings = train.init_params(model, mesh, seed=0)
@@ -200,34 +209,35 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   state_shardings = sharding.opt_state_shardings(tx, params, shardings, mesh)
   rep = sharding.replicated(mesh)
   bad = state_shardings._replace(delta=jax.tree.map(lambda _: rep, shardings))
-  for name, st_sh in (("update", state_shardings), ("update_replicated", bad)):
-    hlo = (
-      jax.jit(
-        opt_step,
+  for name, st_sh, sums in (
+    ("update", state_shardings, accelerator_sums),
+    ("update_cpu", state_shardings, contextlib.nullcontext),
+    ("update_replicated", bad, accelerator_sums),
+  ):
+    with sums():
+      hlo = jax.jit(
+        lambda *args: opt_step(*args),  # a new function: no cached trace
         in_shardings=(shardings, st_sh, shardings),
         out_shardings=(shardings, st_sh),
         donate_argnums=(1, 2),
-      )
-      .lower(
+      ).lower(
         abstract(params, shardings),
         abstract(state, st_sh),
         abstract(params, shardings),
       )
-      .compile()
-      .as_text()
-    )
-    (out / f"{name}.hlo").write_text(hlo)
+    (out / f"{name}.hlo").write_text(hlo.compile().as_text())
 
   log("HLO of per-batch train steps, PROFIT and AdamW")
   batch = jnp.asarray(tokens(0))
   for name, opt in (("profit", tx), ("adamw", optax.adamw(LR, weight_decay=0.1))):
     st_sh = sharding.opt_state_shardings(opt, params, shardings, mesh)
     per_batch = per_call_step(loss_fn, opt, mesh, shardings, st_sh)
-    hlo = per_batch.lower(
-      abstract(params, shardings),
-      abstract(jax.eval_shape(opt.init, params), st_sh),
-      abstract(batch, sharding.batch_sharding(mesh, stacked=False)),
-    )
+    with accelerator_sums():
+      hlo = per_batch.lower(
+        abstract(params, shardings),
+        abstract(jax.eval_shape(opt.init, params), st_sh),
+        abstract(batch, sharding.batch_sharding(mesh, stacked=False)),
+      )
     (out / f"batch_step_{name}.hlo").write_text(hlo.compile().as_text())
 
   # PROFIT around SGD with momentum from here: Adam's normalisation maps
@@ -237,34 +247,34 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   sgd = optax.sgd(0.5, momentum=0.9)
   run_tx = optax_profit.profit(sgd, ref=REF_LR, n_ref=N_REF)
   batches = np.stack([tokens(i) for i in range(N_REF + 1)])
-  compiled = {}
   for name, opt in (("profit", run_tx), ("sgd", sgd)):
     st_sh = sharding.opt_state_shardings(opt, params, shardings, mesh)
     scanned = train.make_sharded_train_step(
       loss_fn, opt, mesh, shardings, st_sh, N_REF + 1
     )
-    compiled[name] = scanned.lower(
-      abstract(params, shardings),
-      abstract(jax.eval_shape(opt.init, params), st_sh),
-      abstract(batches, sharding.batch_sharding(mesh)),
-    ).compile()
-    (out / f"cycle_step_{name}.hlo").write_text(compiled[name].as_text())
+    with accelerator_sums():
+      hlo = scanned.lower(
+        abstract(params, shardings),
+        abstract(jax.eval_shape(opt.init, params), st_sh),
+        abstract(batches, sharding.batch_sharding(mesh)),
+      )
+    (out / f"cycle_step_{name}.hlo").write_text(hlo.compile().as_text())
 
-  log("the same PROFIT run on the mesh and on one device")
+  log("the same PROFIT run on the mesh and on one device (CPU reductions)")
   single = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
   for name, run_mesh in (("sharded", mesh), ("single", single)):
     if run_mesh is mesh:
-      r_params, r_sh, step = params, shardings, compiled["profit"]
+      r_params, r_sh = params, shardings
     else:
       r_loss, r_params, r_sh = _sharded_setup(run_mesh)
-      step = train.make_sharded_train_step(
-        r_loss,
-        run_tx,
-        run_mesh,
-        r_sh,
-        sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh),
-        N_REF + 1,
-      )
+    step = train.make_sharded_train_step(
+      loss_fn if run_mesh is mesh else r_loss,
+      run_tx,
+      run_mesh,
+      r_sh,
+      sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh),
+      N_REF + 1,
+    )
     save_tree(out / f"init_{name}.npz", r_params)
     st_sh = sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh)
     st = sharding.init_opt_state(run_tx, r_params, st_sh)

@@ -37,6 +37,6 @@ def test_update_section_runs_at_a_tiny_size(tmp_path, capsys):
     for name, ms in medians.items():
       assert f"| {name} |" in text
       assert ms > 0, name
-  for variant in ("select", "in-place", "lax.cond", "unordered"):
+  for variant in ("select", "in-place", "lax.cond", "unordered", "plain sums"):
     assert f"profit n_ref=1, {variant}" in per_call
   capsys.readouterr()

@@ -280,6 +280,23 @@ def test_compiled_step_memory_is_adamw_plus_one_param_copy(n_ref):
   assert prof.output_size_in_bytes - prof.alias_size_in_bytes <= 1024
 
 
+def test_bfloat16_delta_costs_half_a_params_copy():
+  """bf16 delta: arguments + 1/2 params copy, no float32 copy of delta.
+
+  The reductions read the bfloat16 delta and convert it where they read it;
+  separate reductions materialized its float32 conversion (+1 params copy).
+  """
+  with jax.enable_x64(False):
+    param_bytes = (64 * 256 + 256 * 8) * 4
+    base = _compiled_memory(optax.adamw(1e-3), 2)
+    prof = _compiled_memory(
+      optax_profit.profit(optax.adamw(1e-3), ref=1e-4, delta_dtype=jnp.bfloat16), 2
+    )
+  total = lambda m: m.argument_size_in_bytes + m.temp_size_in_bytes
+  extra = total(prof) - total(base)
+  assert extra <= param_bytes // 2 + param_bytes // 16, (extra, param_bytes)
+
+
 @functools.cache
 def _update_memory(delta_dtype):
   params = {"w": jnp.zeros((512, 512), jnp.float32)}

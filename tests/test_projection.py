@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from optax_profit import project_conflicting
+from optax_profit import _projection, project_conflicting
 
 
 def signed(low, high):
@@ -37,8 +37,15 @@ def flat(tree):
   return np.concatenate([np.ravel(tree[k]) for k in sorted(tree)])
 
 
-@pytest.fixture(autouse=True)
-def _x64():
+@pytest.fixture(autouse=True, params=["one pass", "plain sums"])
+def _x64(request, monkeypatch):
+  """float64 by default; the reductions of both platforms' lowerings.
+
+  On CPU ``project_conflicting`` sums in one variadic reduction; GPU/TPU
+  lower plain sums. Both are run here, on CPU.
+  """
+  if request.param == "plain sums":
+    monkeypatch.setattr(_projection, "_sums_in_one_pass", _projection._sums)
   with jax.enable_x64(True):
     yield
 
@@ -140,3 +147,34 @@ def test_huge_delta_does_not_overflow_in_float32():
   np.testing.assert_allclose(np.asarray(out.updates["a"]), [0.64, 0.48], rtol=1e-6)
   np.testing.assert_allclose(float(out.cosine), -0.6, rtol=1e-6)
   np.testing.assert_allclose(float(out.removed_fraction), 0.6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "magnitude", [1e-35, 1e-25, 1e-10, 1e-3, 1.0, 1e18, 1e25, 1e36]
+)
+def test_float32_norms_at_every_magnitude(magnitude):
+  """float32 delta from near the smallest normal to near overflow.
+
+  Each magnitude lands in one of the three scalings of ||delta||^2 (scaled
+  up by 2**71, unscaled, scaled down); all must agree with float64 NumPy.
+  (XLA flushes subnormals to zero, so the reference does too.)
+  """
+  rng = np.random.default_rng(0)
+  g64 = rng.normal(size=64)
+  d64 = np.float32(magnitude) * rng.normal(size=64).astype(np.float32)
+  d64 = d64.astype(np.float64) - 0.05 * magnitude * g64.astype(np.float32)
+  g = {"a": jnp.asarray(g64[:40], jnp.float32), "b": jnp.asarray(g64[40:], jnp.float32)}
+  d32 = d64.astype(np.float32)
+  d = {"a": jnp.asarray(d32[:40]), "b": jnp.asarray(d32[40:])}
+  with jax.enable_x64(False):
+    out = project_conflicting(g, d)
+  g_ref, d_ref = g64.astype(np.float32).astype(np.float64), d32.astype(np.float64)
+  d_ref[np.abs(d_ref) < np.finfo(np.float32).tiny] = 0.0
+  omega = g_ref @ d_ref
+  assert bool(out.projected) == (omega < 0)
+  np.testing.assert_allclose(float(out.delta_norm), np.linalg.norm(d_ref), rtol=2e-6)
+  cosine = omega / (np.linalg.norm(d_ref) * np.linalg.norm(g_ref))
+  np.testing.assert_allclose(float(out.cosine), cosine, rtol=1e-4, atol=1e-6)
+  expected = g_ref - min(omega, 0) / (d_ref @ d_ref) * d_ref if omega < 0 else g_ref
+  new = np.concatenate([np.asarray(out.updates[k]) for k in ("a", "b")])
+  np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-5)

@@ -11,6 +11,7 @@ single-device run.
 
 import collections
 import json
+import math
 import os
 import pathlib
 import re
@@ -234,6 +235,21 @@ def test_update_communicates_only_scalars(worker):
   for op, shapes in found:
     assert op == "all-reduce", (op, shapes)
     assert all(shape == () for shape in shapes), (op, shapes)
+
+
+def test_cpu_update_gathers_only_per_device_partial_sums(worker):
+  """XLA:CPU's one-pass reduction: partial sums gathered, never an array.
+
+  The SPMD partitioner combines a variadic reduction's per-device partial
+  sums with all-gathers of at most one value per device.
+  """
+  out, _ = worker
+  found = collectives((out / "update_cpu.hlo").read_text())
+  assert any(op == "all-gather" for op, _ in found), "the check below is vacuous"
+  for op, shapes in found:
+    assert op in ("all-reduce", "all-gather"), (op, shapes)
+    for shape in shapes:
+      assert math.prod(shape) <= _sharded_worker.NUM_DEVICES, (op, shape)
 
 
 def test_replicated_delta_shows_parameter_all_gathers(worker):
