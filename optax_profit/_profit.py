@@ -197,10 +197,12 @@ def projection_diagnostics(proj: _projection.Projection, state: ProfitState) -> 
 
 
 def diagnostics_of(state: ProfitState) -> tuple:
+  """The diagnostics ``state`` holds, in the order of ``DIAGNOSTICS``."""
   return tuple(getattr(state, k) for k in DIAGNOSTICS)
 
 
 def with_diagnostics(state: ProfitState, values: tuple) -> ProfitState:
+  """``state`` with its diagnostics replaced by ``values`` (``DIAGNOSTICS`` order)."""
   return state._replace(**dict(zip(DIAGNOSTICS, values, strict=True)))
 
 

@@ -264,19 +264,14 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   single = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
   for name, run_mesh in (("sharded", mesh), ("single", single)):
     if run_mesh is mesh:
-      r_params, r_sh = params, shardings
+      r_loss, r_params, r_sh = loss_fn, params, shardings
     else:
       r_loss, r_params, r_sh = _sharded_setup(run_mesh)
+    st_sh = sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh)
     step = train.make_sharded_train_step(
-      loss_fn if run_mesh is mesh else r_loss,
-      run_tx,
-      run_mesh,
-      r_sh,
-      sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh),
-      N_REF + 1,
+      r_loss, run_tx, run_mesh, r_sh, st_sh, N_REF + 1
     )
     save_tree(out / f"init_{name}.npz", r_params)
-    st_sh = sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh)
     st = sharding.init_opt_state(run_tx, r_params, st_sh)
     diagnostics = []
     for c in range(4):
