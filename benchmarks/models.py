@@ -113,9 +113,12 @@ def cnn(batch_size: int = 128) -> Workload:
   return _classifier(models.create_backbone("cnn", cnn_width=32), "cnn", batch_size)
 
 
-def resnet18(batch_size: int = 128) -> Workload:
-  """The CIFAR example's ResNet-18."""
-  return _classifier(models.create_backbone("resnet18"), "resnet18", batch_size)
+def resnet18(
+  batch_size: int = 128, *, stage_sizes: tuple[int, ...] = (2, 2, 2, 2), width: int = 64
+) -> Workload:
+  """The CIFAR example's ResNet-18 (smaller with other ``stage_sizes``/``width``)."""
+  backbone = models.ResNet18(stage_sizes=stage_sizes, width=width)
+  return _classifier(backbone, "resnet18", batch_size)
 
 
 def transformer(

@@ -20,19 +20,29 @@ from benchmarks import models, update
 
 def _update_candidate(total: int, name: str):
   params = update.make_params(total)
-  grads = jax.tree.map(lambda p: 1e-3 * p, params)
+  t = jnp.float32(1e-3)  # per-call steps make the gradient params * t
+  grads = jax.tree.map(lambda p: p * t, params)
   if name in ("sgd", "adamw"):
     tx = optax.sgd(1e-3) if name == "sgd" else optax.adamw(1e-3)
     step = update.per_call_step(tx)
-    return step, params, tx.init(jax.tree.map(jnp.copy, params)), (grads,)
+    return step, params, tx.init(jax.tree.map(jnp.copy, params)), (t,)
   n_ref = 3 if "n_ref=3" in name else 1
   dtype = jnp.bfloat16 if "bf16" in name else None
   tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref, delta_dtype=dtype)
   state = tx.init(jax.tree.map(jnp.copy, params))
-  if "cycle" in name:
-    ref_grads = jax.tree.map(lambda g: jnp.stack([g] * n_ref), grads)
-    return update.cycle_step(tx, n_ref), params, state, (ref_grads, grads)
-  return update.per_call_step(tx), params, state, (grads,)
+  if "cycle" in name:  # the static cycle of make_train_step, linear loss
+    step = optax_profit.make_train_step(update.linear_loss, tx)
+    batches = jax.tree.map(lambda g: jnp.stack([g] * (n_ref + 1)), grads)
+    return _without_metrics(step), params, state, (batches,)
+  return update.per_call_step(tx), params, state, (t,)
+
+
+def _without_metrics(step):
+  def wrapped(params, state, batches):
+    params, state, _ = step(params, state, batches)
+    return params, state
+
+  return wrapped
 
 
 def _train_candidate(workload: str, name: str):
@@ -49,12 +59,7 @@ def _train_candidate(workload: str, name: str):
     lambda *xs: jnp.stack(xs), work.make_batch(0), work.make_batch(1)
   )
   params = jax.tree.map(jnp.copy, work.params)
-
-  def wrapped(params, state, batches):
-    params, state, _ = step(params, state, batches)
-    return params, state
-
-  return wrapped, params, tx.init(params), (batch,)
+  return _without_metrics(step), params, tx.init(params), (batch,)
 
 
 def main(argv: list[str]) -> None:

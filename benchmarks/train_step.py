@@ -52,13 +52,21 @@ def _main_step_unlooped():
   return update.patched(_profit, "run_if", lambda pred, fn, operand: fn(operand))
 
 
-def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> dict:
+def run(
+  workloads: list[models.Workload],
+  n_refs: list[int],
+  *,
+  rounds: int,
+  names: frozenset[str] | None = None,
+) -> dict:
   """Times, compiles and profiles the train steps.
 
   Args:
     workloads: models to run.
     n_refs: PROFIT's ``n_ref`` values (one cycle per make_train_step call).
     rounds: timing rounds.
+    names: the candidates to run (all when None); the two ``adamw`` rows,
+      the baselines of the ratios, always run.
 
   Returns:
     ``{(workload name, n_ref): {"params": int, "timings": {...},
@@ -105,7 +113,8 @@ def run(workloads: list[models.Workload], n_refs: list[int], *, rounds: int) -> 
         ("profit, make_train_step (main step unlooped)", profit, forced("cycle"), True),
       ]
       candidates, compile_s, memory = [], {}, {}
-      for name, tx, step, scanned in specs:
+      keep = lambda name: names is None or name.startswith("adamw") or name in names
+      for name, tx, step, scanned in filter(lambda s: keep(s[0]), specs):
         params = jax.tree.map(jnp.copy, work.params)
         holder = timing.Holder(params, tx.init(params))
         example = stacked if scanned else batch_list[0]

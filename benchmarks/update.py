@@ -180,8 +180,23 @@ def _profit_candidates(n_refs):
   return out
 
 
-def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
+def run(
+  sizes: list[int],
+  *,
+  rounds: int,
+  n_refs=(1, 3),
+  names: frozenset[str] | None = None,
+  calls_per_round: int = 3,
+) -> dict:
   """Times and profiles both paths at each size.
+
+  Args:
+    sizes: total params of each size.
+    rounds: timing rounds.
+    n_refs: ``n_ref`` values of the PROFIT candidates.
+    names: the candidates to run (all when None; ``sgd`` and ``adamw`` are
+      always run, ``adamw`` being the baseline of every ratio).
+    calls_per_round: calls per candidate per round.
 
   Returns:
     ``{size: {path: {"timings": {name: Timing}, "memory": {name: {...}},
@@ -196,7 +211,9 @@ def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
     for path in ("per-call", "make_train_step"):
       candidates, memory, state_bytes = [], {}, {}
       entries = [("sgd", optax.sgd(1e-3), 0), ("adamw", optax.adamw(1e-3), 0)]
-      entries += _profit_candidates(n_refs)
+      entries += [
+        e for e in _profit_candidates(n_refs) if names is None or e[0] in names
+      ]
       for name, tx, n_ref in entries:
         if path == "make_train_step" and name.endswith(tuple(VARIANTS)):
           continue  # the static cycle has no per-call driver
@@ -241,7 +258,9 @@ def run(sizes: list[int], *, rounds: int, n_refs=(1, 3)) -> dict:
           timing.block((holder.params, holder.state))
 
         candidates.append(timing.Candidate(name, run_once, units=units))
-      timings = timing.interleaved(candidates, rounds=rounds, calls_per_round=3)
+      timings = timing.interleaved(
+        candidates, rounds=rounds, calls_per_round=calls_per_round
+      )
       out[path] = {"timings": timings, "memory": memory, "state_bytes": state_bytes}
       del candidates
     results[total] = out
