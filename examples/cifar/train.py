@@ -49,6 +49,7 @@ from examples.cifar import (
   runs,
 )
 from examples.cifar.configs import default
+from examples.common import compile_cache
 
 Params = Any
 Metrics = dict[str, Any]
@@ -424,28 +425,43 @@ def pretrain(
 # Fine-tuning.
 
 
-# Runs with the same settings (a resumed run, the tests) reuse the compiled step.
-_STEP_FIELDS = (
-  "model",
-  "cnn_width",
-  "n_ref",
-  "ratio",
-  "head_only",
-  "warmup_epochs",
-  "sgd_momentum",
-  "lookahead_k",
-  "lookahead_alpha",
-  "l2sp_alpha",
-  "lp_epochs",
-  "lp_lr",
+# Runs with the same settings (a resumed run, the tests) reuse the compiled
+# step; its key is the config minus these fields, which the step does not read
+# (the optimizer and learning rate are the cache's other arguments).
+NOT_IN_STEP = (
+  "data_dir",
+  "train_examples",
+  "test_examples",
+  "val_examples",
+  "c10_val_examples",
+  "batch_size",
+  "pretrain_batch_size",
+  "eval_batch_size",
+  "pretrain_epochs",
+  "pretrain_lr",
+  "optimizer",
+  "lr",
+  "epochs",
+  "evals_per_epoch",
+  "wise_points",
+  "sweep",
+  "sweep_optimizers",
+  "sweep_lrs",
+  "sweep_epochs",
+  "frontier",
+  "frontier_lrs",
+  "frontier_ratios",
+  "frontier_head_lrs",
+  "l2sp_alphas",
+  "l2sp_lr",
+  "seeds",
+  "levels",
+  "batch_sizes",
+  "seed",
+  "checkpoint_every",
+  "data_threads",
+  "progress",
 )
-
-
-def _step_key(config: default.Config) -> default.Config:
-  """``config`` reduced to the fields that the train step depends on."""
-  return dataclasses.replace(
-    default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS}
-  )
 
 
 @functools.lru_cache(maxsize=8)
@@ -595,7 +611,9 @@ def finetune(
     "backbone": pretrained["params"]["backbone"],
     "head": init_head(config, 100, jax.random.key(config.seed + 1)),
   }
-  opt, step = _finetune_step(_step_key(config), optimizer, lr, steps_per_epoch)
+  opt, step = _finetune_step(
+    compile_cache.step_key(config, NOT_IN_STEP), optimizer, lr, steps_per_epoch
+  )
   frozen_head = pretrained["params"]["head"]
   params = opt.wrap(model_params)
   state = {

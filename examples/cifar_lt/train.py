@@ -29,6 +29,7 @@ import tqdm
 import optax_profit
 from examples.cifar_lt import frontier, input_pipeline, methods, models, reporting, runs
 from examples.cifar_lt.configs import default
+from examples.common import compile_cache
 
 Params = Any
 NUM_CLASSES = 100
@@ -328,15 +329,39 @@ def pretrain(
 # ----------------------------------------------------------------------------
 # Stage 2.
 
-# The fields a compiled stage 2 step depends on (learning rates and L2-SP's
-# alpha are optimizer state, see ``methods.create_optimizer``).
-_STEP_FIELDS = ("model", "cnn_width", "main_optimizer", "momentum", "n_ref")
-
-
-def _step_key(config: default.Config) -> default.Config:
-  return dataclasses.replace(
-    default.Config(), **{f: getattr(config, f) for f in _STEP_FIELDS}
-  )
+# Runs reuse a compiled stage 2 step; its key is the config minus these
+# fields, which the step does not read (learning rates, PROFIT's ratio and
+# L2-SP's alpha are optimizer state, see ``methods.create_optimizer``).
+NOT_IN_STEP = (
+  "data_dir",
+  "test_examples",
+  "betas",
+  "held_out_classes",
+  "n_max",
+  "lt_seed",
+  "augment",
+  "eval_batch_size",
+  "pretrain_optimizer",
+  "pretrain_lr",
+  "pretrain_weight_decay",
+  "pretrain_epochs",
+  "pretrain_batch_size",
+  "pretrain_seed",
+  "batch_size",
+  "budget_batches",
+  "eval_points",
+  "full_lrs",
+  "head_lrs",
+  "ratio",
+  "l2sp_alphas",
+  "l2sp_lrs",
+  "wise_points",
+  "thresholds",
+  "relative_thresholds",
+  "seeds",
+  "checkpoint_every",
+  "progress",
+)
 
 
 @functools.lru_cache(maxsize=16)
@@ -439,7 +464,7 @@ def finetune(
     alpha=alpha,
   )
   group = config.cycle_length
-  step = _train_step(_step_key(config), method)
+  step = _train_step(compile_cache.step_key(config, NOT_IN_STEP), method)
   params = _copy(pretrained["params"])  # The step donates its params.
   opt_state = tx.init(params)
   stream = input_pipeline.stacked(
