@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 #: Exit code of the launcher when ``--timeout`` expires.
 EXIT_TIMEOUT = 124
@@ -43,9 +43,17 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def child_env(devices: int | None) -> dict[str, str]:
-  """The environment of a process: CPU only, the repository importable."""
-  env = dict(os.environ)
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+  """The environment of a process: CPU only, the repository importable.
+
+  Args:
+    extra: variables to add (e.g. ``JAX_COMPILATION_CACHE_DIR``).
+
+  Returns:
+    This process's environment with ``JAX_PLATFORMS=cpu`` (unless set), the
+    repository on ``PYTHONPATH``, unbuffered output and ``extra``.
+  """
+  env = dict(os.environ, **(extra or {}))
   env["JAX_PLATFORMS"] = env.get("JAX_PLATFORMS") or "cpu"
   root = str(pathlib.Path(__file__).resolve().parents[2])
   env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
@@ -116,6 +124,7 @@ def launch(
   start_timeout: int = 60,
   log_dir: str | pathlib.Path | None = None,
   echo: bool = True,
+  env: Mapping[str, str] | None = None,
 ) -> int:
   """Runs the example in ``processes`` local processes; returns the exit code.
 
@@ -131,6 +140,7 @@ def launch(
       them to connect to the coordinator).
     log_dir: where ``process_I.log`` go (default: a new temporary folder).
     echo: stream process 0's output to this process's stdout.
+    env: extra environment variables of the processes.
 
   Returns:
     0 if every process succeeded, else the first failure's exit code (a
@@ -139,7 +149,7 @@ def launch(
   port = port or free_port()
   log_dir = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="sharded_finetune_"))
   log_dir.mkdir(parents=True, exist_ok=True)
-  env = child_env(devices_per_process)
+  env = child_env(env)
   procs, threads = [], []
   for i in range(processes):
     argv = process_argv(
