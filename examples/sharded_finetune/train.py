@@ -17,7 +17,11 @@
 Every run goes through one ``jax.jit`` train step with explicit
 ``in_shardings``/``out_shardings`` around ``optax_profit.make_train_step``
 (one PROFIT cycle, ``cycle_length = n_ref + 1`` stacked batches, per call;
-params and optimizer state donated). Each run checkpoints its whole state
+params and optimizer state donated), or, with ``train_step="per_call"``,
+around one batch and one ``tx.update`` (:func:`make_sharded_update_step`).
+With several processes (``jax.distributed``) each loads its rows of every
+batch, writes and reads its own checkpoint shards, and only process 0 shows
+progress and writes the results. Each run checkpoints its whole state
 (params, optimizer state incl. PROFIT's, step, eval history) with orbax and
 resumes from its latest checkpoint when started again with the same
 configuration (``runs.py``). Outputs (``reporting.py``): ``results.json``,
