@@ -151,8 +151,8 @@ def resume(
   mngr: ocp.CheckpointManager,
   target: checkpointing.TrainState,
   discard: Params,
-) -> tuple[checkpointing.TrainState, list[dict[str, Any]]] | None:
-  """The latest checkpoint's state and eval history, if there is one.
+) -> tuple[checkpointing.TrainState, dict[str, Any]] | None:
+  """The latest checkpoint's state and JSON ``extra``, if there is one.
 
   Args:
     mngr: the run's checkpoint manager.
@@ -162,10 +162,11 @@ def resume(
       checkpoint.
 
   Returns:
-    ``(state, history)``, or ``None`` if the run has no checkpoint yet.
+    ``(state, extra)`` (``extra["history"]``: the eval history), or ``None``
+    if the run has no checkpoint yet.
   """
   if mngr.latest_step() is None:
     return None
   jax.tree.map(lambda x: x.delete(), discard)
   state, extra = checkpointing.restore(mngr, target)
-  return state, extra["history"]
+  return state, extra

@@ -463,12 +463,20 @@ class Experiment:
         tx, self.abstract_params, self.param_shardings, state_shardings, mesh
       )
       resumed = runs.resume(mngr, target, discard=params)
+      # PROFIT: whether each main step since the last evaluation projected
+      # its gradient, and every main step's omega, ||delta|| and projection;
+      # both checkpointed, so that a resumed run reports what an
+      # uninterrupted one does.
+      projected, diagnostics = [], []
       if resumed is None:
         opt_state = init_fn(params)
         step, resumed_from = 0, None
         history = [{"step": 0, **(initial_eval or self.evaluate(params))}]
       else:
-        state, history = resumed
+        state, extra = resumed
+        history = extra["history"]
+        projected = list(extra.get("projected_since_eval", []))
+        diagnostics = [tuple(d) for d in extra.get("diagnostics", [])]
         params, opt_state, step = state.params, state.opt_state, int(state.step)
         resumed_from = step
       bar = tqdm.tqdm(
@@ -479,8 +487,6 @@ class Experiment:
         unit="batch",
         leave=True,
       )
-      projected = []  # PROFIT: whether each main step projected its gradient.
-      diagnostics = []  # PROFIT: each main step's omega, ||delta||, projection.
       first_call_s = None  # Includes the compilation.
       while step < num_batches:
         batches = self._batches(text, stream, step)
@@ -512,7 +518,13 @@ class Experiment:
         if step % checkpoint_every == 0 or step == num_batches:
           step_array = jax.device_put(jnp.int32(step), sharding.replicated(mesh))
           state = checkpointing.TrainState(step_array, params, opt_state)
-          checkpointing.save(mngr, state, extra={"history": history})
+          projected, diagnostics = jax.device_get((projected, diagnostics))
+          extra = {
+            "history": history,
+            "projected_since_eval": [bool(p) for p in projected],
+            "diagnostics": [_diagnostic(d) for d in diagnostics],
+          }
+          checkpointing.save(mngr, state, extra=extra)
           if stop_after_step is not None and step >= stop_after_step:
             _stop_abruptly(step)
       bar.close()
@@ -534,12 +546,19 @@ class Experiment:
     }
     if spec.method.startswith("profit"):
       record["ref_lr"] = spec.lr / config.profit_ratio
-      # The main steps of this launch (a resumed run: those after the resume).
       record["diagnostics"] = [
-        {"step": s, "omega": float(o), "delta_norm": float(n), "projected": bool(p)}
-        for s, o, n, p in jax.device_get(diagnostics)
+        dict(
+          zip(("step", "omega", "delta_norm", "projected"), _diagnostic(d), strict=True)
+        )
+        for d in jax.device_get(diagnostics)
       ]
     return params, record
+
+
+def _diagnostic(d: tuple[Any, ...]) -> list[Any]:
+  """``(step, omega, delta_norm, projected)`` as JSON values."""
+  step, omega, delta_norm, projected = d
+  return [int(step), float(omega), float(delta_norm), bool(projected)]
 
 
 def _stop_abruptly(step: int) -> None:
