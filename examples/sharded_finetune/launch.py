@@ -238,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   )
   parser.add_argument("--log-dir", default=None, help="default: a temporary folder")
   args = parser.parse_args(argv)
+
+  def terminate(signum, frame):  # A SIGTERM stops the job as Ctrl-C does.
+    raise KeyboardInterrupt
+
+  signal.signal(signal.SIGTERM, terminate)
   if args.processes < 1 or args.devices_per_process < 1:
     parser.error("--processes and --devices-per-process must be >= 1.")
   return launch(
