@@ -121,11 +121,16 @@ def results(workdir: pathlib.Path) -> dict[str, dict]:
   return {r["name"]: r for r in data["finetune"]} | {"_all": data}
 
 
-def final_state(workdir: pathlib.Path, run: str) -> dict[str, np.ndarray]:
-  """The run's latest checkpoint, read on this 1-device process as NumPy."""
+def latest_state_dir(workdir: pathlib.Path, run: str) -> pathlib.Path:
+  """The ``state`` item of the run's latest checkpoint."""
   (run_dir,) = (workdir / "checkpoints").glob(f"{run}-*")
   step = max(int(p.name) for p in run_dir.iterdir() if p.name.isdigit())
-  path = (run_dir / str(step) / "state").absolute()
+  return (run_dir / str(step) / "state").absolute()
+
+
+def final_state(workdir: pathlib.Path, run: str) -> dict[str, np.ndarray]:
+  """The run's latest checkpoint, read on this 1-device process as NumPy."""
+  path = latest_state_dir(workdir, run)
   ckptr = ocp.PyTreeCheckpointer()
   tree = ckptr.metadata(path).item_metadata.tree
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
@@ -162,7 +167,10 @@ def one_by_eight(tmp_path_factory, cache):
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory, cache, two_by_four):
-  """2 x 4, PROFIT(SGD), every process exits abruptly after batch 3's checkpoint."""
+  """2 x 4, PROFIT(SGD), every process exits abruptly after batch 3's checkpoint.
+
+  After ``two_by_four``, whose executables it then finds in the cache.
+  """
   workdir = tmp_path_factory.mktemp("killed")
   logs = run_job(
     "2x4 killed",
@@ -201,15 +209,18 @@ def resharded(tmp_path_factory, cache, killed, one_by_eight):
     processes=1,
     expect=train.EXIT_STOPPED,
   )
-  mid = results_of_checkpoint(workdir)
+  mid = checkpoint_position(workdir)
   run_job("2x4 from 1x8", workdir, SGD_ONLY, cache, processes=2)
   return workdir, mid
 
 
-def results_of_checkpoint(workdir: pathlib.Path) -> dict:
-  """The step and count of the run's latest checkpoint."""
+def checkpoint_position(workdir: pathlib.Path) -> dict:
+  """The step and PROFIT update count of the run's latest checkpoint."""
   state = final_state(workdir, SGD_RUN)
-  return {"count": int(state["['opt_state']['count']"])}
+  return {
+    "step": int(state["['step']"]),
+    "count": int(state["['opt_state']['count']"]),
+  }
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +316,9 @@ def test_killed_job_stopped_after_its_checkpoint(killed):
   state = final_state(workdir, SGD_RUN)
   assert int(state["['opt_state']['count']"]) == STOP_MID_CYCLE  # mid-cycle
   assert int(state["['step']"]) == STOP_MID_CYCLE
+  # Each process wrote its own shards.
+  written = {p.name for p in latest_state_dir(workdir, SGD_RUN).glob("ocdbt.process_*")}
+  assert written == {"ocdbt.process_0", "ocdbt.process_1"}
 
 
 def test_relaunch_after_kill_is_bit_identical(relaunched, two_by_four):
@@ -324,7 +338,7 @@ def test_relaunch_after_kill_is_bit_identical(relaunched, two_by_four):
 def test_relaunch_on_other_process_counts(resharded, two_by_four, one_by_eight):
   """2 x 4 -> 1 x 8 (from batch 3) -> 2 x 4 (from batch 4): the same run."""
   workdir, mid = resharded
-  assert mid == {"count": 4}  # 1 x 8 took cycle 2's main step and stopped.
+  assert mid == {"step": 4, "count": 4}  # 1 x 8 took cycle 2's main step.
   resumed = results(workdir)[SGD_RUN]
   assert resumed["resumed_from_step"] == 4
   full = results(two_by_four[0])[SGD_RUN]

@@ -221,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv, rest = argv[:cut], argv[cut + 1 :]
   parser = argparse.ArgumentParser(
     prog="python -m examples.sharded_finetune.launch",
+    usage="%(prog)s [--processes N] [--devices-per-process K] [--port P] "
+    "[--timeout S] [--start-timeout S] [--log-dir DIR] -- [main.py flags]",
     description=__doc__.split("\n\n")[0],
     epilog="Flags after -- go to examples.sharded_finetune.main.",
   )
