@@ -235,3 +235,64 @@ def test_inject_hyperparams_recipe():
   assert_close(ns["params_2"], rec.params[-1], "ref injected")
   assert rec.delta_norms[-1] == 0 and not rec.projected[-1]
   assert float(ns["state_2"].hyperparams["ref"]) == 0.0
+
+
+def _multi_host_job(tmp_path, name, processes, devices):
+  """Runs docs/recipes/multi_host.py as ``processes`` x ``devices`` (CPU)."""
+  from examples.sharded_finetune import launch
+
+  port, out = launch.free_port(), tmp_path / f"{name}.npz"
+  env = launch.child_env(
+    {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  )
+
+  def argv(i):
+    return [
+      *(sys.executable, str(RECIPES / "multi_host.py"), "--process-id", str(i)),
+      *("--num-processes", str(processes), "--coordinator", f"127.0.0.1:{port}"),
+      *("--ckpt", str(tmp_path / f"{name}_ckpt"), "--out", str(out)),
+    ]
+
+  procs = [
+    subprocess.Popen(
+      argv(i),
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(processes)
+  ]
+  logs = []
+  try:
+    for p in procs:
+      logs.append(p.communicate(timeout=180)[0])
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for p, log in zip(procs, logs, strict=True):
+    assert p.returncode == 0, log[-4000:]
+  return dict(np.load(out)), logs
+
+
+def test_multi_host_recipe(tmp_path):
+  """2 processes x 2 devices and 1 x 4 agree, and are Algorithm 1."""
+  two, (log0, log1) = _multi_host_job(tmp_path, "two", 2, 2)
+  one, _ = _multi_host_job(tmp_path, "one", 1, 4)
+  assert "omega" in log0 and "omega" not in log1  # process 0 reports alone
+  for k in one:
+    np.testing.assert_allclose(two[k], one[k], rtol=1e-6, atol=1e-6, err_msg=k)
+  batches = []
+  for cycle in range(3):
+    rng = np.random.default_rng(cycle)
+    b = {"x": rng.normal(size=(2, 16, 8)), "y": rng.normal(size=(2, 16, 4))}
+    batches += [{k: v[i].astype("f4") for k, v in b.items()} for i in range(2)]
+  p0 = {
+    "W": 0.5 * np.random.default_rng(0).normal(size=(8, 4)).astype("f4"),
+    "b": np.zeros(4, "f4"),
+  }
+  rec = numpy_profit(p0, batches, ref_impl.SGD(0.5, momentum=0.9), ref_impl.SGD(5e-3))
+  assert_close(two, rec.params[-1], "2 processes, resumed from the checkpoint")

@@ -164,3 +164,39 @@ def test_finetune_dirs_are_named_and_keyed_per_run():
       assert runs.finetune_dir(workdir, changed, spec) != runs.finetune_dir(
         workdir, config, spec
       )
+
+
+def test_multi_host_fields_validate_and_key_the_runs():
+  config = default.Config()
+  default.validate(dataclasses.replace(config, pretrain_steps=0))  # No pre-training.
+  default.validate(dataclasses.replace(config, train_step="per_call"))
+  for field, value in (("pretrain_steps", -1), ("train_step", "scan")):
+    with pytest.raises(ValueError, match=f"`{field}`"):
+      default.validate(dataclasses.replace(config, **{field: value}))
+  workdir = pathlib.Path("w")
+  spec = runs.RunSpec("profit_sgd", 0.5)
+  sgd = dataclasses.replace(config, profit_sgd_lrs=(0.5,))
+  assert runs.finetune_specs(sgd)[-1] == spec
+  assert runs.finetune_dir(workdir, sgd, spec).name.startswith("profit_sgd_lr5e-01-")
+  # The default train step keeps the keys of earlier versions; per_call
+  # changes every run's key (mid-cycle checkpoints, another program).
+  assert runs.pretrain_key(config) == {
+    **{f: getattr(config, f) for f in runs._PRETRAIN_FIELDS},
+    "version": runs.CHECKPOINT_VERSION,
+  }
+  per_call = dataclasses.replace(config, train_step="per_call")
+  assert runs.pretrain_dir(workdir, per_call) != runs.pretrain_dir(workdir, config)
+  assert runs.finetune_dir(workdir, per_call, spec) != runs.finetune_dir(
+    workdir, config, spec
+  )
+
+
+def test_distributed_flags_parse():
+  args = main.build_parser().parse_args(
+    ["--distributed", "--start-timeout", "5", "--stop-after-step", "3"]
+  )
+  assert (args.start_timeout, args.stop_after_step, args.cpu_collectives) == (
+    5,
+    3,
+    "gloo",
+  )

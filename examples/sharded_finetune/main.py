@@ -31,6 +31,8 @@ from examples import overrides
 from examples.sharded_finetune.configs import default, quick
 
 DEFAULT_WORKDIR = "results/sharded_finetune"
+#: Exit code of a process stopped by ``--stop-after-step``.
+EXIT_STOPPED = 75
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
     "--num-processes", type=int, default=None, help="with --distributed"
   )
   parser.add_argument("--process-id", type=int, default=None, help="with --distributed")
+  parser.add_argument(
+    "--start-timeout",
+    type=int,
+    default=300,
+    metavar="S",
+    help="with --distributed: seconds for every process to reach the "
+    "coordinator, then a clear error instead of a hang",
+  )
+  parser.add_argument(
+    "--cpu-collectives",
+    default="gloo",
+    help="with --distributed: jax_cpu_collectives_implementation for CPU "
+    "devices across processes ('none' leaves JAX's default)",
+  )
+  parser.add_argument(
+    "--stop-after-step",
+    type=int,
+    default=None,
+    metavar="N",
+    help="fault injection (tests): every process exits abruptly, with code "
+    f"{EXIT_STOPPED}, right after the first checkpoint at batch N or later",
+  )
   return parser
 
 
@@ -143,17 +167,39 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   import jax
 
+  from examples.sharded_finetune import distributed
+
   if args.distributed:
-    jax.distributed.initialize(
-      coordinator_address=args.coordinator_address,
-      num_processes=args.num_processes,
-      process_id=args.process_id,
-    )
+    try:
+      distributed.initialize(
+        args.coordinator_address,
+        args.num_processes,
+        args.process_id,
+        timeout=args.start_timeout,
+        cpu_collectives=None
+        if args.cpu_collectives == "none"
+        else args.cpu_collectives,
+      )
+      distributed.check_same_config(
+        config,
+        {
+          "workdir": os.path.abspath(args.workdir),
+          "local_devices": jax.local_device_count(),
+          "stop_after_step": args.stop_after_step,
+        },
+        timeout=args.start_timeout,
+      )
+    except (distributed.DistributedStartError, distributed.ConfigMismatchError) as e:
+      print(f"error: {e}", file=sys.stderr, flush=True)
+      raise SystemExit(distributed.EXIT_START_FAILED) from None
   from examples.sharded_finetune import reporting, train
 
   started = time.perf_counter()
   results = train.train_and_evaluate(
-    config, args.workdir, show_progress=not args.no_progress
+    config,
+    args.workdir,
+    show_progress=not args.no_progress,
+    stop_after_step=args.stop_after_step,
   )
   if jax.process_index() == 0:
     print(

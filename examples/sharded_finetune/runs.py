@@ -31,7 +31,7 @@ Params = Any
 #: checkpoint directories).
 CHECKPOINT_VERSION = 1
 #: Fine-tuning methods; pre-training is the method ``"pretrain"``.
-METHODS = ("adamw", "profit")
+METHODS = ("adamw", "profit", "profit_sgd")
 #: The config fields that determine the pre-trained model.
 _PRETRAIN_FIELDS = (
   "split_letter",
@@ -69,10 +69,12 @@ class RunSpec:
 
 
 def finetune_specs(config: Config) -> list[RunSpec]:
-  """The fine-tuning runs of ``config``: AdamW's, then PROFIT's."""
-  return [RunSpec("adamw", lr) for lr in config.adamw_lrs] + [
-    RunSpec("profit", lr) for lr in config.profit_lrs
-  ]
+  """The fine-tuning runs of ``config``: AdamW's, PROFIT's, PROFIT(SGD)'s."""
+  return (
+    [RunSpec("adamw", lr) for lr in config.adamw_lrs]
+    + [RunSpec("profit", lr) for lr in config.profit_lrs]
+    + [RunSpec("profit_sgd", lr) for lr in config.profit_sgd_lrs]
+  )
 
 
 def digest(payload: dict[str, Any]) -> str:
@@ -85,6 +87,8 @@ def pretrain_key(config: Config) -> dict[str, Any]:
   """Everything that determines the pre-trained model."""
   key = {f: getattr(config, f) for f in _PRETRAIN_FIELDS}
   key["version"] = CHECKPOINT_VERSION
+  if config.train_step != "cycle":  # Keyed only when set: old keys stay valid.
+    key["train_step"] = config.train_step
   return key
 
 
@@ -95,7 +99,7 @@ def finetune_key(config: Config, spec: RunSpec) -> dict[str, Any]:
     "run": dataclasses.asdict(spec),
     "ft_steps": config.ft_steps,
     "n_ref": config.n_ref,
-    "profit_ratio": config.profit_ratio if spec.method == "profit" else None,
+    "profit_ratio": (config.profit_ratio if spec.method.startswith("profit") else None),
   }
 
 
@@ -147,8 +151,8 @@ def resume(
   mngr: ocp.CheckpointManager,
   target: checkpointing.TrainState,
   discard: Params,
-) -> tuple[checkpointing.TrainState, list[dict[str, Any]]] | None:
-  """The latest checkpoint's state and eval history, if there is one.
+) -> tuple[checkpointing.TrainState, dict[str, Any]] | None:
+  """The latest checkpoint's state and JSON ``extra``, if there is one.
 
   Args:
     mngr: the run's checkpoint manager.
@@ -158,10 +162,11 @@ def resume(
       checkpoint.
 
   Returns:
-    ``(state, history)``, or ``None`` if the run has no checkpoint yet.
+    ``(state, extra)`` (``extra["history"]``: the eval history), or ``None``
+    if the run has no checkpoint yet.
   """
   if mngr.latest_step() is None:
     return None
   jax.tree.map(lambda x: x.delete(), discard)
   state, extra = checkpointing.restore(mngr, target)
-  return state, extra["history"]
+  return state, extra

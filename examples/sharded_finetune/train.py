@@ -17,7 +17,11 @@
 Every run goes through one ``jax.jit`` train step with explicit
 ``in_shardings``/``out_shardings`` around ``optax_profit.make_train_step``
 (one PROFIT cycle, ``cycle_length = n_ref + 1`` stacked batches, per call;
-params and optimizer state donated). Each run checkpoints its whole state
+params and optimizer state donated), or, with ``train_step="per_call"``,
+around one batch and one ``tx.update`` (:func:`make_sharded_update_step`).
+With several processes (``jax.distributed``) each loads its rows of every
+batch, writes and reads its own checkpoint shards, and only process 0 shows
+progress and writes the results. Each run checkpoints its whole state
 (params, optimizer state incl. PROFIT's, step, eval history) with orbax and
 resumes from its latest checkpoint when started again with the same
 configuration (``runs.py``). Outputs (``reporting.py``): ``results.json``,
@@ -25,6 +29,7 @@ configuration (``runs.py``). Outputs (``reporting.py``): ``results.json``,
 """
 
 import dataclasses
+import os
 import pathlib
 import time
 from collections.abc import Callable
@@ -55,6 +60,8 @@ LossFn = Callable[[Params, jax.Array], jax.Array]
 #: Data streams of ``input_pipeline.train_batches``.
 PRETRAIN_STREAM = 0
 FINETUNE_STREAM = 1
+#: Exit code of every process stopped by ``stop_after_step`` (fault injection).
+EXIT_STOPPED = 75
 
 
 def make_model(config: Config) -> models.TransformerLM:
@@ -145,8 +152,9 @@ def make_optimizer(
 
   Args:
     method: ``"pretrain"`` (AdamW, warm-up and cosine decay, clipping),
-      ``"adamw"`` (constant ``lr``) or ``"profit"`` (PROFIT around AdamW at
-      constant ``lr``, reference SGD at ``lr / profit_ratio``).
+      ``"adamw"`` (constant ``lr``), ``"profit"`` (PROFIT around AdamW at
+      constant ``lr``, reference SGD at ``lr / profit_ratio``) or
+      ``"profit_sgd"`` (the same around SGD with momentum 0.9).
     lr: the (peak, main) learning rate.
     config: the configuration.
 
@@ -173,6 +181,9 @@ def make_optimizer(
     return adamw
   if method == "profit":
     return optax_profit.profit(adamw, ref=lr / config.profit_ratio, n_ref=config.n_ref)
+  if method == "profit_sgd":
+    sgd = optax.sgd(lr, momentum=0.9)
+    return optax_profit.profit(sgd, ref=lr / config.profit_ratio, n_ref=config.n_ref)
   raise ValueError(
     f"`method` must be one of {runs.METHODS} or 'pretrain', got {method!r}."
   )
@@ -209,6 +220,56 @@ def make_sharded_train_step(
   )
   return jax.jit(
     inner,
+    in_shardings=(
+      param_shardings,
+      state_shardings,
+      sharding.batch_sharding(mesh),
+    ),
+    out_shardings=(param_shardings, state_shardings, sharding.replicated(mesh)),
+    donate_argnums=(0, 1),
+  )
+
+
+def make_sharded_update_step(
+  loss_fn: LossFn,
+  tx: optax.GradientTransformation,
+  mesh: jax.sharding.Mesh,
+  param_shardings: Params,
+  state_shardings: optax.OptState,
+) -> Callable[..., Any]:
+  """One batch and one ``tx.update`` per call, under ``jax.jit`` with shardings.
+
+  The per-call path (``config.train_step = "per_call"``): the usual optax
+  loop, in which a PROFIT state can be checkpointed between a reference step
+  and its main step.
+
+  Args:
+    loss_fn: ``loss_fn(params, tokens)``.
+    tx: the optimizer.
+    mesh: the device mesh.
+    param_shardings: the params' shardings.
+    state_shardings: the optimizer state's shardings.
+
+  Returns:
+    ``step(params, opt_state, batches) -> (params, opt_state, metrics)`` with
+    ``batches`` int32 ``[1, batch, seq + 1]`` (the stacked layout of
+    :func:`make_sharded_train_step`, one batch); ``metrics`` holds ``loss``
+    ``[1]`` and, for PROFIT, the diagnostics its state holds after the call
+    (those of the last main step).
+  """
+
+  def step(params, opt_state, batches):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batches[0])
+    updates, opt_state = tx.update(grads, opt_state, params)
+    metrics = {"loss": loss[None]}
+    if isinstance(opt_state, optax_profit.ProfitState):
+      metrics.update(
+        {k: getattr(opt_state, k) for k in ("omega", "delta_norm", "projected")}
+      )
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+  return jax.jit(
+    step,
     in_shardings=(
       param_shardings,
       state_shardings,
@@ -299,6 +360,8 @@ class Experiment:
     self._optimizers: dict[runs.RunSpec, tuple[Any, ...]] = {}
     self.show_progress = show_progress and jax.process_index() == 0
     self.cycle_length = config.n_ref + 1
+    #: Batches per call of the train step: one cycle, or one batch (per call).
+    self.batches_per_call = self.cycle_length if config.train_step == "cycle" else 1
 
   def init_params(self, seed: int) -> Params:
     """Freshly initialised params, on their shardings."""
@@ -316,31 +379,36 @@ class Experiment:
         tx, self.abstract_params, self.param_shardings, self.mesh
       )
       init_fn = jax.jit(tx.init, out_shardings=state_shardings)
-      step_fn = make_sharded_train_step(
-        self.loss_fn,
-        tx,
-        self.mesh,
-        self.param_shardings,
-        state_shardings,
-        self.cycle_length,
-      )
+      if self.config.train_step == "cycle":
+        step_fn = make_sharded_train_step(
+          self.loss_fn,
+          tx,
+          self.mesh,
+          self.param_shardings,
+          state_shardings,
+          self.cycle_length,
+        )
+      else:
+        step_fn = make_sharded_update_step(
+          self.loss_fn, tx, self.mesh, self.param_shardings, state_shardings
+        )
       self._optimizers[spec] = (tx, state_shardings, init_fn, step_fn)
     return self._optimizers[spec]
 
   def _whole_calls(self, n: int) -> int:
-    """``n`` batches rounded up to whole calls of ``cycle_length`` batches."""
-    k = self.cycle_length
+    """``n`` batches rounded up to whole calls of ``batches_per_call`` batches."""
+    k = self.batches_per_call
     return -(-n // k) * k
 
   def _batches(self, text: np.ndarray, stream: int, step: int) -> jax.Array:
-    """The ``cycle_length`` stacked batches from batch ``step`` on, sharded."""
+    """The ``batches_per_call`` stacked batches from batch ``step`` on, sharded."""
     config = self.config
     local = input_pipeline.train_batches(
       text,
       seed=config.seed,
       stream=stream,
       step=step,
-      num_batches=self.cycle_length,
+      num_batches=self.batches_per_call,
       batch_size=config.batch_size,
       seq_len=config.seq_len,
       process_index=jax.process_index(),
@@ -358,6 +426,7 @@ class Experiment:
     stream: int,
     checkpoint_dir: pathlib.Path,
     initial_eval: dict[str, float] | None = None,
+    stop_after_step: int | None = None,
   ) -> tuple[Params, dict[str, Any]]:
     """Trains ``params`` (donated) with ``spec``'s optimizer, resumably.
 
@@ -373,13 +442,16 @@ class Experiment:
       stream: the data stream id.
       checkpoint_dir: this run's checkpoint directory.
       initial_eval: the evaluation of ``params``, if known.
+      stop_after_step: fault injection: right after the first checkpoint at
+        this batch or later, every process exits abruptly with
+        :data:`EXIT_STOPPED` (as if killed; nothing after it runs).
 
     Returns:
       ``(params, record)``; ``record`` holds the eval history, the final
       validation losses and the timings.
     """
     config, mesh = self.config, self.mesh
-    k = self.cycle_length
+    k = self.batches_per_call
     num_batches = self._whole_calls(num_batches)
     eval_every = self._whole_calls(config.eval_every)
     checkpoint_every = self._whole_calls(config.checkpoint_every)
@@ -391,12 +463,20 @@ class Experiment:
         tx, self.abstract_params, self.param_shardings, state_shardings, mesh
       )
       resumed = runs.resume(mngr, target, discard=params)
+      # PROFIT: whether each main step since the last evaluation projected
+      # its gradient, and every main step's omega, ||delta|| and projection;
+      # both checkpointed, so that a resumed run reports what an
+      # uninterrupted one does.
+      projected, diagnostics = [], []
       if resumed is None:
         opt_state = init_fn(params)
         step, resumed_from = 0, None
         history = [{"step": 0, **(initial_eval or self.evaluate(params))}]
       else:
-        state, history = resumed
+        state, extra = resumed
+        history = extra["history"]
+        projected = list(extra.get("projected_since_eval", []))
+        diagnostics = [tuple(d) for d in extra.get("diagnostics", [])]
         params, opt_state, step = state.params, state.opt_state, int(state.step)
         resumed_from = step
       bar = tqdm.tqdm(
@@ -407,7 +487,6 @@ class Experiment:
         unit="batch",
         leave=True,
       )
-      projected = []  # PROFIT: whether each main step projected its gradient.
       first_call_s = None  # Includes the compilation.
       while step < num_batches:
         batches = self._batches(text, stream, step)
@@ -417,8 +496,13 @@ class Experiment:
           first_call_s = time.perf_counter() - start_time
         step += k
         bar.update(k)
-        if "projected" in metrics:
+        if "projected" in metrics and step % self.cycle_length == 0:
+          # After a main step (every call of the cycle path; every
+          # cycle_length-th call of the per-call path).
           projected.append(metrics["projected"])
+          diagnostics.append(
+            (step, *(metrics[m] for m in ("omega", "delta_norm", "projected")))
+          )
         if step % eval_every == 0 or step == num_batches:
           train_loss = float(jnp.mean(metrics["loss"]))
           entry = {"step": step, "train": train_loss}
@@ -434,27 +518,67 @@ class Experiment:
         if step % checkpoint_every == 0 or step == num_batches:
           step_array = jax.device_put(jnp.int32(step), sharding.replicated(mesh))
           state = checkpointing.TrainState(step_array, params, opt_state)
-          checkpointing.save(mngr, state, extra={"history": history})
+          projected, diagnostics = jax.device_get((projected, diagnostics))
+          extra = {
+            "history": history,
+            "projected_since_eval": [bool(p) for p in projected],
+            "diagnostics": [_diagnostic(d) for d in diagnostics],
+          }
+          checkpointing.save(mngr, state, extra=extra)
+          if stop_after_step is not None and step >= stop_after_step:
+            _stop_abruptly(step)
       bar.close()
     record = {
       "name": spec.name,
       "method": spec.method,
       "lr": spec.lr,
       "batches": num_batches,
-      "optimizer_steps": (num_batches // k if spec.method == "profit" else num_batches),
+      "optimizer_steps": (
+        num_batches // self.cycle_length
+        if spec.method.startswith("profit")
+        else num_batches
+      ),
       "final": {name: history[-1][name] for name in ("old", "new")},
       "history": history,
       "resumed_from_step": resumed_from,
       "wall_s": time.perf_counter() - start_time,
       "first_call_s": first_call_s,
     }
-    if spec.method == "profit":
+    if spec.method.startswith("profit"):
       record["ref_lr"] = spec.lr / config.profit_ratio
+      record["diagnostics"] = [
+        dict(
+          zip(("step", "omega", "delta_norm", "projected"), _diagnostic(d), strict=True)
+        )
+        for d in jax.device_get(diagnostics)
+      ]
     return params, record
 
 
+def _diagnostic(d: tuple[Any, ...]) -> list[Any]:
+  """``(step, omega, delta_norm, projected)`` as JSON values."""
+  step, omega, delta_norm, projected = d
+  return [int(step), float(omega), float(delta_norm), bool(projected)]
+
+
+def _stop_abruptly(step: int) -> None:
+  """Ends every process right after a checkpoint, as a kill would."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(f"stop_after_step_{step}")
+  if jax.process_index() == 0:
+    print(
+      f"\nstopped after the checkpoint at batch {step} (--stop-after-step)", flush=True
+    )
+  os._exit(EXIT_STOPPED)
+
+
 def train_and_evaluate(
-  config: Config, workdir: str | pathlib.Path, show_progress: bool = True
+  config: Config,
+  workdir: str | pathlib.Path,
+  show_progress: bool = True,
+  stop_after_step: int | None = None,
 ) -> dict[str, Any]:
   """Runs pre-training and every fine-tuning run; writes the results.
 
@@ -463,9 +587,10 @@ def train_and_evaluate(
     workdir: output directory (``results.json``, ``table.md``,
       ``tradeoff.png``, ``checkpoints/``).
     show_progress: show tqdm bars (on process 0).
+    stop_after_step: fault injection, see :meth:`Experiment.train`.
 
   Returns:
-    The results dict written to ``results.json``.
+    The results dict written to ``results.json`` (by process 0 only).
   """
   workdir = pathlib.Path(workdir)
   exp = Experiment(config, workdir, show_progress=show_progress)
@@ -477,6 +602,7 @@ def train_and_evaluate(
     domain="old",
     stream=PRETRAIN_STREAM,
     checkpoint_dir=runs.pretrain_dir(workdir, config),
+    stop_after_step=stop_after_step,
   )
   pretrained_eval = pre_record["final"]
   finetune = []
@@ -489,6 +615,7 @@ def train_and_evaluate(
       stream=FINETUNE_STREAM,
       checkpoint_dir=runs.finetune_dir(workdir, config, spec),
       initial_eval=pretrained_eval,
+      stop_after_step=stop_after_step,
     )
     finetune.append(record)
   results = {

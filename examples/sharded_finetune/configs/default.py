@@ -32,7 +32,8 @@ class Config:
     mesh_shape: ``(data, model)`` mesh sizes; ``(0, 0)`` picks ``model = 2``
       on an even device count and ``data`` = the rest; one ``-1`` is
       inferred.
-    pretrain_steps: pre-training batches on the old domain.
+    pretrain_steps: pre-training batches on the old domain (0: fine-tune the
+      freshly initialised model).
     pretrain_lr: peak AdamW learning rate of pre-training (linear warm-up,
       cosine decay to a tenth).
     pretrain_warmup: warm-up batches of pre-training.
@@ -41,6 +42,11 @@ class Config:
     adamw_lrs: constant learning rates of the AdamW fine-tuning baseline.
     profit_lrs: constant learning rates of PROFIT's main optimizer (AdamW
       with the same weight decay).
+    profit_sgd_lrs: learning rates of PROFIT runs whose main optimizer is SGD
+      with momentum 0.9 (method ``profit_sgd``; default none). SGD turns
+      float rounding into float rounding, where Adam turns it into sign
+      flips: the multi-process tests compare these runs across process
+      counts to float32 rounding.
     profit_ratio: ``lr_main / lr_ref`` of PROFIT (reference optimizer: SGD).
     n_ref: PROFIT's reference steps per cycle.
     eval_every: evaluate both domains every this many batches (rounded up
@@ -48,6 +54,10 @@ class Config:
     checkpoint_every: save an orbax checkpoint every this many batches
       (rounded up to whole calls of ``cycle_length`` batches); runs resume
       from the latest one.
+    train_step: ``"cycle"``: one PROFIT cycle (``n_ref + 1`` batches) per
+      compiled call, ``optax_profit.make_train_step``; ``"per_call"``: one
+      batch and one ``tx.update`` per call (checkpoints can then fall
+      between a reference step and its main step).
     seed: fixes the data order and the initialisation.
   """
 
@@ -73,11 +83,13 @@ class Config:
   ft_steps: int = 2000
   adamw_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
   profit_lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
+  profit_sgd_lrs: tuple[float, ...] = ()
   profit_ratio: float = 100.0
   n_ref: int = 1
   # Bookkeeping.
   eval_every: int = 200
   checkpoint_every: int = 1000
+  train_step: str = "cycle"
   seed: int = 0
 
 
@@ -90,7 +102,6 @@ _POSITIVE_INTS = (
   "num_layers",
   "num_heads",
   "d_ff",
-  "pretrain_steps",
   "ft_steps",
   "n_ref",
   "eval_every",
@@ -123,7 +134,19 @@ def validate(config: Config, data_parallelism: int | None = None) -> None:
       field,
       "must be an int >= 1",
     )
+  check(
+    isinstance(config.pretrain_steps, int)
+    and not isinstance(config.pretrain_steps, bool)
+    and config.pretrain_steps >= 0,
+    "pretrain_steps",
+    "must be an int >= 0",
+  )
   check(config.pretrain_warmup >= 0, "pretrain_warmup", "must be >= 0")
+  check(
+    config.train_step in ("cycle", "per_call"),
+    "train_step",
+    "must be 'cycle' or 'per_call'",
+  )
   check(
     config.d_model % config.num_heads == 0,
     "num_heads",
@@ -142,7 +165,7 @@ def validate(config: Config, data_parallelism: int | None = None) -> None:
     "weight_decay",
     "must be in [0, 1)",
   )
-  for field in ("adamw_lrs", "profit_lrs"):
+  for field in ("adamw_lrs", "profit_lrs", "profit_sgd_lrs"):
     lrs = getattr(config, field)
     check(
       all(math.isfinite(lr) and lr > 0 for lr in lrs),
@@ -150,7 +173,7 @@ def validate(config: Config, data_parallelism: int | None = None) -> None:
       "must hold finite learning rates > 0",
     )
   check(
-    bool(config.adamw_lrs or config.profit_lrs),
+    bool(config.adamw_lrs or config.profit_lrs or config.profit_sgd_lrs),
     "adamw_lrs",
     "and `profit_lrs` must not both be empty",
   )
