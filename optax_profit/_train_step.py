@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_profit import _profit, _projection
@@ -45,6 +46,23 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
       f"one call consumes one PROFIT cycle of {cycle_length} batches (n_ref + 1): "
       f"every leaf of `batches` needs a leading axis of size {cycle_length}, but "
       f"their leading sizes are {listing}."
+    )
+
+
+def _check_array_params(params: optax.Params) -> None:
+  """Raises ``TypeError`` naming the params leaves that are not arrays."""
+  bad = [
+    f"{jax.tree_util.keystr(k) or '<root>'} ({type(x).__name__})"
+    for k, x in jax.tree_util.tree_leaves_with_path(params)
+    if not isinstance(x, (jax.Array, np.ndarray, np.generic, float, int))
+  ]
+  if bad:
+    raise TypeError(
+      "make_train_step's `params` must hold arrays only, but these leaves are "
+      f"not: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. With an "
+      "Equinox model, split it with `params, static = eqx.partition(model, "
+      "eqx.is_array)` and rebuild it in loss_fn with `eqx.combine(params, "
+      "static)` (see the Equinox recipe)."
     )
 
 
@@ -396,6 +414,7 @@ class _DispatchingStep:
     return value
 
   def __call__(self, params, opt_state, batches, **extra_args):
+    _check_array_params(params)
     count_array = getattr(opt_state, "count", None)
     if count_array is None or isinstance(count_array, jax.core.Tracer):
       return self._auto(params, opt_state, batches, **extra_args)
@@ -496,6 +515,13 @@ def make_train_step(
 
   spec = _profit.profit_spec(tx)
   if spec is None or not spec.is_static:
-    return jit("generic")
+    generic = jit("generic")
+
+    def step(params, opt_state, batches, **extra_args):
+      _check_array_params(params)
+      return generic(params, opt_state, batches, **extra_args)
+
+    step.lower = generic.lower
+    return step
   cycles = functools.cache(lambda offset: jit("cycle", offset))
   return _DispatchingStep(spec, cycle=cycles, generic=jit("generic"), auto=jit("auto"))
