@@ -550,6 +550,19 @@ def profit(
   first ``warmup_steps`` calls apply ``main`` alone before the first cycle
   (the paper's recipe for data far from the pre-training data, Sec. 4.3).
 
+  **Schedules.** A schedule inside ``main`` (``optax.adamw(schedule)``) is
+  evaluated at the main optimizer's count: it advances once per warm-up step
+  and once per cycle, not once per batch (``optax.linear_schedule(1e-2, 0.0,
+  48)`` is still at about 0.005 after 48 batches with ``n_ref=1``). For a
+  schedule in batches, evaluate it at the batch of main step ``m``:
+  ``m`` during the warm-up, then ``warmup_steps + (m - warmup_steps) *
+  (n_ref + 1) + n_ref`` (the schedules recipe of the docs). A schedule for
+  ``ref`` counts reference steps.
+
+  **Evaluation.** After a reference step the params are temporary: evaluate
+  or export :func:`optax_profit.eval_params` (``theta_ref`` inside a cycle,
+  the params at a boundary).
+
   ``update`` is jit-able and vmap-able, with no host round trip: on GPU and
   TPU it computes both steps and selects the phase's results with
   ``jnp.where``; on CPU only the phase's step runs, inside zero-or-one-trip
@@ -566,7 +579,9 @@ def profit(
       optax schedule (then ``optax.sgd(ref)``, evaluated at the number of
       *reference* steps taken), or any ``optax.GradientTransformation``. The
       paper finds good ratios ``lr_main / lr_ref`` between 10 and 10,000.
-    n_ref: number of reference steps per cycle, an int >= 1.
+    n_ref: number of reference steps per cycle, an int >= 1 (``n_ref + 1``
+      fits an int32). Under ``optax.inject_hyperparams`` keep it static
+      (``static_args``) or an int: a traced float is refused.
     warmup_steps: number of leading ``update`` calls that apply ``main``
       alone, an int >= 0.
     storage: ``"delta"`` (default): keep the cycle's displacement, the sum of
@@ -582,17 +597,26 @@ def profit(
   Returns:
     A :class:`ProfitTransformation` whose state is a :class:`ProfitState`.
     Its ``update`` requires ``params``; extra keyword arguments are passed on
-    to ``main`` and ``ref``.
+    to ``main`` and ``ref``. Leaves whose gradient is ``None`` (Equinox's
+    ``filter_grad`` on non-array leaves; ``params`` may be the whole model)
+    get a ``None`` update and are left out of ``delta`` and ``omega``;
+    Python-scalar leaves are treated as 0-d arrays, as optax does.
 
   Raises:
     TypeError: if ``main`` is not a GradientTransformation, ``ref`` has an
       unsupported type, ``n_ref``/``warmup_steps`` are not ints, or
       ``delta_dtype`` is not a floating dtype.
-    ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, a float ``ref`` is
-      negative or not finite, ``storage`` is unknown or ``delta_dtype`` is
-      given with ``storage="copy"``; from ``update``, if ``params`` is missing
-      or a gradient leaf's shape differs from its param's. Hyperparameters
-      traced under ``optax.inject_hyperparams`` cannot be checked.
+    ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, either is beyond
+      int32, a float ``ref`` is negative or not finite, ``storage`` is
+      unknown, ``delta_dtype`` is given with ``storage="copy"``, or
+      ``optax.inject_hyperparams`` schedules ``ref`` (pass the schedule with
+      ``static_args=("ref",)``), ``n_ref`` or ``warmup_steps``; from
+      ``update``, if ``params`` is missing, a gradient leaf's shape differs
+      from its param's, or the state was built for another ``storage``,
+      ``delta_dtype`` or params layout (checked under ``jit`` too) or another
+      ``n_ref``/``warmup_steps`` (checked outside ``jit`` only).
+      Hyperparameter values traced under ``optax.inject_hyperparams`` cannot
+      be checked.
 
   References:
     Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine Tuning

@@ -451,13 +451,19 @@ def make_train_step(
   ``jax.tree.map(jnp.copy, params)``, before the first call).
 
   For a bare :func:`optax_profit.profit` (int ``n_ref`` and
-  ``warmup_steps``), a call that starts at a cycle boundary past the warm-up
-  runs the *static cycle*: ``lax.scan`` over the reference batches, then the
-  main step, with no phase selection and no snapshot copy. Other calls
-  (warm-up, a state left mid-cycle by per-batch ``update`` calls) scan over
-  per-batch ``tx.update`` calls. The choice is made on the host from the step
-  count, which the step tracks across calls without device-to-host
-  transfers. Called under ``jax.jit`` or ``lax.scan``, on CPU both paths are
+  ``warmup_steps``), a call that starts past the warm-up runs a *static
+  cycle*: ``lax.scan`` over the reference batches, then the main step, with
+  no phase selection (and, from a cycle boundary, no snapshot copy). A call
+  that starts mid-cycle (after a warm-up that is not a multiple of
+  ``n_ref + 1``, or after per-batch ``update`` calls) finishes that cycle and
+  starts the next, its phases static as well, so every call after the
+  warm-up takes it. Calls that hold warm-up steps scan over per-batch
+  ``tx.update`` calls. The choice is made on the host from the step count,
+  which the step tracks across calls without device-to-host transfers; a
+  state it did not return itself (e.g. a restored checkpoint) is read once,
+  and refused if it was built for another ``n_ref`` or ``warmup_steps``.
+  The returned step counts the calls that took each path in its ``calls``
+  attribute (``{"cycle": ..., "generic": ...}``). Called under ``jax.jit`` or ``lax.scan``, on CPU both paths are
   compiled and chosen on device; on GPU/TPU the traced step always takes the
   per-batch scan, which has no control flow. Results agree up to float
   rounding.
@@ -482,8 +488,15 @@ def make_train_step(
     ``aux`` (stacked, when ``has_aux``) and the last main step's diagnostics
     (see :func:`profit_diagnostics`).
 
+  Equinox: split the model with ``params, static = eqx.partition(model,
+  eqx.is_array)`` and rebuild it in ``loss_fn`` with ``eqx.combine(params,
+  static)``. The partition shares the model's buffers: with ``donate=True``
+  the first call deletes the model's arrays unless you pass a copy
+  (``jax.tree.map(jnp.copy, params)``).
+
   Raises:
-    TypeError: if ``cycle_length`` is needed and missing.
+    TypeError: if ``cycle_length`` is needed and missing; when called with
+      ``params`` that hold non-array leaves (an unpartitioned Equinox model).
     ValueError: if ``cycle_length`` contradicts a bare ``profit``'s cycle;
       when called with a leaf of `batches` of another leading size.
 

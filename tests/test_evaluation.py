@@ -214,3 +214,30 @@ def test_eval_params_errors():
     optax_profit.eval_params(p0, tx.init(p0))
   with pytest.raises(ValueError, match="do not have the structure"):
     optax_profit.eval_params({"W": p0["W"]}, profit().init(p0))
+
+
+def test_examples_evaluate_eval_params():
+  """The examples' evaluation helpers give theta_ref after a reference step
+  (PROFIT) and the params otherwise (the other methods)."""
+  from examples.cifar import optimizers
+  from examples.cifar.configs import default
+  from examples.toy_regression import train as toy
+
+  p0 = {"W": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+  grads = {"W": jnp.full((3, 2), 0.5), "b": jnp.ones(2)}
+  config = default.Config()
+  warmup = config.warmup_epochs * 4
+  for name in ("profit", "adam"):
+    opt = optimizers.create_optimizer(name, 1e-2, config, steps_per_epoch=4)
+    params, state = p0, opt.tx.init(p0)
+    for _ in range(warmup + 1):  # the last call: a cycle's first reference step
+      before = params
+      updates, state = opt.tx.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    assert np.max(np.abs(params["W"] - before["W"])) > 1e-5
+    want = before if name == "profit" else params
+    if name == "profit":
+      assert not bool(optax_profit.cycle_ended(state))
+    for got in (opt.eval_view(params, state), toy.eval_weights(params, state)):
+      np.testing.assert_allclose(got["W"], want["W"], rtol=1e-6)
+      np.testing.assert_allclose(got["b"], want["b"], rtol=1e-6)
