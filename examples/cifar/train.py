@@ -652,9 +652,7 @@ def finetune(
         config=config,
         desc=f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}",
       )
-      metrics = _eval_all(
-        config, opt.eval_view(params, state["opt_state"]), frozen_head, data
-      )
+      metrics = _eval_all(config, opt.eval_view(params, opt_state), frozen_head, data)
       batches = (epoch * calls_per_epoch + int(hi)) * group
       main_steps = batches
       if optimizer == "profit":
