@@ -380,38 +380,37 @@ class _DispatchingStep:
   Attributes:
     lower: ``lower(params, opt_state, batches)`` of the ``auto`` step (for
       ahead-of-time compilation and memory analysis).
+    calls: how many calls took a static cycle (``"cycle"``, from a cycle's
+      start or mid-cycle) and the per-batch scan (``"generic"``); calls made
+      under a trace (the ``auto`` step) are not counted.
   """
 
-  def __init__(self, spec: _profit.ProfitSpec, *, cycle, generic, auto):
+  def __init__(self, spec: _profit.ProfitSpec, *, cycle, rotated, generic, auto):
     self._spec = spec
     self._cycle, self._generic, self._auto = cycle, generic, auto
+    self._rotated = rotated  # offset -> the jitted step from that position
     self._last: tuple[Any, int] | None = None
     self.lower = auto.lower
     self.calls = {"cycle": 0, "generic": 0}  # which path each call took
-
-  @staticmethod
-  def _host(x: Any) -> Any:
-    if not getattr(x, "is_fully_addressable", True):
-      x = x.addressable_data(0)  # replicated across processes
-    return jax.device_get(x)
 
   def _count(self, opt_state: Any) -> int | None:
     count = opt_state.count
     if self._last is not None and count is self._last[0]:
       return self._last[1]
-    try:
-      value = int(self._host(count))
-      recorded = (
-        self._host(opt_state.cycle_length),
-        self._host(opt_state.warmup_steps),
-      )
+    local = lambda x: (  # replicated across processes
+      x if getattr(x, "is_fully_addressable", True) else x.addressable_data(0)
+    )
+    fields = (count, opt_state.cycle_length, opt_state.warmup_steps)
+    try:  # one device-to-host transfer
+      value, cycle_length, warmup_steps = jax.device_get(tuple(map(local, fields)))
     except Exception:  # pylint: disable=broad-except
       return None
     # A state from elsewhere (a checkpoint): refuse one built for another cycle.
     _profit._check_recorded(  # pylint: disable=protected-access
-      self._spec, opt_state._replace(cycle_length=recorded[0], warmup_steps=recorded[1])
+      self._spec,
+      opt_state._replace(cycle_length=cycle_length, warmup_steps=warmup_steps),
     )
-    return value
+    return int(value)
 
   def __call__(self, params, opt_state, batches, **extra_args):
     _check_array_params(params)
@@ -423,7 +422,8 @@ class _DispatchingStep:
       return self._auto(params, opt_state, batches, **extra_args)
     steps = count - self._spec.warmup_steps
     if steps >= 0:  # past the warm-up: a static cycle from the call's position
-      step = self._cycle(steps % self._spec.cycle_length)
+      offset = steps % self._spec.cycle_length
+      step = self._rotated(offset) if offset else self._cycle
       self.calls["cycle"] += 1
     else:
       step = self._generic
@@ -536,5 +536,10 @@ def make_train_step(
 
     step.lower = generic.lower
     return step
-  cycles = functools.cache(lambda offset: jit("cycle", offset))
-  return _DispatchingStep(spec, cycle=cycles, generic=jit("generic"), auto=jit("auto"))
+  return _DispatchingStep(
+    spec,
+    cycle=jit("cycle"),
+    rotated=functools.cache(lambda offset: jit("cycle", offset)),
+    generic=jit("generic"),
+    auto=jit("auto"),
+  )

@@ -224,3 +224,23 @@ def test_extra_args_reach_main_and_ref_on_every_path(warmup_steps):
   assert best(state) == best(want_state) == 5.0 - (num_calls - 1)
   other, _ = per_call(1.0)  # ref_scale mattered
   assert float(jnp.max(jnp.abs(other["W"] - want["W"]))) > 1e-6
+
+
+@pytest.mark.parametrize("n_ref, offset", [(1, 1), (3, 1), (3, 3)])
+def test_mid_cycle_static_step_has_no_device_control_flow_on_gpu(n_ref, offset):
+  """The step that finishes a cycle and starts the next: its scans' trip
+  counts are static, no phase selection (as the aligned static cycle)."""
+  from tests.test_platforms import control_flow
+
+  tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref, warmup_steps=1)
+  step = optax_profit.make_train_step(jax_loss, tx, donate=False)
+  params = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  batches = stack(ref_impl.make_batches(n_ref + 1, seed=5))
+  rotated = step._rotated(offset)  # pylint: disable=protected-access
+  module = jax.export.export(rotated, platforms=["cuda"])(
+    params, tx.init(params), batches
+  ).mlir_module()
+  # Scans over the reference batches before the main step (n_ref - offset)
+  # and after the cycle's first one (offset - 1), when there are any.
+  scans = int(n_ref - offset > 0) + int(offset - 1 > 0)
+  assert control_flow(module) == {"while": scans, "if": 0, "data-dependent case": 0}
