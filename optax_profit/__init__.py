@@ -5,6 +5,7 @@ Example:
   >>> tx = optax_profit.profit(optax.adamw(1e-4), ref=1e-5)
 """
 
+from optax_profit._evaluation import cycle_ended, eval_params
 from optax_profit._profit import (
   ProfitSpec,
   ProfitState,
@@ -29,6 +30,8 @@ __all__ = (
   "Projection",
   "Storage",
   "check_stacked_batches",
+  "cycle_ended",
+  "eval_params",
   "make_train_step",
   "profit",
   "profit_diagnostics",

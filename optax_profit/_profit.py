@@ -9,6 +9,7 @@ Algorithm 1 is written once, as :func:`reference_step` (lines 6-9) and
 
 import dataclasses
 import numbers
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -44,6 +45,12 @@ class ProfitState(NamedTuple):
     delta: with ``storage="delta"`` (the default), the current cycle's
       displacement ``theta - theta_ref``, accumulated from the reference
       updates; ``None`` otherwise.
+    cycle_length: the ``n_ref + 1`` the state was built and last updated
+      with (int32). ``update`` refuses a state recorded for another cycle
+      when both are concrete (outside ``jit``), and
+      :func:`optax_profit.make_train_step` checks it on the host;
+      :func:`optax_profit.eval_params` reads the phase from it.
+    warmup_steps: likewise, the ``warmup_steps`` (int32).
   """
 
   count: jax.Array
@@ -56,6 +63,8 @@ class ProfitState(NamedTuple):
   removed_fraction: jax.Array
   projected: jax.Array
   delta: optax.Updates | None
+  cycle_length: jax.Array
+  warmup_steps: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,14 +312,27 @@ def _in_place_update(spec, grads, state, params, extra_args):
 
 
 # ------------------------------------------------------------- the factory
+INT32_MAX = 2**31 - 1
+
+
 def _is_tracer(x: Any) -> bool:
   return isinstance(x, jax.core.Tracer)
 
 
-def _as_int(name: str, value: Any, minimum: int) -> Any:
-  """A concrete integer as a Python int (checked); traced values pass."""
+def _as_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> Any:
+  """A concrete integer as a Python int (checked); traced integers pass.
+
+  A traced value (e.g. under ``optax.inject_hyperparams``) is checked for an
+  integer dtype only: its value is unknown until the step runs.
+  """
   if _is_tracer(value):
-    return value  # e.g. under `optax.inject_hyperparams`: unchecked.
+    if not jnp.issubdtype(value.dtype, jnp.integer) or value.ndim:
+      raise TypeError(
+        f"`{name}` must be an int, got a traced {value.dtype} array of shape "
+        f"{value.shape} (optax.inject_hyperparams traces a float {name} as a "
+        f"float): pass a Python int, or name it in `static_args`."
+      )
+    return value
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"`{name}` must be an int, got the bool {value!r}.")
   is_int_array = (
@@ -322,7 +344,45 @@ def _as_int(name: str, value: Any, minimum: int) -> Any:
     raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
   if int(value) < minimum:
     raise ValueError(f"`{name}` must be >= {minimum}, got {int(value)}.")
+  if int(value) > maximum:
+    raise ValueError(
+      f"`{name}` must be <= {maximum} (the step count is an int32), got {int(value)}."
+    )
   return int(value)
+
+
+def _injected_schedules(frame: Any) -> set[str]:
+  """The arguments `optax.inject_hyperparams` schedules, when it calls `profit`.
+
+  ``optax.inject_hyperparams(profit)(main, ref=schedule)`` evaluates the
+  schedule at its own count, once per ``update`` call, and passes `profit` the
+  value: `profit` alone cannot tell it from a constant. The caller's frame
+  (inject_hyperparams' ``init``/``update``) holds the schedules by name.
+  """
+  code = frame.f_code if frame is not None else None
+  if code is None or not code.co_filename.endswith("_inject.py"):
+    return set()
+  schedules = frame.f_locals.get("sched_hps")
+  return set(schedules) if isinstance(schedules, dict) else set()
+
+
+def _refuse_injected_schedules(frame: Any) -> None:
+  """Raises ``ValueError`` if inject_hyperparams schedules an argument of `profit`."""
+  scheduled = _injected_schedules(frame) & {"ref", "n_ref", "warmup_steps"}
+  if "ref" in scheduled:
+    raise ValueError(
+      "optax.inject_hyperparams(profit) would evaluate the `ref` schedule at "
+      "its own count, once per update call, but PROFIT's reference learning "
+      "rate counts reference steps only: pass the schedule through, with "
+      "optax.inject_hyperparams(optax_profit.profit, static_args=('ref',)), "
+      "or call optax_profit.profit(main, ref=schedule) directly."
+    )
+  if scheduled:
+    name = sorted(scheduled)[0]
+    raise ValueError(
+      f"`{name}` cannot be a schedule: it fixes the phase of every call. "
+      "Pass an int (in `static_args` under optax.inject_hyperparams)."
+    )
 
 
 def _reference_optimizer(ref: Any) -> optax.GradientTransformationExtraArgs:
@@ -364,6 +424,99 @@ def _check_layout(grads: optax.Updates, params: optax.Params) -> None:
       )
 
 
+def _as_arrays(tree: Any) -> Any:
+  """Python and NumPy scalar leaves as arrays (as optax's own transforms see them)."""
+  scalar = lambda x: (
+    isinstance(x, (numbers.Number, np.number)) and not isinstance(x, (bool, np.bool_))
+  )
+  return jax.tree.map(lambda x: jnp.asarray(x) if scalar(x) else x, tree)
+
+
+def _without_frozen(grads: optax.Updates, params: optax.Params) -> optax.Params:
+  """``params`` with ``None`` where the gradient is ``None`` (Equinox).
+
+  ``eqx.filter_grad`` gives ``None`` for the model's non-array leaves (and
+  for arrays it does not differentiate), while ``tx.update(grads, state,
+  model)`` gets the whole model: those leaves get no update.
+  """
+  is_none = lambda x: x is None
+  if not any(g is None for g in jax.tree.leaves(grads, is_leaf=is_none)):
+    return params
+  try:
+    return jax.tree.map(
+      lambda g, p: None if g is None else p, grads, params, is_leaf=is_none
+    )
+  except (ValueError, TypeError):
+    return params  # _check_layout names the difference
+
+
+def _check_recorded(spec: ProfitSpec, state: ProfitState) -> None:
+  """Refuses a state recorded for another cycle (when both are concrete)."""
+  for name, recorded, value in (
+    ("n_ref", state.cycle_length, spec.cycle_length),
+    ("warmup_steps", state.warmup_steps, spec.warmup_steps),
+  ):
+    if any(_is_tracer(x) for x in (recorded, value)):
+      continue
+    recorded = int(np.asarray(recorded))
+    if name == "n_ref":
+      recorded, value = recorded - 1, value - 1
+    if recorded != int(value):
+      raise ValueError(
+        f"The optimizer state was built for {name}={recorded}, but this profit "
+        f"has {name}={int(value)}: its count would land in the wrong phase. "
+        f"Restore it into profit(..., {name}={recorded}) (a state can't change "
+        "its cycle)."
+      )
+
+
+def _check_storage(spec: ProfitSpec, state: ProfitState, params: optax.Params) -> None:
+  """Refuses (at trace time) a state built with another storage or delta dtype."""
+  kind = spec.storage.kind
+  other = "delta" if kind == "copy" else "theta_ref"
+  stored = getattr(state, spec.storage.field)
+  if stored is None or getattr(state, other) is not None:
+    built = "copy" if state.theta_ref is not None else "delta"
+    raise ValueError(
+      f"The optimizer state was built with storage={built!r}, but this profit "
+      f"has storage={kind!r}: restore it into a profit with storage={built!r}."
+    )
+  expected = jax.eval_shape(spec.storage.init, params)
+  leaves = jax.tree_util.tree_leaves_with_path
+  want = {jax.tree_util.keystr(k): v for k, v in leaves(expected)}
+  have = {jax.tree_util.keystr(k): v for k, v in leaves(stored)}
+  if want.keys() != have.keys():
+    raise ValueError(
+      f"The optimizer state's `{spec.storage.field}` does not match `params`: "
+      f"leaves only in the state: {sorted(have.keys() - want.keys())}; only in "
+      f"params: {sorted(want.keys() - have.keys())}. Build the state with "
+      "tx.init on the same params (a gradient of None leaves a param frozen "
+      "only where the state has no entry either, e.g. "
+      "tx.init(eqx.filter(model, eqx.is_array)))."
+    )
+  for name, leaf in want.items():
+    got = have[name]
+    if (jnp.shape(got), jnp.result_type(got)) != (leaf.shape, leaf.dtype):
+      what = "delta_dtype" if kind == "delta" else "params dtype"
+      raise ValueError(
+        f"Leaf {name or '<root>'} of the optimizer state's `{spec.storage.field}` "
+        f"is {jnp.result_type(got)}{list(jnp.shape(got))}, but this profit "
+        f"expects {leaf.dtype}{list(leaf.shape)}: the state was built with "
+        f"another {what} (storage={spec.storage})."
+      )
+
+
+def check_state(spec: ProfitSpec, state: ProfitState, params: optax.Params) -> None:
+  """Refuses ``state`` if it was built for another profit than ``spec``'s.
+
+  The storage kind, the delta dtype and the layout are checked at trace time;
+  ``n_ref`` and ``warmup_steps`` only when the state's recorded values are
+  concrete (not under ``jit``).
+  """
+  _check_storage(spec, state, params)
+  _check_recorded(spec, state)
+
+
 def profit(
   main: optax.GradientTransformation,
   ref: optax.ScalarOrSchedule | optax.GradientTransformation,
@@ -397,6 +550,19 @@ def profit(
   first ``warmup_steps`` calls apply ``main`` alone before the first cycle
   (the paper's recipe for data far from the pre-training data, Sec. 4.3).
 
+  **Schedules.** A schedule inside ``main`` (``optax.adamw(schedule)``) is
+  evaluated at the main optimizer's count: it advances once per warm-up step
+  and once per cycle, not once per batch (``optax.linear_schedule(1e-2, 0.0,
+  48)`` is still at about 0.005 after 48 batches with ``n_ref=1``). For a
+  schedule in batches, evaluate it at the batch of main step ``m``:
+  ``m`` during the warm-up, then ``warmup_steps + (m - warmup_steps) *
+  (n_ref + 1) + n_ref`` (the schedules recipe of the docs). A schedule for
+  ``ref`` counts reference steps.
+
+  **Evaluation.** After a reference step the params are temporary: evaluate
+  or export :func:`optax_profit.eval_params` (``theta_ref`` inside a cycle,
+  the params at a boundary).
+
   ``update`` is jit-able and vmap-able, with no host round trip: on GPU and
   TPU it computes both steps and selects the phase's results with
   ``jnp.where``; on CPU only the phase's step runs, inside zero-or-one-trip
@@ -413,7 +579,9 @@ def profit(
       optax schedule (then ``optax.sgd(ref)``, evaluated at the number of
       *reference* steps taken), or any ``optax.GradientTransformation``. The
       paper finds good ratios ``lr_main / lr_ref`` between 10 and 10,000.
-    n_ref: number of reference steps per cycle, an int >= 1.
+    n_ref: number of reference steps per cycle, an int >= 1 (``n_ref + 1``
+      fits an int32). Under ``optax.inject_hyperparams`` keep it static
+      (``static_args``) or an int: a traced float is refused.
     warmup_steps: number of leading ``update`` calls that apply ``main``
       alone, an int >= 0.
     storage: ``"delta"`` (default): keep the cycle's displacement, the sum of
@@ -429,17 +597,26 @@ def profit(
   Returns:
     A :class:`ProfitTransformation` whose state is a :class:`ProfitState`.
     Its ``update`` requires ``params``; extra keyword arguments are passed on
-    to ``main`` and ``ref``.
+    to ``main`` and ``ref``. Leaves whose gradient is ``None`` (Equinox's
+    ``filter_grad`` on non-array leaves; ``params`` may be the whole model)
+    get a ``None`` update and are left out of ``delta`` and ``omega``;
+    Python-scalar leaves are treated as 0-d arrays, as optax does.
 
   Raises:
     TypeError: if ``main`` is not a GradientTransformation, ``ref`` has an
       unsupported type, ``n_ref``/``warmup_steps`` are not ints, or
       ``delta_dtype`` is not a floating dtype.
-    ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, a float ``ref`` is
-      negative or not finite, ``storage`` is unknown or ``delta_dtype`` is
-      given with ``storage="copy"``; from ``update``, if ``params`` is missing
-      or a gradient leaf's shape differs from its param's. Hyperparameters
-      traced under ``optax.inject_hyperparams`` cannot be checked.
+    ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, either is beyond
+      int32, a float ``ref`` is negative or not finite, ``storage`` is
+      unknown, ``delta_dtype`` is given with ``storage="copy"``, or
+      ``optax.inject_hyperparams`` schedules ``ref`` (pass the schedule with
+      ``static_args=("ref",)``), ``n_ref`` or ``warmup_steps``; from
+      ``update``, if ``params`` is missing, a gradient leaf's shape differs
+      from its param's, or the state was built for another ``storage``,
+      ``delta_dtype`` or params layout (checked under ``jit`` too) or another
+      ``n_ref``/``warmup_steps`` (checked outside ``jit`` only).
+      Hyperparameter values traced under ``optax.inject_hyperparams`` cannot
+      be checked.
 
   References:
     Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine Tuning
@@ -459,6 +636,7 @@ def profit(
     >>> int(state.count)
     4
   """
+  _refuse_injected_schedules(sys._getframe(1))  # pylint: disable=protected-access
   if not isinstance(main, optax.GradientTransformation):
     raise TypeError(
       "`main` must be an optax.GradientTransformation (e.g. "
@@ -467,12 +645,20 @@ def profit(
   spec = ProfitSpec(
     main=optax.with_extra_args_support(main),
     ref=_reference_optimizer(ref),
-    n_ref=_as_int("n_ref", n_ref, 1),
+    n_ref=_as_int("n_ref", n_ref, 1, INT32_MAX - 1),
     warmup_steps=_as_int("warmup_steps", warmup_steps, 0),
     storage=storage_from_args(storage, delta_dtype),
   )
 
   return _transformation(spec)
+
+
+def _recorded(spec: ProfitSpec) -> dict[str, jax.Array]:
+  """The state's record of the cycle: ``cycle_length`` and ``warmup_steps``."""
+  return {
+    "cycle_length": jnp.asarray(spec.cycle_length, jnp.int32),
+    "warmup_steps": jnp.asarray(spec.warmup_steps, jnp.int32),
+  }
 
 
 def _transformation(
@@ -481,6 +667,7 @@ def _transformation(
   """The transformation of ``spec``; ``variant`` forces a per-call driver."""
 
   def init_fn(params: optax.Params) -> ProfitState:
+    params = _as_arrays(params)
     acc = _projection.accumulation_dtype(params)
     stored = spec.storage.init(params)
     return ProfitState(
@@ -490,6 +677,7 @@ def _transformation(
       main_state=spec.main.init(params),
       **{k: jnp.zeros((), bool if k == "projected" else acc) for k in DIAGNOSTICS},
       delta=stored if spec.storage.kind == "delta" else None,
+      **_recorded(spec),
     )
 
   def update_fn(
@@ -503,7 +691,13 @@ def _transformation(
         "profit's update needs `params` (the current weights): call "
         "`tx.update(grads, state, params)`."
       )
+    updates, params = _as_arrays(updates), _as_arrays(params)
+    params = _without_frozen(updates, params)
     _check_layout(updates, params)
+    check_state(spec, state, params)
+    state = state._replace(**_recorded(spec))
+    if not jax.tree.leaves(params):  # e.g. a multi_transform label of no leaf
+      return updates, state._replace(count=state.count + 1)
     if variant is not None:
       return variant(spec, updates, state, params, extra_args)
     bind = lambda fn: lambda g, s, p: fn(spec, g, s, p, extra_args)

@@ -36,6 +36,30 @@ class Storage:
   kind: Literal["delta", "copy"] = "delta"
   dtype: Any = None
 
+  def __post_init__(self):
+    """Checks ``kind`` and ``dtype``; a dtype name becomes a ``jnp.dtype``."""
+    if self.kind not in ("delta", "copy"):
+      raise ValueError(
+        f"`storage` must be 'delta' (the default) or 'copy', got {self.kind!r}."
+      )
+    if self.dtype is None:
+      return
+    if self.kind == "copy":
+      raise ValueError(
+        "`delta_dtype` applies to storage='delta' only: storage='copy' keeps "
+        "theta_ref in the params' dtypes."
+      )
+    try:
+      dtype = jnp.dtype(self.dtype)
+    except TypeError:
+      dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+        "`delta_dtype` (the Storage's dtype) must be None or a floating dtype "
+        f"such as jnp.bfloat16 or 'bfloat16', got {self.dtype!r}."
+      )
+    object.__setattr__(self, "dtype", dtype)
+
   @property
   def field(self) -> str:
     """The :class:`optax_profit.ProfitState` field that holds the storage."""
@@ -110,24 +134,9 @@ def storage_from_args(storage: Any, delta_dtype: Any) -> Storage:
         "beside it."
       )
     return storage
-  if storage not in ("delta", "copy"):
-    raise ValueError(
-      f"`storage` must be 'delta' (the default) or 'copy', got {storage!r}."
-    )
-  if delta_dtype is None:
-    return Storage(storage)
-  if storage == "copy":
-    raise ValueError(
-      "`delta_dtype` applies to storage='delta' only: storage='copy' keeps "
-      "theta_ref in the params' dtypes."
-    )
-  try:
-    dtype = jnp.dtype(delta_dtype)
-  except TypeError:
-    dtype = None
-  if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+  if not isinstance(storage, str):
     raise TypeError(
-      "`delta_dtype` must be None or a floating dtype such as "
-      f"jnp.bfloat16 or 'bfloat16', got {delta_dtype!r}."
+      "`storage` must be 'delta', 'copy' or an optax_profit.Storage, got "
+      f"{type(storage).__name__} {storage!r}."
     )
-  return Storage("delta", dtype)
+  return Storage(storage, delta_dtype)

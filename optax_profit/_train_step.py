@@ -1,10 +1,12 @@
 """A jit-compiled train step that runs one whole PROFIT cycle per call."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_profit import _profit, _projection
@@ -44,6 +46,23 @@ def check_stacked_batches(batches: Batch, cycle_length: int) -> None:
       f"one call consumes one PROFIT cycle of {cycle_length} batches (n_ref + 1): "
       f"every leaf of `batches` needs a leading axis of size {cycle_length}, but "
       f"their leading sizes are {listing}."
+    )
+
+
+def _check_array_params(params: optax.Params) -> None:
+  """Raises ``TypeError`` naming the params leaves that are not arrays."""
+  bad = [
+    f"{jax.tree_util.keystr(k) or '<root>'} ({type(x).__name__})"
+    for k, x in jax.tree_util.tree_leaves_with_path(params)
+    if not isinstance(x, (jax.Array, np.ndarray, np.generic, float, int))
+  ]
+  if bad:
+    raise TypeError(
+      "make_train_step's `params` must hold arrays only, but these leaves are "
+      f"not: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}. With an "
+      "Equinox model, split it with `params, static = eqx.partition(model, "
+      "eqx.is_array)` and rebuild it in loss_fn with `eqx.combine(params, "
+      "static)` (see the Equinox recipe)."
     )
 
 
@@ -183,6 +202,74 @@ def _static_cycle(
   return new_params, new_state, values
 
 
+def _rotated_cycle(
+  spec: _profit.ProfitSpec,
+  value_and_grad: Callable[..., Any],
+  params: optax.Params,
+  state: _profit.ProfitState,
+  batches: Batch,
+  extra_args: dict[str, Any],
+  offset: int,
+) -> tuple[optax.Params, _profit.ProfitState, Any]:
+  """One cycle's worth of batches from position ``offset`` (``1..n_ref``).
+
+  The call finishes the current cycle (its remaining reference steps, then
+  its main step) and starts the next one (its first ``offset`` reference
+  steps), the phase of every batch known. Calls that start mid-cycle (after
+  a warm-up that is not a multiple of ``n_ref + 1``, or after per-batch
+  ``update`` calls) take it: every later call covers one whole cycle too.
+  """
+  n_ref = spec.n_ref
+  batch = lambda i: jax.tree.map(
+    lambda x: jax.lax.dynamic_index_in_dim(x, i, 0, False), batches
+  )
+  stack = lambda v: jax.tree.map(lambda x: jnp.asarray(x)[None], v)
+
+  def reference(carry, i, first):
+    params, stored, ref_state = carry
+    value, grads = value_and_grad(params, batch(i))
+    updates, ref_state = _profit.reference_step(
+      spec, grads, params, ref_state, extra_args
+    )
+    stored = spec.storage.record(stored, params, updates, first)
+    moved = _after(value, params, optax.apply_updates(params, updates))
+    return (moved, stored, ref_state), value
+
+  def non_first(carry, start, stop):  # reference steps on batches start..stop-1
+    if stop <= start:
+      return carry, []
+    body = lambda c, i: reference(c, i, False)
+    carry, values = jax.lax.scan(body, carry, jnp.arange(start, stop))
+    return carry, [values]
+
+  main_at = n_ref - offset  # the batch of the main step
+  carry = (params, getattr(state, spec.storage.field), state.ref_state)
+  carry, values = non_first(carry, 0, main_at)
+  weights, stored, ref_state = carry
+  value, grads = value_and_grad(weights, batch(main_at))
+  updates, main_state, proj = _profit.main_step(
+    spec, grads, weights, stored, state.main_state, extra_args
+  )
+  weights = _after(value, weights, optax.apply_updates(weights, updates))
+  values.append(stack(value))
+  carry, value = reference((weights, stored, ref_state), main_at + 1, True)
+  values.append(stack(value))
+  carry, more = non_first(carry, main_at + 2, spec.cycle_length)
+  values += more
+  new_params, stored, ref_state = carry
+  new_state = state._replace(
+    count=state.count + spec.cycle_length,
+    ref_state=ref_state,
+    main_state=main_state,
+    **{spec.storage.field: stored},
+  )
+  new_state = _profit.with_diagnostics(
+    new_state, _profit.projection_diagnostics(proj, state)
+  )
+  values = jax.tree.map(lambda *vs: jnp.concatenate(vs), *values)
+  return new_params, new_state, values
+
+
 def _cycle_length(tx: optax.GradientTransformation, cycle_length: Any) -> int:
   """Batches per call: ``n_ref + 1`` of a bare `profit`, else required."""
   spec = _profit.profit_spec(tx)
@@ -220,12 +307,13 @@ def _build_step(
   *,
   has_aux: bool,
   mode: str = "auto",
+  offset: int = 0,
 ) -> TrainStep:
   """The unjitted step of :func:`make_train_step`, by ``mode``.
 
   ``"generic"``: a ``lax.scan`` of per-batch ``tx.update`` calls, right from
-  any state; ``"cycle"``: the static cycle (the caller guarantees a state at a
-  cycle boundary past the warm-up); ``"auto"``: on CPU both, chosen on device
+  any state; ``"cycle"``: the static cycle (the caller guarantees a state at
+  position ``offset`` of a cycle past the warm-up: 0 is its start); ``"auto"``: on CPU both, chosen on device
   in place; elsewhere the generic scan, which has no control flow.
   """
   spec = _profit.profit_spec(tx)
@@ -250,6 +338,11 @@ def _build_step(
       return params, opt_state, values
 
     def cycle(params, opt_state):
+      _profit.check_state(spec, opt_state, params)
+      if offset:
+        return _rotated_cycle(
+          spec, value_and_grad, params, opt_state, batches, extra_args, offset
+        )
       return _static_cycle(spec, value_and_grad, params, opt_state, batches, extra_args)
 
     def choose_in_place(params, opt_state):
@@ -287,32 +380,54 @@ class _DispatchingStep:
   Attributes:
     lower: ``lower(params, opt_state, batches)`` of the ``auto`` step (for
       ahead-of-time compilation and memory analysis).
+    calls: how many calls took a static cycle (``"cycle"``, from a cycle's
+      start or mid-cycle) and the per-batch scan (``"generic"``); calls made
+      under a trace (the ``auto`` step) are not counted.
   """
 
-  def __init__(self, spec: _profit.ProfitSpec, *, cycle, generic, auto):
+  def __init__(self, spec: _profit.ProfitSpec, *, cycle, rotated, generic, auto):
     self._spec = spec
     self._cycle, self._generic, self._auto = cycle, generic, auto
+    self._rotated = rotated  # offset -> the jitted step from that position
     self._last: tuple[Any, int] | None = None
     self.lower = auto.lower
+    self.calls = {"cycle": 0, "generic": 0}  # which path each call took
 
-  def _count(self, count: Any) -> int | None:
+  def _count(self, opt_state: Any) -> int | None:
+    count = opt_state.count
     if self._last is not None and count is self._last[0]:
       return self._last[1]
-    try:
-      if not getattr(count, "is_fully_addressable", True):
-        count = count.addressable_data(0)  # replicated across processes
-      return int(jax.device_get(count))
+    local = lambda x: (  # replicated across processes
+      x if getattr(x, "is_fully_addressable", True) else x.addressable_data(0)
+    )
+    fields = (count, opt_state.cycle_length, opt_state.warmup_steps)
+    try:  # one device-to-host transfer
+      value, cycle_length, warmup_steps = jax.device_get(tuple(map(local, fields)))
     except Exception:  # pylint: disable=broad-except
       return None
+    # A state from elsewhere (a checkpoint): refuse one built for another cycle.
+    _profit._check_recorded(  # pylint: disable=protected-access
+      self._spec,
+      opt_state._replace(cycle_length=cycle_length, warmup_steps=warmup_steps),
+    )
+    return int(value)
 
   def __call__(self, params, opt_state, batches, **extra_args):
+    _check_array_params(params)
     count_array = getattr(opt_state, "count", None)
     if count_array is None or isinstance(count_array, jax.core.Tracer):
       return self._auto(params, opt_state, batches, **extra_args)
-    count = self._count(count_array)
+    count = self._count(opt_state)
     if count is None:
       return self._auto(params, opt_state, batches, **extra_args)
-    step = self._cycle if _is_aligned(self._spec, count) else self._generic
+    steps = count - self._spec.warmup_steps
+    if steps >= 0:  # past the warm-up: a static cycle from the call's position
+      offset = steps % self._spec.cycle_length
+      step = self._rotated(offset) if offset else self._cycle
+      self.calls["cycle"] += 1
+    else:
+      step = self._generic
+      self.calls["generic"] += 1
     params, opt_state, metrics = step(params, opt_state, batches, **extra_args)
     self._last = (opt_state.count, count + self._spec.cycle_length)
     return params, opt_state, metrics
@@ -336,13 +451,19 @@ def make_train_step(
   ``jax.tree.map(jnp.copy, params)``, before the first call).
 
   For a bare :func:`optax_profit.profit` (int ``n_ref`` and
-  ``warmup_steps``), a call that starts at a cycle boundary past the warm-up
-  runs the *static cycle*: ``lax.scan`` over the reference batches, then the
-  main step, with no phase selection and no snapshot copy. Other calls
-  (warm-up, a state left mid-cycle by per-batch ``update`` calls) scan over
-  per-batch ``tx.update`` calls. The choice is made on the host from the step
-  count, which the step tracks across calls without device-to-host
-  transfers. Called under ``jax.jit`` or ``lax.scan``, on CPU both paths are
+  ``warmup_steps``), a call that starts past the warm-up runs a *static
+  cycle*: ``lax.scan`` over the reference batches, then the main step, with
+  no phase selection (and, from a cycle boundary, no snapshot copy). A call
+  that starts mid-cycle (after a warm-up that is not a multiple of
+  ``n_ref + 1``, or after per-batch ``update`` calls) finishes that cycle and
+  starts the next, its phases static as well, so every call after the
+  warm-up takes it. Calls that hold warm-up steps scan over per-batch
+  ``tx.update`` calls. The choice is made on the host from the step count,
+  which the step tracks across calls without device-to-host transfers; a
+  state it did not return itself (e.g. a restored checkpoint) is read once,
+  and refused if it was built for another ``n_ref`` or ``warmup_steps``.
+  The returned step counts the calls that took each path in its ``calls``
+  attribute (``{"cycle": ..., "generic": ...}``). Called under ``jax.jit`` or ``lax.scan``, on CPU both paths are
   compiled and chosen on device; on GPU/TPU the traced step always takes the
   per-batch scan, which has no control flow. Results agree up to float
   rounding.
@@ -367,8 +488,15 @@ def make_train_step(
     ``aux`` (stacked, when ``has_aux``) and the last main step's diagnostics
     (see :func:`profit_diagnostics`).
 
+  Equinox: split the model with ``params, static = eqx.partition(model,
+  eqx.is_array)`` and rebuild it in ``loss_fn`` with ``eqx.combine(params,
+  static)``. The partition shares the model's buffers: with ``donate=True``
+  the first call deletes the model's arrays unless you pass a copy
+  (``jax.tree.map(jnp.copy, params)``).
+
   Raises:
-    TypeError: if ``cycle_length`` is needed and missing.
+    TypeError: if ``cycle_length`` is needed and missing; when called with
+      ``params`` that hold non-array leaves (an unpartitioned Equinox model).
     ValueError: if ``cycle_length`` contradicts a bare ``profit``'s cycle;
       when called with a leaf of `batches` of another leading size.
 
@@ -387,18 +515,31 @@ def make_train_step(
   length = _cycle_length(tx, cycle_length)
   value_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
 
-  def jit(mode):
+  def jit(mode, offset=0):
     # keep_unused: an argument a step does not read (the storage, rewritten
     # by a cycle) must stay an argument, or its donated buffer is lost.
     return jax.jit(
-      _build_step(value_and_grad, tx, length, has_aux=has_aux, mode=mode),
+      _build_step(
+        value_and_grad, tx, length, has_aux=has_aux, mode=mode, offset=offset
+      ),
       donate_argnums=(0, 1) if donate else (),
       keep_unused=True,
     )
 
   spec = _profit.profit_spec(tx)
   if spec is None or not spec.is_static:
-    return jit("generic")
+    generic = jit("generic")
+
+    def step(params, opt_state, batches, **extra_args):
+      _check_array_params(params)
+      return generic(params, opt_state, batches, **extra_args)
+
+    step.lower = generic.lower
+    return step
   return _DispatchingStep(
-    spec, cycle=jit("cycle"), generic=jit("generic"), auto=jit("auto")
+    spec,
+    cycle=jit("cycle"),
+    rotated=functools.cache(lambda offset: jit("cycle", offset)),
+    generic=jit("generic"),
+    auto=jit("auto"),
   )

@@ -35,6 +35,10 @@ PARAMS = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.1, -0.1])
     (dict(ref=float("nan")), ValueError, "ref"),
     (dict(ref="sgd"), TypeError, "ref"),
     (dict(main=lambda: None), TypeError, "main"),
+    (dict(n_ref=2**31), ValueError, r"`n_ref` must be <= 2147483646 \(the step"),
+    (dict(n_ref=2**31 - 1), ValueError, "n_ref"),  # n_ref + 1 overflows
+    (dict(warmup_steps=2**31), ValueError, r"`warmup_steps` must be <= 2147483647"),
+    (dict(storage=1), TypeError, "`storage` must be 'delta', 'copy' or"),
   ],
 )
 def test_bad_arguments_name_the_argument(kwargs, error, match):
@@ -42,6 +46,21 @@ def test_bad_arguments_name_the_argument(kwargs, error, match):
   args.update(kwargs)
   with pytest.raises(error, match=match):
     optax_profit.profit(**args)
+
+
+@pytest.mark.parametrize(
+  "args, error, match",
+  [
+    (("Copy",), ValueError, "`storage` must be 'delta' .* got 'Copy'"),
+    (("delta", jnp.int32), TypeError, "must be None or a floating dtype"),
+    (("delta", "int8"), TypeError, "must be None or a floating dtype"),
+    (("copy", jnp.float32), ValueError, "applies to storage='delta' only"),
+  ],
+)
+def test_storage_validates_itself(args, error, match):
+  with pytest.raises(error, match=match):
+    optax_profit.Storage(*args)
+  assert optax_profit.Storage("delta", "bfloat16").dtype == jnp.bfloat16
 
 
 def test_numpy_integer_n_ref_is_accepted():
@@ -266,6 +285,93 @@ def test_traced_n_ref_under_inject_hyperparams():
     u_plain, s_plain = jax.jit(tx_plain.update)(g, s_plain, p)
     chex.assert_trees_all_close(u_inject, u_plain, rtol=1e-6, atol=1e-7)
     p = optax.apply_updates(p, u_plain)
+
+
+def test_inject_hyperparams_ref_schedule_refused_or_passed_through():
+  """inject_hyperparams would clock a `ref` schedule on every call; refused.
+  With static_args=("ref",) the schedule counts reference steps, as in
+  profit(ref=schedule)."""
+  schedule = optax.linear_schedule(0.02, 0.0, 4)
+  with pytest.raises(ValueError, match=r"static_args=\('ref',\)"):
+    optax.inject_hyperparams(optax_profit.profit)(optax.sgd(0.1), ref=schedule).init(
+      PARAMS
+    )
+  with pytest.raises(ValueError, match="`n_ref` cannot be a schedule"):
+    optax.inject_hyperparams(optax_profit.profit)(
+      optax.sgd(0.1), ref=0.01, n_ref=lambda count: 2
+    ).init(PARAMS)
+  factory = optax.inject_hyperparams(optax_profit.profit, static_args=("ref",))
+  tx = factory(main=optax.sgd(0.1), ref=schedule, n_ref=2)
+  state, p = tx.init(PARAMS), PARAMS
+  # Reference steps k = 0, 1, 2, 3 (calls 0, 1, 3, 4) use schedule(k).
+  for k in (0, 1, None, 2, 3):  # per call
+    g = jax.tree.map(jnp.ones_like, PARAMS)
+    u, state = jax.jit(tx.update)(g, state, p)
+    if k is not None:
+      np.testing.assert_allclose(u["b"], -float(schedule(k)) * np.ones(2), rtol=1e-6)
+    p = optax.apply_updates(p, u)
+
+
+def test_traced_float_n_ref_is_refused():
+  """inject_hyperparams traces n_ref=2.5 as a float: refused, not a cycle
+  that never takes its main step."""
+  tx = optax.inject_hyperparams(optax_profit.profit)(
+    optax.sgd(0.1), ref=0.01, n_ref=2.5
+  )
+  with pytest.raises(TypeError, match="`n_ref` must be an int, got a traced float"):
+    jax.jit(tx.init)(PARAMS)
+  with pytest.raises(TypeError, match="`n_ref` must be an int"):
+    tx.init(PARAMS)  # concrete: the value is checked
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize(
+  "built, used, match",
+  [
+    (dict(storage="copy"), dict(), "built with storage='copy', but this profit has"),
+    (dict(), dict(storage="copy"), "built with storage='delta', but this profit has"),
+    (
+      dict(),
+      dict(delta_dtype=jnp.bfloat16),
+      r"\['b'\] of the optimizer state's `delta` is float32\[2\], but this profit "
+      r"expects bfloat16\[2\]: the state was built with another delta_dtype",
+    ),
+  ],
+)
+def test_state_of_another_storage_is_refused(built, used, match, jit):
+  state = optax_profit.profit(optax.sgd(0.1), ref=0.01, **built).init(PARAMS)
+  tx = optax_profit.profit(optax.sgd(0.1), ref=0.01, **used)
+  update = jax.jit(tx.update) if jit else tx.update
+  with pytest.raises(ValueError, match=match):
+    update(PARAMS, state, PARAMS)
+
+
+@pytest.mark.parametrize(
+  "built, used, match",
+  [
+    (dict(n_ref=1), dict(n_ref=2), "built for n_ref=1, but this profit has n_ref=2"),
+    (
+      dict(warmup_steps=3),
+      dict(warmup_steps=0),
+      "built for warmup_steps=3, but this profit has warmup_steps=0",
+    ),
+  ],
+)
+def test_state_of_another_cycle_is_refused(built, used, match):
+  """A restored state recorded for another n_ref / warmup_steps: refused by
+  an eager update and by make_train_step (on the host); a jitted update
+  cannot see the recorded value (docs/compatibility.md)."""
+  old = optax_profit.profit(optax.sgd(0.1), ref=0.01, **built)
+  state = old.init(PARAMS)
+  state = old.update(PARAMS, state, PARAMS)[1]  # mid-cycle
+  tx = optax_profit.profit(optax.sgd(0.1), ref=0.01, **used)
+  with pytest.raises(ValueError, match=match):
+    tx.update(PARAMS, state, PARAMS)
+  step = optax_profit.make_train_step(quadratic_loss, tx, donate=False)
+  batches = jnp.zeros((tx.spec.cycle_length,))
+  with pytest.raises(ValueError, match=match):
+    step(PARAMS, state, batches)
+  assert int(state.cycle_length) == old.spec.cycle_length
 
 
 def test_vmap_over_reference_rates():

@@ -137,6 +137,54 @@ def test_train_state_recipe():
   )
   assert_close(dense(ns["state"].params), rec.params[-1], "TrainState params")
   assert int(ns["state"].step) == len(ns["batches"])
+  # After 7 calls (a reference step) the weights to evaluate are those after
+  # call 6, where the cycle started.
+  assert_close(dense(ns["eval_weights"]), rec.params[5], "evaluated weights")
+  pred = np.tanh(ns["batches"][-1]["x"] @ rec.params[5]["W"] + rec.params[5]["b"])
+  want = 0.5 * np.mean(np.sum((pred - ns["batches"][-1]["y"]) ** 2, axis=-1))
+  np.testing.assert_allclose(float(ns["eval_loss"]), want, rtol=RTOL)
+
+
+def test_schedules_recipe():
+  ns = run_recipe("schedules")
+  # Main step m runs on batch m (warm-up) or W + (m - W) * 2 + 1; the last of
+  # 25 main steps (2 warm-up + 23 cycles) is batch 47.
+  n_ref, warmup = ns["n_ref"], ns["warmup_steps"]
+  batch_of = lambda m: m if m < warmup else warmup + (m - warmup) * (n_ref + 1) + n_ref
+  mapped = ns["main_steps_to_batches"](ns["in_batches"], n_ref, warmup)
+  for m in range(25):
+    want = 1e-2 * (1 - batch_of(m) / 48)
+    np.testing.assert_allclose(float(mapped(m)), want, rtol=1e-6, atol=1e-9)
+  assert batch_of(24) == 47
+  np.testing.assert_allclose(ns["last_lr"], 1e-2 / 48, rtol=1e-5)
+  np.testing.assert_allclose(ns["naive_lr"], 1e-2 * (1 - 24 / 48), rtol=1e-5)
+  assert int(ns["state"].main_state.count) == 25
+
+
+def test_equinox_loop_recipe():
+  import equinox as eqx
+
+  ns = run_recipe("equinox_loop")
+  # The same PROFIT on the plain arrays, one jax.grad per batch.
+  static = eqx.partition(ns["model"], eqx.is_array)[1]
+  loss = lambda p, b: ns["loss"](eqx.combine(p, static), b)
+  tx = optax_profit.profit(optax.adamw(1e-2), ref=1e-3, n_ref=1)
+  params = ns["pretrained"]
+  state, traj = tx.init(params), []
+  for batch in ns["batches"]:
+    updates, state = tx.update(jax.grad(loss)(params, batch), state, params)
+    params = optax.apply_updates(params, updates)
+    traj.append(params)
+  arrays = lambda m: eqx.filter(m, eqx.is_array)
+  for got, want, what in (
+    (arrays(ns["loop_model"]), traj[6], "per-call loop, 7 batches"),
+    (arrays(ns["eval_model"]), traj[5], "evaluated: the cycle's start"),
+    (arrays(ns["step_model"]), traj[7], "make_train_step, 8 batches"),
+  ):
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=what)
+  assert ns["eval_model"].activation is jnp.tanh
+  assert not any(x.is_deleted() for x in jax.tree.leaves(arrays(ns["model"])))
 
 
 def test_nnx_optimizer_recipe():

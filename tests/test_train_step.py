@@ -23,7 +23,8 @@ def _x64():
 
 
 @pytest.mark.parametrize("n_ref", [1, 3])
-@pytest.mark.parametrize("warmup_steps", [0, 4])
+# 1, 2, 3: warm-ups that end mid-call; later calls start mid-cycle.
+@pytest.mark.parametrize("warmup_steps", [0, 4, 1, 2, 3])
 def test_equals_numpy_algorithm_and_per_batch_loop(n_ref, warmup_steps):
   cycle = n_ref + 1
   num_calls = 5
@@ -62,9 +63,40 @@ def test_equals_numpy_algorithm_and_per_batch_loop(n_ref, warmup_steps):
     traj, ref_impl.Record(params=rec.params[cycle - 1 :: cycle])
   )
   assert int(opt_state.count) == num_calls * cycle
+  # Every call that starts past the warm-up takes a static cycle.
+  past = sum(c * cycle >= warmup_steps for c in range(num_calls))
+  assert step.calls == {"cycle": past, "generic": num_calls - past}
   # The diagnostics of the last main step.
   np.testing.assert_allclose(float(metrics["omega"]), rec.omegas[-1], rtol=1e-9)
   assert bool(metrics["projected"]) == rec.projected[-1]
+
+
+def test_odd_warmup_then_every_call_takes_the_static_cycle():
+  """Issue 20 point 12: warmup_steps=3, n_ref=1 took the static cycle on 0
+  of 20 calls; now every call that starts past the warm-up takes it."""
+  batches = ref_impl.make_batches(40, seed=41)
+  p0 = ref_impl.init_params()
+  rec = ref_impl.run_profit(
+    p0,
+    lambda th, i: ref_impl.grad(th, batches[i]),
+    40,
+    main=ref_impl.Adam(0.05),
+    ref=ref_impl.SGD(0.05),
+    n_ref=1,
+    warmup_steps=3,
+  )
+  tx = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=1, warmup_steps=3)
+  step = optax_profit.make_train_step(jax_loss, tx)
+  params = jax.tree.map(jnp.asarray, p0)
+  opt_state = tx.init(params)
+  traj = []
+  for c in range(20):
+    params, opt_state, _ = step(params, opt_state, stack(batches[2 * c : 2 * c + 2]))
+    traj.append(jax.tree.map(np.array, params))
+  # Calls at counts 0 and 2 hold warm-up steps; the 18 others, from count 4
+  # on, each finish a cycle and start the next.
+  assert step.calls == {"cycle": 18, "generic": 2}
+  assert_trajectories_close(traj, ref_impl.Record(params=rec.params[1::2]))
 
 
 def test_has_aux_and_chain_with_cycle_length():
@@ -192,3 +224,23 @@ def test_extra_args_reach_main_and_ref_on_every_path(warmup_steps):
   assert best(state) == best(want_state) == 5.0 - (num_calls - 1)
   other, _ = per_call(1.0)  # ref_scale mattered
   assert float(jnp.max(jnp.abs(other["W"] - want["W"]))) > 1e-6
+
+
+@pytest.mark.parametrize("n_ref, offset", [(1, 1), (3, 1), (3, 3)])
+def test_mid_cycle_static_step_has_no_device_control_flow_on_gpu(n_ref, offset):
+  """The step that finishes a cycle and starts the next: its scans' trip
+  counts are static, no phase selection (as the aligned static cycle)."""
+  from tests.test_platforms import control_flow
+
+  tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref, warmup_steps=1)
+  step = optax_profit.make_train_step(jax_loss, tx, donate=False)
+  params = jax.tree.map(jnp.asarray, ref_impl.init_params())
+  batches = stack(ref_impl.make_batches(n_ref + 1, seed=5))
+  rotated = step._rotated(offset)  # pylint: disable=protected-access
+  module = jax.export.export(rotated, platforms=["cuda"])(
+    params, tx.init(params), batches
+  ).mlir_module()
+  # Scans over the reference batches before the main step (n_ref - offset)
+  # and after the cycle's first one (offset - 1), when there are any.
+  scans = int(n_ref - offset > 0) + int(offset - 1 > 0)
+  assert control_flow(module) == {"while": scans, "if": 0, "data-dependent case": 0}

@@ -45,7 +45,16 @@ def train_step(state, batch):
   return state.apply_gradients(grads=jax.grad(loss_fn)(state.params))
 
 
-for batch in batches:
+for batch in batches[:-1]:  # 7 batches: the last call is a reference step
   state = train_step(state, batch)
+
+# Evaluate (or export) the weights PROFIT stands behind: theta_ref inside a
+# cycle (as here), the params at a cycle boundary. Flax's MNIST example
+# evaluates at epoch ends, whatever the number of steps per epoch.
+eval_weights = optax_profit.eval_params(state.params, state.opt_state)
+pred = model.apply({"params": eval_weights}, batches[-1]["x"])
+eval_loss = 0.5 * jnp.mean(jnp.sum((pred - batches[-1]["y"]) ** 2, axis=-1))
+state = train_step(state, batches[-1])  # the main step ends the cycle
+assert bool(optax_profit.cycle_ended(state.opt_state))
 
 print(f"step {int(state.step)}", optax_profit.profit_diagnostics(state.opt_state))

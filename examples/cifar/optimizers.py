@@ -30,14 +30,15 @@ class Optimizer(NamedTuple):
       them).
     loss_view: ``tx``'s params -> the model params the loss is taken at
       (Lookahead's fast weights).
-    eval_view: ``tx``'s params -> the model params to evaluate (Lookahead's
-      slow weights).
+    eval_view: ``(tx's params, tx's state)`` -> the model params to evaluate
+      (Lookahead's slow weights; PROFIT's ``optax_profit.eval_params``:
+      ``theta_ref`` when a call ends mid-cycle).
   """
 
   tx: optax.GradientTransformation
   wrap: Callable[[Params], Params]
   loss_view: Callable[[Params], Params]
-  eval_view: Callable[[Params], Params]
+  eval_view: Callable[[Params, optax.OptState], Params]
 
 
 def _copy(tree: Params) -> Params:
@@ -162,6 +163,10 @@ def create_optimizer(
       tx=lookahead_on_pairs(tx, config.lookahead_k, config.lookahead_alpha),
       wrap=lambda p: optax.LookaheadParams(fast=_copy(p), slow=_copy(p)),
       loss_view=lambda p: p.fast,
-      eval_view=lambda p: p.slow,
+      eval_view=lambda p, _: p.slow,
     )
-  return Optimizer(tx=tx, wrap=_copy, loss_view=_identity, eval_view=_identity)
+  if name == "profit":
+    return Optimizer(
+      tx=tx, wrap=_copy, loss_view=_identity, eval_view=optax_profit.eval_params
+    )
+  return Optimizer(tx=tx, wrap=_copy, loss_view=_identity, eval_view=lambda p, _: p)

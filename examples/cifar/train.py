@@ -630,7 +630,9 @@ def finetune(
     wall, cpu = history[-1]["wall_s"], history[-1]["cpu_s"]
     _log(config, f"{name}: resuming after epoch {start}.")
   else:
-    metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
+    metrics = _eval_all(
+      config, opt.eval_view(params, state["opt_state"]), frozen_head, data
+    )
     history.append(
       {
         "epoch": 0,
@@ -668,7 +670,7 @@ def finetune(
         config=config,
         desc=f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}",
       )
-      metrics = _eval_all(config, opt.eval_view(params), frozen_head, data)
+      metrics = _eval_all(config, opt.eval_view(params, opt_state), frozen_head, data)
       batches = (epoch * calls_per_epoch + int(hi)) * group
       main_steps = batches
       if optimizer == "profit":
@@ -735,7 +737,7 @@ def finetune(
     result["wise"] = wise_curve(
       config,
       pretrained["params"]["backbone"],
-      opt.eval_view(params),
+      opt.eval_view(params, opt_state),
       frozen_head,
       data,
     )
@@ -780,7 +782,7 @@ def load_finetuned(
   manager = runs.manager(pathlib.Path(directory))
   _, state, _ = runs.restore(manager, target)
   manager.close()
-  trained = opt.eval_view(state["params"])
+  trained = opt.eval_view(state["params"], state["opt_state"])
   return {
     "backbone": trained["backbone"],
     "head": trained["head"],

@@ -491,7 +491,9 @@ def finetune(
         values.append(metrics[key])
     seen = (call + 1) * group
     if seen in eval_points:
-      point = evaluator.evaluate(params, features)
+      # PROFIT's weights to evaluate: theta_ref if the call ended mid-cycle.
+      weights = optax_profit.eval_params(params, opt_state) if profit else params
+      point = evaluator.evaluate(weights, features)
       loss = float(np.mean(jax.device_get(losses[last // group :])))
       last = seen
       curve.append({"batches_seen": seen, **point, "train_loss": loss})
@@ -507,8 +509,9 @@ def finetune(
       elif a == 1.0:
         point = {k: curve[-1][k] for k in keys}
       else:
+        tuned = optax_profit.eval_params(params, opt_state) if profit else params
         point = evaluator.evaluate(
-          methods.wise_ft(pretrained["params"], params, float(a))
+          methods.wise_ft(pretrained["params"], tuned, float(a))
         )
       wise.append({"a": float(a), **point})
   result = {

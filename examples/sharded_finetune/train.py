@@ -509,7 +509,13 @@ class Experiment:
           if projected:
             entry["projected_fraction"] = float(np.mean(jax.device_get(projected)))
             projected = []
-          history.append({**entry, **self.evaluate(params)})
+          # PROFIT's weights to evaluate: theta_ref if a call ends mid-cycle.
+          weights = (
+            optax_profit.eval_params(params, opt_state)
+            if spec.method == "profit"
+            else params
+          )
+          history.append({**entry, **self.evaluate(weights)})
           bar.set_postfix(
             train=f"{train_loss:.3f}",
             old=f"{history[-1]['old']:.3f}",

@@ -547,7 +547,7 @@ def finetune(
       ):
         continue
       last_eval = batches
-      errors = evaluate(errors_fn, params, sets)
+      errors = evaluate(errors_fn, eval_weights(params, opt_state), sets)
       curve["batches"].append(batches)
       curve["main_steps"].append(done)
       for key, value in errors.items():
@@ -572,7 +572,19 @@ def finetune(
       {k: np.concatenate(v) for k, v in diagnostics.items()}
     )
     record["diag_curve"] = diag_curve
-  return params, record
+  return eval_weights(params, opt_state), record
+
+
+def eval_weights(params: Params, opt_state: optax.OptState) -> Params:
+  """The weights to evaluate and export.
+
+  For PROFIT, ``optax_profit.eval_params``: ``theta_ref`` when the last call
+  ended inside a cycle (its params are temporary), else the params; for the
+  other methods, the params.
+  """
+  if optax_profit.profit_diagnostics(opt_state):  # holds a ProfitState
+    return optax_profit.eval_params(params, opt_state)
+  return params
 
 
 def wise_curve(
