@@ -122,16 +122,21 @@ def reference_step(
   ref_state: optax.OptState,
   extra_args: dict[str, Any],
 ) -> tuple[optax.Updates, optax.OptState]:
-  """Line 9: ``theta <- O_ref(theta, g)``, as updates in the params' dtypes.
+  """Line 9: the reference optimizer's updates, in at least float32.
 
-  Line 6 (``theta_ref <- theta`` on a cycle's first reference step) is the
-  storage's :meth:`Storage.record` of these updates.
+  Gradients narrower than float32 (bfloat16, float16) are widened first, so
+  that small reference updates do not underflow. Line 6 (``theta_ref <-
+  theta`` on a cycle's first reference step) and the rounding of these
+  updates to the params' dtypes are the storage's :meth:`Storage.record`.
   """
-  updates, new_ref_state = spec.ref.update(grads, ref_state, params, **extra_args)
-  return (
-    optax.tree.cast_like(updates, params),
-    optax.tree.cast_like(new_ref_state, ref_state),
+  wide = jax.tree.map(
+    lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), grads
   )
+  updates, new_ref_state = spec.ref.update(wide, ref_state, params, **extra_args)
+  updates = jax.tree.map(
+    lambda u, p: u.astype(jnp.result_type(u, p, jnp.float32)), updates, params
+  )
+  return updates, optax.tree.cast_like(new_ref_state, ref_state)
 
 
 def main_step(
@@ -164,8 +169,15 @@ def main_step(
   main_updates, new_main_state = spec.main.update(  # line 19
     proj.updates, main_state, theta_ref, **extra_args
   )
+  offset = jax.tree.map(  # theta - theta_ref, as the restore undoes it
+    lambda d: _where(in_cycle, d, jnp.zeros_like(d)),
+    spec.storage.offset(stored, params),
+  )
   updates = jax.tree.map(  # theta_ref + main_updates - theta, in >= float32
-    lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype), main_updates, delta, params
+    lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype),
+    main_updates,
+    offset,
+    params,
   )
   return updates, optax.tree.cast_like(new_main_state, main_state), proj
 
@@ -218,7 +230,9 @@ def _select_update(spec, grads, state, params, extra_args):
   ref_updates, ref_state = reference_step(
     spec, grads, params, state.ref_state, extra_args
   )
-  ref_stored = spec.storage.record(stored, params, ref_updates, phase.first)
+  ref_stored, ref_updates = spec.storage.record(
+    stored, params, ref_updates, phase.first
+  )
   main_updates, main_state, proj = main_step(
     spec, grads, params, stored, state.main_state, extra_args, phase.in_cycle
   )
@@ -278,10 +292,24 @@ def _in_place_update(spec, grads, state, params, extra_args):
 
   def record(carry):  # reads the updates from the buffer the first loop wrote
     ref_updates, stored = carry
-    return ref_updates, spec.storage.record(stored, params, ref_updates, phase.first)
+    stored, ref_updates = spec.storage.record(stored, params, ref_updates, phase.first)
+    return optax.tree.cast_like(ref_updates, carry[0]), stored
 
-  slot, ref_state = run_if(phase.is_ref, reference, (slot, state.ref_state))
-  slot, stored = run_if(phase.is_ref, record, (slot, stored))
+  def reference_and_record(carry):
+    carried, ref_state, stored = carry
+    ref_updates, ref_state = reference((carried, ref_state))
+    stored, ref_updates = spec.storage.record(stored, params, ref_updates, phase.first)
+    return ref_updates, ref_state, stored
+
+  if all(jnp.dtype(p.dtype).itemsize >= 4 for p in jax.tree.leaves(params)):
+    # The reference updates are in the params' dtypes: two loops, the
+    # second reading the updates from the buffer the first one wrote.
+    slot, ref_state = run_if(phase.is_ref, reference, (slot, state.ref_state))
+    slot, stored = run_if(phase.is_ref, record, (slot, stored))
+  else:  # narrower params: the updates are wider than the slot
+    slot, ref_state, stored = run_if(
+      phase.is_ref, reference_and_record, (slot, state.ref_state, stored)
+    )
 
   def main(carry):
     carried, main_state, _ = carry
