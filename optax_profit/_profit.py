@@ -41,9 +41,11 @@ class ProfitState(NamedTuple):
     removed_fraction: ``||g - g'|| / ||g||`` of the last main step, the
       fraction of the gradient's norm removed by the projection.
     projected: whether the last main step projected its gradient.
-    delta: with ``storage="delta"`` (the default), the current cycle's
-      displacement ``theta - theta_ref``, accumulated from the reference
-      updates; ``None`` otherwise.
+    delta: with ``storage="delta"`` (the default), per leaf: for float32 and
+      float64 params the current cycle's displacement ``theta - theta_ref``,
+      accumulated from the reference updates; for bfloat16 and float16 params
+      an ``Anchor`` (``theta_ref`` and the
+      residual the reference updates did not apply). ``None`` otherwise.
   """
 
   count: jax.Array
@@ -445,14 +447,20 @@ def profit(
     warmup_steps: number of leading ``update`` calls that apply ``main``
       alone, an int >= 0.
     storage: ``"delta"`` (default): keep the cycle's displacement, the sum of
-      the reference updates, and restore :math:`\theta - \Delta`; accurate
-      even where reference updates are below the weights' float resolution.
+      the reference updates taken in at least float32, accurate even where
+      reference updates are below the weights' float resolution (float32 and
+      float64 params: the displacement, and the reference steps land on
+      :math:`\theta_{ref} + \Delta` so that :math:`\theta - \Delta` rounds
+      back to :math:`\theta_{ref}`; bfloat16 and float16 params:
+      :math:`\theta_{ref}` plus a bfloat16 residual, restored exactly).
       ``"copy"``: keep :math:`\theta_{ref}`, a copy of the weights, and compute
       :math:`\Delta = \theta - \theta_{ref}` (Algorithm 1 literally; quantized
       in that case). Both cost one params copy for float32 params.
     delta_dtype: with ``storage="delta"``, the dtype of the stored
-      displacement (e.g. ``jnp.bfloat16`` or ``"bfloat16"`` to halve its
-      memory); ``None``: each leaf's dtype, at least float32.
+      displacement of float32/float64 leaves (e.g. ``jnp.bfloat16`` or
+      ``"bfloat16"`` to halve its memory) and of the residual of
+      bfloat16/float16 leaves; ``None``: the leaf's dtype, bfloat16 for the
+      residual. It needs float32's exponent range (not float16).
 
   Returns:
     A :class:`ProfitTransformation` whose state is a :class:`ProfitState`.
@@ -462,10 +470,11 @@ def profit(
   Raises:
     TypeError: if ``main`` is not a GradientTransformation, ``ref`` has an
       unsupported type, ``n_ref``/``warmup_steps`` are not ints, or
-      ``delta_dtype`` is not a floating dtype.
+      ``delta_dtype`` is not a floating dtype; from ``init``, naming the
+      leaf, if a param is complex.
     ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, a float ``ref`` is
-      negative or not finite, ``storage`` is unknown or ``delta_dtype`` is
-      given with ``storage="copy"``; from ``update``, if ``params`` is missing
+      negative or not finite, ``storage`` is unknown, ``delta_dtype`` is
+      given with ``storage="copy"`` or lacks float32's exponent range; from ``update``, if ``params`` is missing
       or a gradient leaf's shape differs from its param's. Hyperparameters
       traced under ``optax.inject_hyperparams`` cannot be checked.
 

@@ -128,7 +128,8 @@ def _scaled_sums(updates, delta, dtype, ed, eg, one_pass) -> tuple:
   for g, d in _leaf_pairs(updates, delta):
     terms = _scaled_terms(g, d, dtype, ed, eg)
     if one_pass:
-      sums = jax.lax.reduce(terms, total, _add3, tuple(range(d.ndim)))
+      zeros = (jnp.zeros((), dtype),) * 3
+      sums = jax.lax.reduce(terms, zeros, _add3, tuple(range(d.ndim)))
     else:
       sums = tuple(jnp.sum(x) for x in terms)
     total = _add3(total, sums)
