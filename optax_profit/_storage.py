@@ -63,7 +63,16 @@ def _round(x: jax.Array, dtype: Any) -> jax.Array:
   if jnp.dtype(dtype).itemsize >= x.dtype.itemsize:
     return x
   fi = jnp.finfo(dtype)
-  return jax.lax.reduce_precision(x, exponent_bits=fi.nexp, mantissa_bits=fi.nmant)
+  rounded = jax.lax.reduce_precision(x, exponent_bits=fi.nexp, mantissa_bits=fi.nmant)
+  step = float(fi.smallest_subnormal)
+  if step < float(jnp.finfo(x.dtype).tiny):
+    return rounded  # (bfloat16: its subnormals are flushed in float32 too)
+  # reduce_precision flushes the target's subnormals (float16: 6e-8 to
+  # 6e-5) to zero; a float16 weight or update there is rounded to the
+  # multiple of the subnormal spacing, as a conversion does.
+  scale = jnp.asarray(1 / step, x.dtype)
+  subnormal = jnp.round(x * scale) / scale
+  return jnp.where(jnp.abs(x) < float(fi.tiny), subnormal, rounded)
 
 
 def acc_dtype(*dtypes: Any) -> Any:
