@@ -58,7 +58,7 @@ def cond_update(spec, grads, state, params, extra_args):
     updates, ref_state = _profit.reference_step(
       spec, grads, params, state.ref_state, extra_args=extra_args
     )
-    stored_ = spec.storage.record(stored, params, updates, phase.first)
+    stored_, updates = spec.storage.record(stored, params, updates, phase.first)
     return updates, state._replace(ref_state=ref_state, **{spec.storage.field: stored_})
 
   def main(_):
@@ -111,9 +111,10 @@ def unordered(active: bool = True):
 
 
 def plain_sums(active: bool = True):
-  """Traces the projection's sums as on GPU/TPU (one reduction each), to show
-  what XLA:CPU's one-pass variadic reduction buys."""
-  return patched(_projection, "_sums_in_one_pass", _projection._sums, active)  # pylint: disable=protected-access
+  """Traces the projection's sums as on GPU/TPU (maxima, then plain sums of
+  the rescaled terms), to show what XLA:CPU's one-pass variadic reduction
+  buys."""
+  return patched(_projection, "_cpu_sums", _projection._default_sums, active)  # pylint: disable=protected-access
 
 
 def per_call_step(tx: optax.GradientTransformation):

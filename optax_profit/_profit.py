@@ -42,9 +42,11 @@ class ProfitState(NamedTuple):
     removed_fraction: ``||g - g'|| / ||g||`` of the last main step, the
       fraction of the gradient's norm removed by the projection.
     projected: whether the last main step projected its gradient.
-    delta: with ``storage="delta"`` (the default), the current cycle's
-      displacement ``theta - theta_ref``, accumulated from the reference
-      updates; ``None`` otherwise.
+    delta: with ``storage="delta"`` (the default), per leaf: for float32 and
+      float64 params the current cycle's displacement ``theta - theta_ref``,
+      accumulated from the reference updates; for bfloat16 and float16 params
+      an ``Anchor`` (``theta_ref`` and the residual the reference updates did
+      not apply). ``None`` otherwise.
     cycle_length: the ``n_ref + 1`` the state was built and last updated
       with (int32). ``update`` refuses a state recorded for another cycle
       when both are concrete (outside ``jit``), and
@@ -131,16 +133,21 @@ def reference_step(
   ref_state: optax.OptState,
   extra_args: dict[str, Any],
 ) -> tuple[optax.Updates, optax.OptState]:
-  """Line 9: ``theta <- O_ref(theta, g)``, as updates in the params' dtypes.
+  """Line 9: the reference optimizer's updates, in at least float32.
 
-  Line 6 (``theta_ref <- theta`` on a cycle's first reference step) is the
-  storage's :meth:`Storage.record` of these updates.
+  Gradients narrower than float32 (bfloat16, float16) are widened first, so
+  that small reference updates do not underflow. Line 6 (``theta_ref <-
+  theta`` on a cycle's first reference step) and the rounding of these
+  updates to the params' dtypes are the storage's :meth:`Storage.record`.
   """
-  updates, new_ref_state = spec.ref.update(grads, ref_state, params, **extra_args)
-  return (
-    optax.tree.cast_like(updates, params),
-    optax.tree.cast_like(new_ref_state, ref_state),
+  wide = jax.tree.map(
+    lambda g: g.astype(jnp.promote_types(g.dtype, jnp.float32)), grads
   )
+  updates, new_ref_state = spec.ref.update(wide, ref_state, params, **extra_args)
+  updates = jax.tree.map(
+    lambda u, p: u.astype(jnp.result_type(u, p, jnp.float32)), updates, params
+  )
+  return updates, optax.tree.cast_like(new_ref_state, ref_state)
 
 
 def main_step(
@@ -173,8 +180,15 @@ def main_step(
   main_updates, new_main_state = spec.main.update(  # line 19
     proj.updates, main_state, theta_ref, **extra_args
   )
+  offset = jax.tree.map(  # theta - theta_ref, as the restore undoes it
+    lambda d: _where(in_cycle, d, jnp.zeros_like(d)),
+    spec.storage.offset(stored, params),
+  )
   updates = jax.tree.map(  # theta_ref + main_updates - theta, in >= float32
-    lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype), main_updates, delta, params
+    lambda u, d, p: (u.astype(d.dtype) - d).astype(p.dtype),
+    main_updates,
+    offset,
+    params,
   )
   return updates, optax.tree.cast_like(new_main_state, main_state), proj
 
@@ -227,7 +241,9 @@ def _select_update(spec, grads, state, params, extra_args):
   ref_updates, ref_state = reference_step(
     spec, grads, params, state.ref_state, extra_args
   )
-  ref_stored = spec.storage.record(stored, params, ref_updates, phase.first)
+  ref_stored, ref_updates = spec.storage.record(
+    stored, params, ref_updates, phase.first
+  )
   main_updates, main_state, proj = main_step(
     spec, grads, params, stored, state.main_state, extra_args, phase.in_cycle
   )
@@ -287,10 +303,24 @@ def _in_place_update(spec, grads, state, params, extra_args):
 
   def record(carry):  # reads the updates from the buffer the first loop wrote
     ref_updates, stored = carry
-    return ref_updates, spec.storage.record(stored, params, ref_updates, phase.first)
+    stored, ref_updates = spec.storage.record(stored, params, ref_updates, phase.first)
+    return optax.tree.cast_like(ref_updates, carry[0]), stored
 
-  slot, ref_state = run_if(phase.is_ref, reference, (slot, state.ref_state))
-  slot, stored = run_if(phase.is_ref, record, (slot, stored))
+  def reference_and_record(carry):
+    carried, ref_state, stored = carry
+    ref_updates, ref_state = reference((carried, ref_state))
+    stored, ref_updates = spec.storage.record(stored, params, ref_updates, phase.first)
+    return ref_updates, ref_state, stored
+
+  if all(jnp.dtype(p.dtype).itemsize >= 4 for p in jax.tree.leaves(params)):
+    # The reference updates are in the params' dtypes: two loops, the
+    # second reading the updates from the buffer the first one wrote.
+    slot, ref_state = run_if(phase.is_ref, reference, (slot, state.ref_state))
+    slot, stored = run_if(phase.is_ref, record, (slot, stored))
+  else:  # narrower params: the updates are wider than the slot
+    slot, ref_state, stored = run_if(
+      phase.is_ref, reference_and_record, (slot, state.ref_state, stored)
+    )
 
   def main(carry):
     carried, main_state, _ = carry
@@ -585,14 +615,20 @@ def profit(
     warmup_steps: number of leading ``update`` calls that apply ``main``
       alone, an int >= 0.
     storage: ``"delta"`` (default): keep the cycle's displacement, the sum of
-      the reference updates, and restore :math:`\theta - \Delta`; accurate
-      even where reference updates are below the weights' float resolution.
+      the reference updates taken in at least float32, accurate even where
+      reference updates are below the weights' float resolution (float32 and
+      float64 params: the displacement, and the reference steps land on
+      :math:`\theta_{ref} + \Delta` so that :math:`\theta - \Delta` rounds
+      back to :math:`\theta_{ref}`; bfloat16 and float16 params:
+      :math:`\theta_{ref}` plus a bfloat16 residual, restored exactly).
       ``"copy"``: keep :math:`\theta_{ref}`, a copy of the weights, and compute
       :math:`\Delta = \theta - \theta_{ref}` (Algorithm 1 literally; quantized
       in that case). Both cost one params copy for float32 params.
     delta_dtype: with ``storage="delta"``, the dtype of the stored
-      displacement (e.g. ``jnp.bfloat16`` or ``"bfloat16"`` to halve its
-      memory); ``None``: each leaf's dtype, at least float32.
+      displacement of float32/float64 leaves (e.g. ``jnp.bfloat16`` or
+      ``"bfloat16"`` to halve its memory) and of the residual of
+      bfloat16/float16 leaves; ``None``: the leaf's dtype, bfloat16 for the
+      residual. It needs float32's exponent range (not float16).
 
   Returns:
     A :class:`ProfitTransformation` whose state is a :class:`ProfitState`.
@@ -605,18 +641,19 @@ def profit(
   Raises:
     TypeError: if ``main`` is not a GradientTransformation, ``ref`` has an
       unsupported type, ``n_ref``/``warmup_steps`` are not ints, or
-      ``delta_dtype`` is not a floating dtype.
+      ``delta_dtype`` is not a floating dtype; from ``init``, naming the
+      leaf, if a param is complex.
     ValueError: if ``n_ref < 1``, ``warmup_steps < 0``, either is beyond
       int32, a float ``ref`` is negative or not finite, ``storage`` is
-      unknown, ``delta_dtype`` is given with ``storage="copy"``, or
-      ``optax.inject_hyperparams`` schedules ``ref`` (pass the schedule with
-      ``static_args=("ref",)``), ``n_ref`` or ``warmup_steps``; from
-      ``update``, if ``params`` is missing, a gradient leaf's shape differs
-      from its param's, or the state was built for another ``storage``,
-      ``delta_dtype`` or params layout (checked under ``jit`` too) or another
-      ``n_ref``/``warmup_steps`` (checked outside ``jit`` only).
-      Hyperparameter values traced under ``optax.inject_hyperparams`` cannot
-      be checked.
+      unknown, ``delta_dtype`` is given with ``storage="copy"`` or lacks
+      float32's exponent range, or ``optax.inject_hyperparams`` schedules
+      ``ref`` (pass the schedule with ``static_args=("ref",)``), ``n_ref`` or
+      ``warmup_steps``; from ``update``, if ``params`` is missing, a gradient
+      leaf's shape differs from its param's, or the state was built for
+      another ``storage``, ``delta_dtype`` or params layout (checked under
+      ``jit`` too) or another ``n_ref``/``warmup_steps`` (checked outside
+      ``jit`` only). Hyperparameter values traced under
+      ``optax.inject_hyperparams`` cannot be checked.
 
   References:
     Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine Tuning

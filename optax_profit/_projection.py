@@ -7,6 +7,8 @@ reference. Then ``g`` is replaced by its component orthogonal to ``delta``:
 ``g - (omega / ||delta||^2) * delta``. Otherwise ``g`` is left as it is.
 """
 
+import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -55,61 +57,162 @@ def never(value: jax.Array) -> jax.Array:
   return (value == jnp.inf) & (value == -jnp.inf)
 
 
-def _scale_exponent(dtype: jnp.dtype) -> int:
-  """``e``: squares of ``delta * 2**e`` stay normal for any normal ``delta``.
-
-  (XLA flushes subnormals to zero on CPU and GPU, so they count as zero.)
-  """
-  return 8 - jnp.finfo(dtype).minexp // 2
+def _pow2(k: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  """``2**k`` for an integer scalar ``|k| <= -minexp // 2 + 2`` (a normal)."""
+  return jnp.ldexp(jnp.ones((), dtype), k.astype(jnp.int32))
 
 
-def _squares(g: jax.Array, d: jax.Array, dtype: jnp.dtype, e: int) -> tuple:
-  """``d*g, g*g`` and ``(d*s)**2`` for ``s = 2**-e, 1, 2**e``, in ``dtype``."""
+def _times_pow2(x: jax.Array, k: jax.Array, parts: int) -> jax.Array:
+  """``x * 2**k`` in ``parts`` steps of the same sign: an intermediate result
+  over- or underflows only where the final one does."""
+  dtype = x.dtype
+  k = k.astype(jnp.int32)
+  for i in range(parts):
+    step = k // (parts - i) if i < parts - 1 else k
+    x = x * _pow2(step, dtype)
+    k = k - step
+  return x
+
+
+def _exponent(m: jax.Array) -> jax.Array:
+  """``e`` with ``m * 2**-e`` in ``[0.5, 1)`` (0 for ``m == 0``)."""
+  return jnp.where(m > 0, jnp.frexp(m)[1], 0).astype(jnp.int32)
+
+
+def _raw_terms(g: jax.Array, d: jax.Array, dtype: jnp.dtype) -> tuple:
+  """``d*g, g*g, d*d, |d|, |g|`` in ``dtype``: the unscaled sums' terms."""
   g, d = g.astype(dtype), d.astype(dtype)
-  up, down = jnp.asarray(2.0**e, dtype), jnp.asarray(2.0**-e, dtype)
-  return d * g, g * g, jnp.square(d * down), d * d, jnp.square(d * up)
+  return d * g, g * g, d * d, jnp.abs(d), jnp.abs(g)
 
 
-def _sums(g: jax.Array, d: jax.Array, dtype: jnp.dtype, e: int) -> tuple:
-  """The sums of :func:`_squares` (GPU/TPU fuse them into one pass, and on a
-  mesh reduce each with a scalar all-reduce)."""
-  return tuple(jnp.sum(x) for x in _squares(g, d, dtype, e))
+def _combine(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
+  return (
+    a[0] + b[0],
+    a[1] + b[1],
+    a[2] + b[2],
+    jnp.maximum(a[3], b[3]),
+    (jnp.maximum(a[4], b[4])),
+  )
 
 
-def _sums_in_one_pass(g: jax.Array, d: jax.Array, dtype: jnp.dtype, e: int) -> tuple:
-  """The same as one variadic reduction: XLA:CPU runs separate reductions as
-  separate passes over ``g`` and ``d``. (On a mesh its partial sums are
-  combined by all-gathers of one value per device.)"""
+def _raw_in_one_pass(g: jax.Array, d: jax.Array, dtype: jnp.dtype) -> tuple:
+  """The sums and maxima of :func:`_raw_terms` as one variadic reduction:
+  XLA:CPU runs separate reductions as separate passes over ``g`` and ``d``.
+  (On a mesh its partial results are combined by all-gathers of one value
+  per device.)"""
   zeros = (jnp.zeros((), dtype),) * 5
-  return jax.lax.reduce(_squares(g, d, dtype, e), zeros, _add, tuple(range(d.ndim)))
+  return jax.lax.reduce(_raw_terms(g, d, dtype), zeros, _combine, tuple(range(d.ndim)))
 
 
-def _add(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
-  return tuple(x + y for x, y in zip(a, b, strict=True))
+def _scaled(g: jax.Array, d: jax.Array, dtype: jnp.dtype, ed, eg) -> tuple:
+  """``d' = d * 2**-ed``, ``g' = g * 2**-eg`` (each in two normal factors)."""
+  g, d = g.astype(dtype), d.astype(dtype)
+  return _times_pow2(d, -ed, 2), _times_pow2(g, -eg, 2)
 
 
-def _tree_sums(leaf_sums, updates, delta, dtype, e) -> tuple:
-  """``leaf_sums`` of every leaf, added over the leaves."""
-  leaves = zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
-  per_leaf = [leaf_sums(g, d, dtype, e) for g, d in leaves]
-  return tuple(sum(c, jnp.zeros((), dtype)) for c in zip(*per_leaf, strict=True))
+def _scaled_terms(g, d, dtype, ed, eg) -> tuple:
+  """``d'g', g'^2, d'^2`` of :func:`_scaled`."""
+  ds, gs = _scaled(g, d, dtype, ed, eg)
+  return ds * gs, gs * gs, ds * ds
+
+
+def _add3(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
+  return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+
+
+def _scaled_sums(updates, delta, dtype, ed, eg, one_pass) -> tuple:
+  """``<d', g'>, ||g'||^2, ||d'||^2`` over all leaves: one variadic reduction
+  per leaf (XLA:CPU would otherwise materialize ``d'`` and ``g'``), or plain
+  sums (fused by GPU/TPU)."""
+  total = (jnp.zeros((), dtype),) * 3
+  for g, d in _leaf_pairs(updates, delta):
+    terms = _scaled_terms(g, d, dtype, ed, eg)
+    if one_pass:
+      zeros = (jnp.zeros((), dtype),) * 3
+      sums = jax.lax.reduce(terms, zeros, _add3, tuple(range(d.ndim)))
+    else:
+      sums = tuple(jnp.sum(x) for x in terms)
+    total = _add3(total, sums)
+  return total
+
+
+def _leaf_pairs(updates, delta):
+  return zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
+
+
+def _cpu_sums(updates, delta, dtype, n):
+  """One pass of unscaled sums and maxima; a second, scaled pass only where
+  the unscaled sums could have lost a term to under- or overflow."""
+  per_leaf = [_raw_in_one_pass(g, d, dtype) for g, d in _leaf_pairs(updates, delta)]
+  dg, gg, dd = (
+    sum(c, jnp.zeros((), dtype)) for c in list(zip(*per_leaf, strict=True))[:3]
+  )
+  md = functools.reduce(jnp.maximum, [x[3] for x in per_leaf], jnp.zeros((), dtype))
+  mg = functools.reduce(jnp.maximum, [x[4] for x in per_leaf], jnp.zeros((), dtype))
+  fi = jnp.finfo(dtype)
+  lo = math.sqrt(n) * 2.0 ** (fi.minexp // 2 + 13)
+  hi = 2.0 ** ((fi.maxexp - 2) // 2) / math.sqrt(n)
+  safe = lambda m: (m == 0) | ((m >= lo) & (m <= hi))
+  zero = jnp.zeros((), jnp.int32)
+
+  def rescaled(carry):
+    del carry
+    ed, eg = _exponent(md), _exponent(mg)
+    return (*_scaled_sums(updates, delta, dtype, ed, eg, True), ed, eg)
+
+  # Rescaled in a zero-or-one-trip loop (no device sync on CPU): the second
+  # pass over g and d runs only where it is needed.
+  body = lambda carry: (jnp.zeros((), bool), rescaled(carry[1]))
+  return jax.lax.while_loop(
+    lambda carry: carry[0], body, (~(safe(md) & safe(mg)), (dg, gg, dd, zero, zero))
+  )[1]
+
+
+def _default_sums(updates, delta, dtype, n):
+  """Maxima, then the sums scaled by them (fused reductions, no control flow)."""
+  del n
+  md = jnp.zeros((), dtype)
+  mg = jnp.zeros((), dtype)
+  for g, d in _leaf_pairs(updates, delta):
+    md = jnp.maximum(md, jnp.max(jnp.abs(d.astype(dtype)), initial=0))
+    mg = jnp.maximum(mg, jnp.max(jnp.abs(g.astype(dtype)), initial=0))
+  ed, eg = _exponent(md), _exponent(mg)
+  return (*_scaled_sums(updates, delta, dtype, ed, eg, False), ed, eg)
+
+
+def _check_real(updates, delta) -> None:
+  for name, tree in (("updates", updates), ("delta", delta)):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+      if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
+        raise TypeError(
+          f"Leaf {jax.tree_util.keystr(path) or '<root>'} of `{name}` is complex "
+          f"({jnp.result_type(leaf)}): project_conflicting supports real "
+          "floating leaves only."
+        )
 
 
 def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Projection:
   """Projects ``updates`` orthogonally to ``delta`` when they conflict.
 
   Args:
-    updates: the gradient ``g`` (any float dtypes).
+    updates: the gradient ``g`` (real floating leaves of any width).
     delta: the displacement ``theta - theta_ref``, same structure as
       ``updates``. Its leaves may be in a wider dtype than ``updates``.
 
   Returns:
     A :class:`Projection` with ``updates = g - (omega / ||delta||^2) * delta``
     if ``omega = <delta, g> < 0`` and ``delta != 0``, else ``g`` unchanged
-    (bit for bit). Norms and dot products are accumulated in at least
-    float32, with ``delta`` rescaled by a power of two so that
-    ``||delta||^2`` neither underflows nor overflows (subnormal entries,
-    which XLA flushes to zero, count as zero).
+    (bit for bit). ``omega``, ``||delta||^2`` and ``||g||^2`` are accumulated
+    in at least float32, from ``delta`` and ``g`` each scaled by a power of
+    two: for any finite ``g`` and ``delta`` in the normal range of that
+    dtype, the decision and the projection are those of exact arithmetic up
+    to its rounding, and no inf or NaN appears (``omega`` and
+    ``delta_norm``, diagnostics, saturate at the dtype's largest finite
+    value). Subnormal entries, which XLA flushes to zero, count as zero.
+
+  Raises:
+    TypeError: naming the leaf, if a leaf of ``updates`` or ``delta`` is
+      complex (PROFIT's inner product is defined for real params only).
 
   References:
     Chakravarthy et al., `PROFIT: A Specialized Optimizer for Deep Fine
@@ -123,45 +226,43 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
     >>> project_conflicting(g, delta).updates["w"]
     Array([0., 1.], dtype=float32)
   """
+  _check_real(updates, delta)
   dtype = accumulation_dtype((updates, delta))
-  # ||delta||^2 of a tiny (huge) delta under- (over-)flows: the squares of
-  # delta * 2**e, delta and delta * 2**-e are summed in the same pass, and the
-  # most scaled-up finite sum is used.
-  e = _scale_exponent(dtype)
-  omega, sq_grad, sq_down, sq_norm, sq_up = jax.lax.platform_dependent(
+  n = sum(int(jnp.size(x)) for x in jax.tree.leaves(delta))
+  # On CPU the unscaled sums (one pass) are used where they cannot have lost
+  # a term; otherwise, and always on other platforms, delta and g are scaled
+  # by powers of two (from their largest entries) before the sums.
+  dg, gg, dd, ed, eg = jax.lax.platform_dependent(
     updates,
     delta,
-    cpu=lambda u, v: _tree_sums(_sums_in_one_pass, u, v, dtype, e),
-    default=lambda u, v: _tree_sums(_sums, u, v, dtype, e),
+    cpu=lambda u, v: _cpu_sums(u, v, dtype, max(n, 1)),
+    default=lambda u, v: _default_sums(u, v, dtype, max(n, 1)),
   )
-  up_ok, mid_ok = jnp.isfinite(sq_up), jnp.isfinite(sq_norm)
-  sq_norm_s = jnp.where(up_ok, sq_up, jnp.where(mid_ok, sq_norm, sq_down))
-  scale = jnp.where(up_ok, 2.0**e, jnp.where(mid_ok, 1.0, 2.0**-e)).astype(dtype)
-  norm_s = jnp.sqrt(sq_norm_s)
-  grad_norm = jnp.sqrt(sq_grad)
+  norm_d, norm_g = jnp.sqrt(dd), jnp.sqrt(gg)
   # ~never(...): orders the reduction of g before the updates written into
   # g's buffer (see `never`).
-  projected = (omega < 0) & (sq_norm_s > 0) & ~never(grad_norm)
-  # coef = omega / ||delta||^2, in an order that stays in range. Double
-  # `where`: no division by a zero norm is ever evaluated, and when the
-  # projection does not fire the gradient is returned bit for bit.
-  coef = jnp.where(
-    projected, omega * scale / jnp.where(projected, sq_norm_s, 1) * scale, 0
-  )
-  new_updates = jax.tree.map(
-    lambda g, d: jnp.where(projected, g.astype(dtype) - coef * d, g).astype(g.dtype),
-    updates,
-    delta,
-  )
-  nonzero = (norm_s > 0) & (grad_norm > 0)
+  projected = (dg < 0) & (dd > 0) & ~never(norm_g)
+  # coef = omega / ||delta||^2 in the scaled space (|coef| <= ||g'|| / ||d'||);
+  # the double `where` keeps a zero norm out of the division, and the
+  # gradient is returned bit for bit where the projection does not fire.
+  coef = jnp.where(projected, dg / jnp.where(projected, dd, 1), 0)
+
+  def project(g, d):
+    d_scaled = _times_pow2(d.astype(dtype), -ed, 2)
+    correction = _times_pow2(coef * d_scaled, eg, 2)
+    return jnp.where(projected, g.astype(dtype) - correction, g).astype(g.dtype)
+
+  new_updates = jax.tree.map(project, updates, delta)
+  nonzero = (norm_d > 0) & (norm_g > 0)
   cosine = jnp.where(
-    nonzero, omega * scale / jnp.where(nonzero, norm_s * grad_norm, 1), 0
+    nonzero, dg / jnp.where(nonzero, norm_d, 1) / jnp.where(nonzero, norm_g, 1), 0
   )
+  big = jnp.finfo(dtype).max
   return Projection(
     updates=new_updates,
-    omega=omega,
-    delta_norm=norm_s / scale,
-    cosine=cosine,
-    removed_fraction=jnp.where(projected, -cosine, 0),
+    omega=jnp.clip(_times_pow2(dg, ed + eg, 4), -big, big),
+    delta_norm=jnp.minimum(_times_pow2(norm_d, ed, 2), big),
+    cosine=jnp.clip(cosine, -1, 1),
+    removed_fraction=jnp.where(projected, -jnp.clip(cosine, -1, 1), 0),
     projected=projected,
   )

@@ -136,7 +136,7 @@ def _static_cycle(
     updates, ref_state = _profit.reference_step(
       spec, grads, params, ref_state, extra_args
     )
-    stored = spec.storage.record(stored, params, updates, first)
+    stored, updates = spec.storage.record(stored, params, updates, first)
     moved = _after(value, params, optax.apply_updates(params, updates))
     return (moved, stored, ref_state), value
 
@@ -231,7 +231,7 @@ def _rotated_cycle(
     updates, ref_state = _profit.reference_step(
       spec, grads, params, ref_state, extra_args
     )
-    stored = spec.storage.record(stored, params, updates, first)
+    stored, updates = spec.storage.record(stored, params, updates, first)
     moved = _after(value, params, optax.apply_updates(params, updates))
     return (moved, stored, ref_state), value
 

@@ -41,11 +41,12 @@ def flat(tree):
 def _x64(request, monkeypatch):
   """float64 by default; the reductions of both platforms' lowerings.
 
-  On CPU ``project_conflicting`` sums in one variadic reduction; GPU/TPU
-  lower plain sums. Both are run here, on CPU.
+  On CPU ``project_conflicting`` sums in one variadic reduction (rescaled
+  in a second pass only when needed); GPU/TPU lower maxima, then plain sums
+  of the rescaled terms. Both are run here, on CPU.
   """
   if request.param == "plain sums":
-    monkeypatch.setattr(_projection, "_sums_in_one_pass", _projection._sums)
+    monkeypatch.setattr(_projection, "_cpu_sums", _projection._default_sums)
   with jax.enable_x64(True):
     yield
 

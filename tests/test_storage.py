@@ -16,6 +16,7 @@ import pytest
 
 import optax_profit
 from optax_profit import _profit
+from optax_profit._storage import Anchor
 from tests import numpy_reference as ref_impl
 from tests.test_algorithm import jax_loss
 
@@ -27,6 +28,7 @@ def run_profit_delta_storage(theta, grad_at, num_calls, main, ref, n_ref, round_
   rounded to the storage dtype after every step (``round_delta``); the main
   step uses ``delta`` for the projection, restores ``theta_ref = theta -
   delta``, runs the main optimizer there and lands on ``theta_ref + u``.
+  (The library does this where ``delta`` is narrower than the weights.)
 
   Returns:
     The params after every call (float64 NumPy dicts).
@@ -146,10 +148,24 @@ def test_equals_numpy_delta_storage(n_ref, path, delta_dtype, round_delta):
     assert gap > 1e-9  # The copy path would fail the comparison above.
 
 
-def test_default_delta_dtype_is_at_least_float32():
-  params = {"a": jnp.zeros(3, jnp.bfloat16), "b": jnp.zeros(2, jnp.float16)}
+def test_default_storage_layout_per_params_dtype():
+  """float32/float64 leaves: a displacement in their dtype; bfloat16/float16
+  leaves: theta_ref in their dtype plus a bfloat16 residual (the bytes of a
+  float32 displacement)."""
+  params = {
+    "a": jnp.ones(3, jnp.bfloat16),
+    "b": jnp.ones(2, jnp.float16),
+    "c": jnp.ones(2, jnp.float32),
+  }
   state = optax_profit.profit(optax.sgd(0.1), ref=0.01).init(params)
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.delta))
+  for k in ("a", "b"):
+    anchor = state.delta[k]
+    assert isinstance(anchor, Anchor)
+    assert anchor.theta_ref.dtype == params[k].dtype
+    assert anchor.residual.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(anchor.theta_ref, params[k])
+    assert anchor.theta_ref.nbytes + anchor.residual.nbytes == 4 * params[k].size
+  assert state.delta["c"].dtype == jnp.float32
   with jax.enable_x64(True):
     state = optax_profit.profit(optax.sgd(0.1), ref=0.01).init(
       {"a": jnp.zeros(3, jnp.float64)}
@@ -232,8 +248,15 @@ def test_bfloat16_params_delta_and_projection_follow_float64(seed):
     updates, state = tx.update(g0, state, params)
     moved = optax.apply_updates(params, updates)
     if storage == "delta":
+      # bfloat16 leaves: delta = (params - theta_ref) + residual.
+      f64 = lambda x: np.asarray(x, np.float64)
       stored = np.concatenate(
-        [np.asarray(state.delta[k], np.float64).ravel() for k in params]
+        [
+          (
+            f64(moved[k]) - f64(state.delta[k].theta_ref) + f64(state.delta[k].residual)
+          ).ravel()
+          for k in params
+        ]
       )
       cos = stored @ delta64 / (np.linalg.norm(stored) * np.linalg.norm(delta64))
       assert cos >= 0.99, cos
