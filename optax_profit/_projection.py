@@ -7,8 +7,6 @@ reference. Then ``g`` is replaced by its component orthogonal to ``delta``:
 ``g - (omega / ||delta||^2) * delta``. Otherwise ``g`` is left as it is.
 """
 
-import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -58,8 +56,15 @@ def never(value: jax.Array) -> jax.Array:
 
 
 def _pow2(k: jax.Array, dtype: jnp.dtype) -> jax.Array:
-  """``2**k`` for an integer scalar ``|k| <= -minexp // 2 + 2`` (a normal)."""
-  return jnp.ldexp(jnp.ones((), dtype), k.astype(jnp.int32))
+  """``2**k`` for an integer scalar ``|k| <= -minexp // 2 + 2`` (a normal).
+
+  Built from its bits (``jnp.ldexp``'s general code, which XLA:CPU fuses
+  into, and repeats for, every element of the loop that uses it, costs more).
+  """
+  fi = jnp.finfo(dtype)
+  uint = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}[jnp.dtype(dtype).itemsize]
+  biased = (k.astype(jnp.int32) + (fi.maxexp - 1)).astype(uint)
+  return jax.lax.bitcast_convert_type(biased << fi.nmant, dtype)
 
 
 def _times_pow2(x: jax.Array, k: jax.Array, parts: int) -> jax.Array:
@@ -79,29 +84,14 @@ def _exponent(m: jax.Array) -> jax.Array:
   return jnp.where(m > 0, jnp.frexp(m)[1], 0).astype(jnp.int32)
 
 
-def _raw_terms(g: jax.Array, d: jax.Array, dtype: jnp.dtype) -> tuple:
-  """``d*g, g*g, d*d, |d|, |g|`` in ``dtype``: the unscaled sums' terms."""
-  g, d = g.astype(dtype), d.astype(dtype)
-  return d * g, g * g, d * d, jnp.abs(d), jnp.abs(g)
-
-
-def _combine(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
-  return (
-    a[0] + b[0],
-    a[1] + b[1],
-    a[2] + b[2],
-    jnp.maximum(a[3], b[3]),
-    (jnp.maximum(a[4], b[4])),
-  )
-
-
 def _raw_in_one_pass(g: jax.Array, d: jax.Array, dtype: jnp.dtype) -> tuple:
-  """The sums and maxima of :func:`_raw_terms` as one variadic reduction:
+  """``<d, g>, ||g||^2, ||d||^2`` of one leaf as one variadic reduction:
   XLA:CPU runs separate reductions as separate passes over ``g`` and ``d``.
-  (On a mesh its partial results are combined by all-gathers of one value
-  per device.)"""
-  zeros = (jnp.zeros((), dtype),) * 5
-  return jax.lax.reduce(_raw_terms(g, d, dtype), zeros, _combine, tuple(range(d.ndim)))
+  (On a mesh its partial sums are combined by all-gathers of one value per
+  device.)"""
+  g, d = g.astype(dtype), d.astype(dtype)
+  zeros = (jnp.zeros((), dtype),) * 3
+  return jax.lax.reduce((d * g, g * g, d * d), zeros, _add3, tuple(range(d.ndim)))
 
 
 def _scaled(g: jax.Array, d: jax.Array, dtype: jnp.dtype, ed, eg) -> tuple:
@@ -140,44 +130,52 @@ def _leaf_pairs(updates, delta):
   return zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
 
 
+def _maxima(updates, delta, dtype) -> tuple:
+  """``max |d|`` and ``max |g|`` over all leaves."""
+  md = mg = jnp.zeros((), dtype)
+  for g, d in _leaf_pairs(updates, delta):
+    md = jnp.maximum(md, jnp.max(jnp.abs(d.astype(dtype)), initial=0))
+    mg = jnp.maximum(mg, jnp.max(jnp.abs(g.astype(dtype)), initial=0))
+  return md, mg
+
+
+def _rescaled_sums(updates, delta, dtype, one_pass) -> tuple:
+  """The sums of ``d * 2**-ed`` and ``g * 2**-eg``, ``ed`` and ``eg`` the
+  exponents of ``max |d|`` and ``max |g|``; and ``ed, eg``."""
+  ed, eg = (_exponent(m) for m in _maxima(updates, delta, dtype))
+  return (*_scaled_sums(updates, delta, dtype, ed, eg, one_pass), ed, eg)
+
+
 def _cpu_sums(updates, delta, dtype, n):
-  """One pass of unscaled sums and maxima; a second, scaled pass only where
-  the unscaled sums could have lost a term to under- or overflow."""
+  """One pass of unscaled sums; a second, rescaled one only where they may
+  have lost terms to under- or overflow."""
   per_leaf = [_raw_in_one_pass(g, d, dtype) for g, d in _leaf_pairs(updates, delta)]
-  dg, gg, dd = (
-    sum(c, jnp.zeros((), dtype)) for c in list(zip(*per_leaf, strict=True))[:3]
-  )
-  md = functools.reduce(jnp.maximum, [x[3] for x in per_leaf], jnp.zeros((), dtype))
-  mg = functools.reduce(jnp.maximum, [x[4] for x in per_leaf], jnp.zeros((), dtype))
+  dg, gg, dd = (sum(c, jnp.zeros((), dtype)) for c in zip(*per_leaf, strict=True))
+  # A product or square below the smallest normal is lost: n of them at most,
+  # under 2**-(nmant + 3) of ||d|| * ||g|| once both squared norms reach
+  # `least`. An overflow leaves a sum infinite. (Maxima in the same pass
+  # would tell the same, but XLA:CPU does not vectorize a reduction that
+  # mixes max and add: twice the time of the sums.)
   fi = jnp.finfo(dtype)
-  lo = math.sqrt(n) * 2.0 ** (fi.minexp // 2 + 13)
-  hi = 2.0 ** ((fi.maxexp - 2) // 2) / math.sqrt(n)
-  safe = lambda m: (m == 0) | ((m >= lo) & (m <= hi))
+  least = n * 2.0 ** (fi.minexp + fi.nmant + 3)
+  exact = jnp.isfinite(dg) & jnp.isfinite(gg + dd) & (jnp.minimum(gg, dd) >= least)
   zero = jnp.zeros((), jnp.int32)
-
-  def rescaled(carry):
-    del carry
-    ed, eg = _exponent(md), _exponent(mg)
-    return (*_scaled_sums(updates, delta, dtype, ed, eg, True), ed, eg)
-
+  body = lambda carry: (
+    jnp.zeros((), bool),
+    _rescaled_sums(updates, delta, dtype, True),
+  )
   # Rescaled in a zero-or-one-trip loop (no device sync on CPU): the second
-  # pass over g and d runs only where it is needed.
-  body = lambda carry: (jnp.zeros((), bool), rescaled(carry[1]))
+  # and third passes over g and d run only where they are needed (also where
+  # g or d is all zero: then the rescaled sums are zero too).
   return jax.lax.while_loop(
-    lambda carry: carry[0], body, (~(safe(md) & safe(mg)), (dg, gg, dd, zero, zero))
+    lambda carry: carry[0], body, (~exact, (dg, gg, dd, zero, zero))
   )[1]
 
 
 def _default_sums(updates, delta, dtype, n):
   """Maxima, then the sums scaled by them (fused reductions, no control flow)."""
   del n
-  md = jnp.zeros((), dtype)
-  mg = jnp.zeros((), dtype)
-  for g, d in _leaf_pairs(updates, delta):
-    md = jnp.maximum(md, jnp.max(jnp.abs(d.astype(dtype)), initial=0))
-    mg = jnp.maximum(mg, jnp.max(jnp.abs(g.astype(dtype)), initial=0))
-  ed, eg = _exponent(md), _exponent(mg)
-  return (*_scaled_sums(updates, delta, dtype, ed, eg, False), ed, eg)
+  return _rescaled_sums(updates, delta, dtype, False)
 
 
 def _check_real(updates, delta) -> None:
