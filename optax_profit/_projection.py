@@ -130,12 +130,23 @@ def _leaf_pairs(updates, delta):
   return zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
 
 
+def _max2(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
+  return jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])
+
+
 def _maxima(updates, delta, dtype) -> tuple:
-  """``max |d|`` and ``max |g|`` over all leaves."""
+  """``max |d|`` and ``max |g|`` over all leaves.
+
+  One variadic reduction per leaf, converting where it reads: XLA:CPU
+  materializes the ``dtype`` conversion of a bfloat16 leaf that feeds a
+  reduction of its own (+1 params copy).
+  """
   md = mg = jnp.zeros((), dtype)
+  zeros = (jnp.zeros((), dtype),) * 2
   for g, d in _leaf_pairs(updates, delta):
-    md = jnp.maximum(md, jnp.max(jnp.abs(d.astype(dtype)), initial=0))
-    mg = jnp.maximum(mg, jnp.max(jnp.abs(g.astype(dtype)), initial=0))
+    terms = (jnp.abs(d.astype(dtype)), jnp.abs(g.astype(dtype)))
+    ld, lg = jax.lax.reduce(terms, zeros, _max2, tuple(range(d.ndim)))
+    md, mg = jnp.maximum(md, ld), jnp.maximum(mg, lg)
   return md, mg
 
 
