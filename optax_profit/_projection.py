@@ -130,23 +130,30 @@ def _leaf_pairs(updates, delta):
   return zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
 
 
-def _max2(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
-  return jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])
+def _max_abs(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  """``max |x|`` in ``dtype`` (0 for an empty leaf).
+
+  A leaf narrower than ``dtype`` is reduced on its magnitude bits as
+  unsigned integers (same order as the magnitudes; NaN above inf): XLA:CPU
+  reduces a bfloat16 leaf through a materialized float32 copy (+1 params
+  copy), and a reduction with the sums in one variadic pass moves arrays
+  between devices on a mesh.
+  """
+  if jnp.dtype(x.dtype).itemsize >= jnp.dtype(dtype).itemsize:
+    return jnp.max(jnp.abs(x.astype(dtype)), initial=0)
+  uint = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[jnp.dtype(x.dtype).itemsize]
+  bits = jax.lax.bitcast_convert_type(x, uint)
+  magnitude = bits & uint(jnp.iinfo(uint).max >> 1)
+  top = jnp.max(magnitude, initial=uint(0))
+  return jax.lax.bitcast_convert_type(top, x.dtype).astype(dtype)
 
 
 def _maxima(updates, delta, dtype) -> tuple:
-  """``max |d|`` and ``max |g|`` over all leaves.
-
-  One variadic reduction per leaf, converting where it reads: XLA:CPU
-  materializes the ``dtype`` conversion of a bfloat16 leaf that feeds a
-  reduction of its own (+1 params copy).
-  """
+  """``max |d|`` and ``max |g|`` over all leaves."""
   md = mg = jnp.zeros((), dtype)
-  zeros = (jnp.zeros((), dtype),) * 2
   for g, d in _leaf_pairs(updates, delta):
-    terms = (jnp.abs(d.astype(dtype)), jnp.abs(g.astype(dtype)))
-    ld, lg = jax.lax.reduce(terms, zeros, _max2, tuple(range(d.ndim)))
-    md, mg = jnp.maximum(md, ld), jnp.maximum(mg, lg)
+    md = jnp.maximum(md, _max_abs(d, dtype))
+    mg = jnp.maximum(mg, _max_abs(g, dtype))
   return md, mg
 
 
