@@ -1,5 +1,6 @@
 """API contract of `optax_profit.profit`: errors, dtypes, jit, optax harness."""
 
+import collections
 import dataclasses
 import functools
 
@@ -97,6 +98,32 @@ def test_state_fields_and_tree_get():
     assert float(optax.tree.get(state, name)) == 0  # before the first main step
   chex.assert_shape(state.count, ())
   assert optax.tree.get(state, "projected").dtype == jnp.bool_
+
+
+def test_state_of_the_old_layout_restores_by_leaf_order():
+  """The CHANGELOG's recipe: a state saved with the five diagnostics as
+  fields of its own (before `diagnostics`) has the new state's leaves, in
+  order."""
+  old_fields = (
+    "count theta_ref ref_state main_state omega delta_norm cosine "
+    "removed_fraction projected delta cycle_length warmup_steps"
+  ).split()
+  OldState = collections.namedtuple("OldState", old_fields)
+  tx = optax_profit.profit(optax.adam(0.1), ref=0.01, n_ref=1)
+  state = tx.init(PARAMS)
+  for g in (PARAMS, PARAMS):  # a whole cycle; the main step projects
+    state = tx.update(g, state, PARAMS)[1]
+  d = state.diagnostics
+  old = OldState(
+    state.count, None, state.ref_state, state.main_state, d.omega,
+    d.delta_norm, d.cosine, d.removed_fraction, d.projected, state.delta,
+    state.cycle_length, state.warmup_steps,
+  )  # fmt: skip
+  assert bool(d.projected)  # nonzero diagnostics, distinguishable leaves
+  structure = jax.tree.structure(tx.init(PARAMS))
+  chex.assert_trees_all_equal(
+    jax.tree.unflatten(structure, jax.tree.leaves(old)), state
+  )
 
 
 def test_copy_storage_state_is_a_copy_not_an_alias():
