@@ -82,7 +82,7 @@ UPDATE_INTRO = {
     "timed over whole cycles. `default` is what `profit` picks on this "
     "platform; `select`, `in-place` and `lax.cond` force a per-call driver; "
     "`unordered` is the default without the reduction-before-write "
-    "ordering (`_projection.never`); `plain sums` without XLA:CPU's one-pass "
+    "ordering (`_xla_cpu.never`); `plain sums` without XLA:CPU's one-pass "
     "reduction of omega and the norms (as GPU/TPU lower it)."
   ),
   "make_train_step": (

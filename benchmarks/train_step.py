@@ -9,7 +9,7 @@ candidates consume the same ``L`` device-resident batches per timed run:
   cycle_length=L)``, one call;
 * ``profit, loop``: the per-batch step with ``optax_profit.profit(adamw)``,
   called ``L`` times (the per-call ``update``); ``(unordered)``: the same
-  without the reduction-before-write ordering (``_projection.never``);
+  without the reduction-before-write ordering (``_xla_cpu.never``);
 * ``profit, make_train_step``: one call (the static-cycle fast path, chosen
   on the host, the state being at a cycle boundary; its compile time is that
   of its first call);
@@ -34,7 +34,7 @@ import optax
 
 import optax_profit
 from benchmarks import models, timing, update
-from optax_profit import _profit, _train_step
+from optax_profit import _train_step, _xla_cpu
 
 
 def _per_batch_step(loss_fn, tx):
@@ -49,7 +49,7 @@ def _per_batch_step(loss_fn, tx):
 
 def _main_step_unlooped():
   """Traces the static cycle with its CPU main-step loop replaced by a call."""
-  return update.patched(_profit, "run_if", lambda pred, fn, operand: fn(operand))
+  return update.patched(_xla_cpu, "run_if", lambda pred, fn, operand: fn(operand))
 
 
 def run(

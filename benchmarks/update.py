@@ -34,7 +34,7 @@ import optax
 
 import optax_profit
 from benchmarks import timing
-from optax_profit import _profit, _projection
+from optax_profit import _profit, _projection, _xla_cpu
 
 NUM_LEAVES = 10
 
@@ -49,47 +49,30 @@ def make_params(total: int) -> dict[str, jax.Array]:
   }
 
 
-def cond_update(spec, grads, state, params, extra_args):
+def cond_update(steps, grads, state, params):
   """The per-call update with its phase picked by one ``lax.cond``."""
-  phase = _profit._phase(spec, state.count)  # pylint: disable=protected-access
-  stored = getattr(state, spec.storage.field)
+  del params  # bound in `steps`
+  stored = getattr(state, steps.field)
 
   def reference(_):
-    updates, ref_state = _profit.reference_step(
-      spec, grads, params, state.ref_state, extra_args=extra_args
-    )
-    stored_, updates = spec.storage.record(stored, params, updates, phase.first)
-    return updates, state._replace(ref_state=ref_state, **{spec.storage.field: stored_})
+    updates, ref_state = steps.reference(grads, state.ref_state)
+    stored_, updates = steps.record(stored, updates)
+    return updates, state._replace(ref_state=ref_state, **{steps.field: stored_})
 
   def main(_):
-    updates, main_state, proj = _profit.main_step(
-      spec,
-      grads,
-      params,
-      stored,
-      state.main_state,
-      in_cycle=phase.in_cycle,
-      extra_args=extra_args,
-    )
-    diagnostics = _profit.projection_diagnostics(proj, state)
-    return updates, _profit.with_diagnostics(
-      state._replace(main_state=main_state), diagnostics
-    )
+    updates, main_state, diagnostics = steps.main(grads, stored, state.main_state)
+    return updates, state._replace(main_state=main_state, diagnostics=diagnostics)
 
-  updates, state = jax.lax.cond(phase.is_ref, reference, main, None)
+  updates, state = jax.lax.cond(steps.phase.is_ref, reference, main, None)
   return updates, state._replace(count=state.count + 1)
 
 
-VARIANTS = {
-  "select": _profit._select_update,  # pylint: disable=protected-access
-  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
-  "lax.cond": cond_update,
-}
+VARIANTS = {**_profit.DRIVERS, "lax.cond": cond_update}
 
 
 def with_variant(tx: optax_profit.ProfitTransformation, variant: str):
   """``tx`` with its per-call driver forced to ``variant``."""
-  return _profit._transformation(tx.spec, VARIANTS[variant])  # pylint: disable=protected-access
+  return _profit.with_driver(tx, VARIANTS[variant])
 
 
 @contextlib.contextmanager
@@ -105,16 +88,16 @@ def patched(module: Any, name: str, value: Any, active: bool = True):
 
 
 def unordered(active: bool = True):
-  """Traces with ``_projection.never`` constant: no reduction-before-write
+  """Traces with ``_xla_cpu.never`` constant: no reduction-before-write
   order, to show what that device buys (an XLA:CPU buffer copy)."""
-  return patched(_projection, "never", lambda value: jnp.zeros((), bool), active)
+  return patched(_xla_cpu, "never", lambda value: jnp.zeros((), bool), active)
 
 
 def plain_sums(active: bool = True):
   """Traces the projection's sums as on GPU/TPU (maxima, then plain sums of
   the rescaled terms), to show what XLA:CPU's one-pass variadic reduction
   buys."""
-  return patched(_projection, "_cpu_sums", _projection._default_sums, active)  # pylint: disable=protected-access
+  return patched(_xla_cpu, "projection_sums", _projection._default_sums, active)  # pylint: disable=protected-access
 
 
 def per_call_step(tx: optax.GradientTransformation):

@@ -6,24 +6,25 @@ Example:
 """
 
 from optax_profit._evaluation import cycle_ended, eval_params
-from optax_profit._profit import (
-  ProfitSpec,
-  ProfitState,
-  ProfitTransformation,
-  profit,
-  profit_spec,
-)
-from optax_profit._projection import Projection, project_conflicting
+from optax_profit._profit import profit
+from optax_profit._projection import Diagnostics, Projection, project_conflicting
 from optax_profit._storage import Storage
 from optax_profit._train_step import (
   check_stacked_batches,
   make_train_step,
   profit_diagnostics,
 )
+from optax_profit._types import (
+  ProfitSpec,
+  ProfitState,
+  ProfitTransformation,
+  profit_spec,
+)
 
 __version__ = "0.1.0"
 
 __all__ = (
+  "Diagnostics",
   "ProfitSpec",
   "ProfitState",
   "ProfitTransformation",

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_profit import _profit
+from optax_profit import _types
 from optax_profit._storage import Storage
 
 
@@ -31,19 +31,19 @@ def _is_hole(x: Any) -> bool:
   return x is None or isinstance(x, optax.MaskedNode)
 
 
-def profit_states(opt_state: Any) -> list[_profit.ProfitState]:
+def profit_states(opt_state: Any) -> list[_types.ProfitState]:
   """Every :class:`ProfitState` in ``opt_state``, in pytree order.
 
   Finds them inside ``optax.chain``, ``MultiSteps``, ``inject_hyperparams``,
   ``multi_transform``, ``masked``, Flax ``TrainState`` and
   ``nnx.Optimizer(...).opt_state`` (whose variables it reads).
   """
-  is_state = lambda x: isinstance(x, _profit.ProfitState)
+  is_state = lambda x: isinstance(x, _types.ProfitState)
   states = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
   return [jax.tree.map(_read, s, is_leaf=_is_variable) for s in states]
 
 
-def _states(opt_state: Any) -> list[_profit.ProfitState]:
+def _states(opt_state: Any) -> list[_types.ProfitState]:
   states = profit_states(opt_state)
   if not states:
     raise ValueError(
@@ -55,7 +55,7 @@ def _states(opt_state: Any) -> list[_profit.ProfitState]:
   return states
 
 
-def _in_cycle(state: _profit.ProfitState) -> jax.Array:
+def _in_cycle(state: _types.ProfitState) -> jax.Array:
   """Whether the last call left ``state`` inside a cycle (before its main step)."""
   steps = state.count - state.warmup_steps
   return (steps > 0) & (steps % state.cycle_length != 0)

@@ -4,125 +4,28 @@ Algorithm 1 is written once, as :func:`reference_step` (lines 6-9) and
 :func:`main_step` (lines 12-19). Two drivers call them: the per-call
 ``update`` of :func:`profit` (one call per batch, what ``optax.chain``, Flax
 ``TrainState`` and ``nnx.Optimizer`` use) and the static cycle of
-:func:`optax_profit.make_train_step`.
+:func:`optax_profit.make_train_step`. How XLA:CPU runs them in place is
+``_xla_cpu``'s; the argument checks are ``_validation``'s.
 """
 
-import dataclasses
-import numbers
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from optax_profit import _projection
+from optax_profit import _projection, _types, _validation, _xla_cpu
+from optax_profit._projection import Diagnostics
 from optax_profit._storage import Storage, _where, storage_from_args
-
-DIAGNOSTICS = ("omega", "delta_norm", "cosine", "removed_fraction", "projected")
-T = TypeVar("T")
-
-
-class ProfitState(NamedTuple):
-  """State of :func:`profit`.
-
-  Attributes:
-    count: number of ``update`` calls so far (int32), warm-up included.
-    theta_ref: with ``storage="copy"``, the weights saved at the start of the
-      current cycle; ``None`` otherwise. Only meaningful inside a cycle: after
-      a cycle run by :func:`optax_profit.make_train_step` it holds scratch.
-    ref_state: state of the reference optimizer; it persists across cycles.
-    main_state: state of the main optimizer; it advances once per cycle (and
-      once per warm-up step).
-    omega: ``<delta, g>`` of the last main step (0 before the first one).
-    delta_norm: ``||delta||`` of the last main step.
-    cosine: cosine between the last main step's gradient ``g`` and ``delta``.
-    removed_fraction: ``||g - g'|| / ||g||`` of the last main step, the
-      fraction of the gradient's norm removed by the projection.
-    projected: whether the last main step projected its gradient.
-    delta: with ``storage="delta"`` (the default), per leaf: for float32 and
-      float64 params the current cycle's displacement ``theta - theta_ref``,
-      accumulated from the reference updates; for bfloat16 and float16 params
-      an ``Anchor`` (``theta_ref`` and the residual the reference updates did
-      not apply). ``None`` otherwise.
-    cycle_length: the ``n_ref + 1`` the state was built and last updated
-      with (int32). ``update`` refuses a state recorded for another cycle
-      when both are concrete (outside ``jit``), and
-      :func:`optax_profit.make_train_step` checks it on the host;
-      :func:`optax_profit.eval_params` reads the phase from it.
-    warmup_steps: likewise, the ``warmup_steps`` (int32).
-  """
-
-  count: jax.Array
-  theta_ref: optax.Params | None
-  ref_state: optax.OptState
-  main_state: optax.OptState
-  omega: jax.Array
-  delta_norm: jax.Array
-  cosine: jax.Array
-  removed_fraction: jax.Array
-  projected: jax.Array
-  delta: optax.Updates | None
-  cycle_length: jax.Array
-  warmup_steps: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class ProfitSpec:
-  """The frozen description of a :func:`profit` transformation.
-
-  Read it with :func:`profit_spec` (or ``tx.spec``).
-
-  Attributes:
-    main: the main optimizer ``O``.
-    ref: the reference optimizer ``O_ref``.
-    n_ref: reference steps per cycle (a Python int, or traced under
-      ``optax.inject_hyperparams``).
-    warmup_steps: leading plain ``main`` steps (likewise).
-    storage: how the start of a cycle is kept (:class:`Storage`).
-  """
-
-  main: optax.GradientTransformationExtraArgs
-  ref: optax.GradientTransformationExtraArgs
-  n_ref: Any
-  warmup_steps: Any
-  storage: Storage
-
-  @property
-  def cycle_length(self) -> Any:
-    """Batches (``update`` calls) per cycle: ``n_ref + 1``."""
-    return self.n_ref + 1
-
-  @property
-  def is_static(self) -> bool:
-    """Whether ``n_ref`` and ``warmup_steps`` are Python ints."""
-    return isinstance(self.n_ref, int) and isinstance(self.warmup_steps, int)
-
-
-class ProfitTransformation(optax.GradientTransformationExtraArgs):
-  """The :class:`optax.GradientTransformationExtraArgs` returned by `profit`.
-
-  A plain ``(init, update)`` pair to optax; it also carries ``spec``, its
-  :class:`ProfitSpec`.
-  """
-
-  spec: ProfitSpec
-
-
-def profit_spec(tx: optax.GradientTransformation) -> ProfitSpec | None:
-  """Returns the :class:`ProfitSpec` of ``tx`` if `profit` built it, else None.
-
-  Example:
-    >>> import optax, optax_profit
-    >>> tx = optax_profit.profit(optax.sgd(1e-2), ref=1e-3, n_ref=3)
-    >>> optax_profit.profit_spec(tx).cycle_length
-    4
-    >>> optax_profit.profit_spec(optax.sgd(1e-2)) is None
-    True
-  """
-  return getattr(tx, "spec", None) if isinstance(tx, ProfitTransformation) else None
+from optax_profit._types import (
+  Phase,
+  ProfitSpec,
+  ProfitState,
+  ProfitTransformation,
+  transformation,
+)
 
 
 # ------------------------------------------------------------ Algorithm 1
@@ -193,358 +96,82 @@ def main_step(
   return updates, optax.tree.cast_like(new_main_state, main_state), proj
 
 
-# ------------------------------------------------------- per-call driver
-class _Phase(NamedTuple):
-  in_cycle: Any  # past the warm-up (Python True without one)
-  first: Any  # the cycle's first reference step
-  is_ref: Any  # a reference step
+# ------------------------------------------------------ per-call drivers
+def diagnostics_like(proj: _projection.Projection, state: ProfitState) -> Diagnostics:
+  """The diagnostics of ``proj`` in the dtypes of ``state``'s."""
+  return jax.tree.map(
+    lambda x, y: x.astype(y.dtype), proj.diagnostics, state.diagnostics
+  )
 
 
-def _phase(spec: ProfitSpec, count: jax.Array) -> _Phase:
-  """Where call number ``count`` falls: warm-up, reference or main step."""
-  steps = count - jnp.asarray(spec.warmup_steps, count.dtype)
-  pos = steps % jnp.asarray(spec.cycle_length, count.dtype)
-  if isinstance(spec.warmup_steps, int) and not spec.warmup_steps:
-    return _Phase(True, pos == 0, pos < spec.n_ref)
-  in_cycle = steps >= 0
-  return _Phase(in_cycle, (pos == 0) & in_cycle, (pos < spec.n_ref) & in_cycle)
+class Steps(NamedTuple):
+  """Algorithm 1 bound to one ``update`` call: what a per-call driver runs."""
+
+  phase: Phase
+  field: str  # the state field of the storage
+  reference: Callable[..., Any]  # (grads, ref_state) -> (updates, ref_state): line 9
+  record: Callable[..., Any]  # (stored, updates) -> (stored, updates): line 6
+  main: Callable[..., Any]  # lines 12-19, and the diagnostics (see `_bind`)
+
+
+def _bind(spec: ProfitSpec, state: ProfitState, params, extra_args) -> Steps:
+  """Algorithm 1 for call number ``state.count`` at ``params``."""
+  phase = _types.phase(spec, state.count)
+
+  def main(grads, stored, main_state):
+    updates, main_state, proj = main_step(
+      spec, grads, params, stored, main_state, extra_args, phase.in_cycle
+    )
+    return updates, main_state, diagnostics_like(proj, state)
+
+  return Steps(
+    phase=phase,
+    field=spec.storage.field,
+    reference=lambda g, s: reference_step(spec, g, params, s, extra_args),
+    record=lambda stored, u: spec.storage.record(stored, params, u, phase.first),
+    main=main,
+  )
 
 
 def _pick(pred: Any, a: Any, b: Any) -> Any:
   return jax.tree.map(lambda x, y: _where(pred, x, y), a, b)
 
 
-def projection_diagnostics(proj: _projection.Projection, state: ProfitState) -> tuple:
-  """The diagnostics of ``proj`` in the dtypes of ``state``'s."""
-  return tuple(getattr(proj, k).astype(getattr(state, k).dtype) for k in DIAGNOSTICS)
-
-
-def diagnostics_of(state: ProfitState) -> tuple:
-  """The diagnostics ``state`` holds, in the order of ``DIAGNOSTICS``."""
-  return tuple(getattr(state, k) for k in DIAGNOSTICS)
-
-
-def with_diagnostics(state: ProfitState, values: tuple) -> ProfitState:
-  """``state`` with its diagnostics replaced by ``values`` (``DIAGNOSTICS`` order)."""
-  return state._replace(**dict(zip(DIAGNOSTICS, values, strict=True)))
-
-
-def _select_update(spec, grads, state, params, extra_args):
+def select_update(steps: Steps, grads, state: ProfitState, params):
   """Both steps computed, the phase's results selected: no control flow.
 
   XLA:GPU copies the predicate of every ``while`` and ``conditional`` to the
   host and waits for it; selecting with ``jnp.where`` keeps the call on
   device (as ``optax.MultiSteps`` does).
   """
-  phase = _phase(spec, state.count)
-  stored = getattr(state, spec.storage.field)
-  ref_updates, ref_state = reference_step(
-    spec, grads, params, state.ref_state, extra_args
-  )
-  ref_stored, ref_updates = spec.storage.record(
-    stored, params, ref_updates, phase.first
-  )
-  main_updates, main_state, proj = main_step(
-    spec, grads, params, stored, state.main_state, extra_args, phase.in_cycle
-  )
+  del params  # bound in `steps`
+  is_ref = steps.phase.is_ref
+  stored = getattr(state, steps.field)
+  ref_updates, ref_state = steps.reference(grads, state.ref_state)
+  ref_stored, ref_updates = steps.record(stored, ref_updates)
+  main_updates, main_state, diagnostics = steps.main(grads, stored, state.main_state)
   state = state._replace(
     count=state.count + 1,
-    ref_state=_pick(phase.is_ref, ref_state, state.ref_state),
-    main_state=_pick(phase.is_ref, state.main_state, main_state),
-    **{spec.storage.field: _pick(phase.is_ref, ref_stored, stored)},
+    ref_state=_pick(is_ref, ref_state, state.ref_state),
+    main_state=_pick(is_ref, state.main_state, main_state),
+    **{steps.field: _pick(is_ref, ref_stored, stored)},
+    diagnostics=_pick(is_ref, state.diagnostics, diagnostics),
   )
-  diagnostics = projection_diagnostics(proj, state)
-  state = with_diagnostics(
-    state, _pick(phase.is_ref, diagnostics_of(state), diagnostics)
-  )
-  return _pick(phase.is_ref, ref_updates, main_updates), state
+  return _pick(is_ref, ref_updates, main_updates), state
 
 
-def run_if(pred: jax.typing.ArrayLike, fn: Callable[[T], T], operand: T) -> T:
-  """Returns ``fn(operand)`` if ``pred`` else ``operand``, updating in place.
-
-  ``lax.cond`` gives its results their own buffers, so a branch passing a
-  large pytree through (AdamW's moments in a reference step) pays a full
-  copy per call; a ``while_loop`` that runs zero times or once updates its
-  carry in place. Used on XLA:CPU only: it has no reverse-mode derivative,
-  and on GPU each loop waits for its predicate on the host.
-
-  Args:
-    pred: a boolean scalar (may be traced).
-    fn: maps ``operand`` to a pytree of the same structure, shapes and dtypes.
-    operand: the pytree to update.
-
-  Returns:
-    ``fn(operand)`` when ``pred`` is true, ``operand`` otherwise.
-  """
-  body = lambda carry: (jnp.zeros((), bool), fn(carry[1]))
-  pred = jnp.asarray(pred, dtype=bool)
-  return jax.lax.while_loop(lambda carry: carry[0], body, (pred, operand))[1]
+# The per-call drivers, ``driver(steps, grads, state, params) -> (updates,
+# state)``; `profit` picks one per platform when it is lowered, tests and
+# benchmarks force one with `with_driver`.
+DRIVERS: dict[str, Callable[..., Any]] = {
+  "select": select_update,  # GPU, TPU
+  "in-place": _xla_cpu.in_place_update,  # CPU
+}
 
 
-def _in_place_update(spec, grads, state, params, extra_args):
-  """Only the phase's step runs, inside zero-or-one-trip loops (XLA:CPU).
-
-  A ``while`` loop updates its carry in place (a ``lax.cond`` would copy the
-  untouched state), and on CPU its predicate costs no device sync. The
-  updates are written into the gradient's buffer when the layouts agree.
-  """
-  phase = _phase(spec, state.count)
-  same_layout = jax.tree.map(lambda g, p: (g.shape, g.dtype), grads, params) == (
-    jax.tree.map(lambda p: (p.shape, p.dtype), params)
-  )
-  slot = grads if same_layout else jax.tree.map(jnp.zeros_like, params)
-  read = (lambda carried: carried) if same_layout else (lambda carried: grads)
-  stored = getattr(state, spec.storage.field)
-
-  def reference(carry):
-    carried, ref_state = carry
-    return reference_step(spec, read(carried), params, ref_state, extra_args)
-
-  def record(carry):  # reads the updates from the buffer the first loop wrote
-    ref_updates, stored = carry
-    stored, ref_updates = spec.storage.record(stored, params, ref_updates, phase.first)
-    return optax.tree.cast_like(ref_updates, carry[0]), stored
-
-  def reference_and_record(carry):
-    carried, ref_state, stored = carry
-    ref_updates, ref_state = reference((carried, ref_state))
-    stored, ref_updates = spec.storage.record(stored, params, ref_updates, phase.first)
-    return ref_updates, ref_state, stored
-
-  if all(jnp.dtype(p.dtype).itemsize >= 4 for p in jax.tree.leaves(params)):
-    # The reference updates are in the params' dtypes: two loops, the
-    # second reading the updates from the buffer the first one wrote.
-    slot, ref_state = run_if(phase.is_ref, reference, (slot, state.ref_state))
-    slot, stored = run_if(phase.is_ref, record, (slot, stored))
-  else:  # narrower params: the updates are wider than the slot
-    slot, ref_state, stored = run_if(
-      phase.is_ref, reference_and_record, (slot, state.ref_state, stored)
-    )
-
-  def main(carry):
-    carried, main_state, _ = carry
-    updates, main_state, proj = main_step(
-      spec, read(carried), params, stored, main_state, extra_args, phase.in_cycle
-    )
-    return updates, main_state, projection_diagnostics(proj, state)
-
-  slot, main_state, diagnostics = run_if(
-    ~phase.is_ref, main, (slot, state.main_state, diagnostics_of(state))
-  )
-  state = state._replace(
-    count=state.count + 1,
-    ref_state=ref_state,
-    main_state=main_state,
-    **{spec.storage.field: stored},
-  )
-  return slot, with_diagnostics(state, diagnostics)
-
-
-# ------------------------------------------------------------- the factory
-INT32_MAX = 2**31 - 1
-
-
-def _is_tracer(x: Any) -> bool:
-  return isinstance(x, jax.core.Tracer)
-
-
-def _as_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> Any:
-  """A concrete integer as a Python int (checked); traced integers pass.
-
-  A traced value (e.g. under ``optax.inject_hyperparams``) is checked for an
-  integer dtype only: its value is unknown until the step runs.
-  """
-  if _is_tracer(value):
-    if not jnp.issubdtype(value.dtype, jnp.integer) or value.ndim:
-      raise TypeError(
-        f"`{name}` must be an int, got a traced {value.dtype} array of shape "
-        f"{value.shape} (optax.inject_hyperparams traces a float {name} as a "
-        f"float): pass a Python int, or name it in `static_args`."
-      )
-    return value
-  if isinstance(value, (bool, np.bool_)):
-    raise TypeError(f"`{name}` must be an int, got the bool {value!r}.")
-  is_int_array = (
-    isinstance(value, (jax.Array, np.ndarray))
-    and value.ndim == 0
-    and jnp.issubdtype(value.dtype, jnp.integer)
-  )
-  if not (isinstance(value, numbers.Integral) or is_int_array):
-    raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}.")
-  if int(value) < minimum:
-    raise ValueError(f"`{name}` must be >= {minimum}, got {int(value)}.")
-  if int(value) > maximum:
-    raise ValueError(
-      f"`{name}` must be <= {maximum} (the step count is an int32), got {int(value)}."
-    )
-  return int(value)
-
-
-def _injected_schedules(frame: Any) -> set[str]:
-  """The arguments `optax.inject_hyperparams` schedules, when it calls `profit`.
-
-  ``optax.inject_hyperparams(profit)(main, ref=schedule)`` evaluates the
-  schedule at its own count, once per ``update`` call, and passes `profit` the
-  value: `profit` alone cannot tell it from a constant. The caller's frame
-  (inject_hyperparams' ``init``/``update``) holds the schedules by name.
-  """
-  code = frame.f_code if frame is not None else None
-  if code is None or not code.co_filename.endswith("_inject.py"):
-    return set()
-  schedules = frame.f_locals.get("sched_hps")
-  return set(schedules) if isinstance(schedules, dict) else set()
-
-
-def _refuse_injected_schedules(frame: Any) -> None:
-  """Raises ``ValueError`` if inject_hyperparams schedules an argument of `profit`."""
-  scheduled = _injected_schedules(frame) & {"ref", "n_ref", "warmup_steps"}
-  if "ref" in scheduled:
-    raise ValueError(
-      "optax.inject_hyperparams(profit) would evaluate the `ref` schedule at "
-      "its own count, once per update call, but PROFIT's reference learning "
-      "rate counts reference steps only: pass the schedule through, with "
-      "optax.inject_hyperparams(optax_profit.profit, static_args=('ref',)), "
-      "or call optax_profit.profit(main, ref=schedule) directly."
-    )
-  if scheduled:
-    name = sorted(scheduled)[0]
-    raise ValueError(
-      f"`{name}` cannot be a schedule: it fixes the phase of every call. "
-      "Pass an int (in `static_args` under optax.inject_hyperparams)."
-    )
-
-
-def _reference_optimizer(ref: Any) -> optax.GradientTransformationExtraArgs:
-  """The reference optimizer of the `ref` argument."""
-  if isinstance(ref, optax.GradientTransformation):
-    return optax.with_extra_args_support(ref)
-  if callable(ref):  # A schedule of the reference learning rate.
-    return optax.sgd(ref)
-  if isinstance(ref, (bool, np.bool_)) or not (
-    isinstance(ref, numbers.Real)
-    or (isinstance(ref, (jax.Array, np.ndarray)) and ref.ndim == 0)
-  ):
-    raise TypeError(
-      "`ref` must be a float learning rate, an optax schedule or an "
-      f"optax.GradientTransformation, got {type(ref).__name__} {ref!r}."
-    )
-  if not _is_tracer(ref) and not (np.isfinite(float(ref)) and float(ref) >= 0):
-    raise ValueError(
-      f"`ref` (the reference learning rate) must be finite and >= 0, got {float(ref)}."
-    )
-  return optax.sgd(ref)
-
-
-def _check_layout(grads: optax.Updates, params: optax.Params) -> None:
-  """Raises ``ValueError`` naming the leaf where grads and params disagree."""
-  leaves = jax.tree_util.tree_leaves_with_path
-  g, p = ({jax.tree_util.keystr(k): v for k, v in leaves(t)} for t in (grads, params))
-  if g.keys() != p.keys():
-    raise ValueError(
-      "The gradient and `params` have different pytree structures: leaves "
-      f"only in the gradient: {sorted(g.keys() - p.keys())}; only in params: "
-      f"{sorted(p.keys() - g.keys())}."
-    )
-  for name, leaf in g.items():
-    if jnp.shape(leaf) != jnp.shape(p[name]):
-      raise ValueError(
-        f"Leaf {name or '<root>'}: the gradient has shape {jnp.shape(leaf)} but "
-        f"params have shape {jnp.shape(p[name])}."
-      )
-
-
-def _as_arrays(tree: Any) -> Any:
-  """Python and NumPy scalar leaves as arrays (as optax's own transforms see them)."""
-  scalar = lambda x: (
-    isinstance(x, (numbers.Number, np.number)) and not isinstance(x, (bool, np.bool_))
-  )
-  return jax.tree.map(lambda x: jnp.asarray(x) if scalar(x) else x, tree)
-
-
-def _without_frozen(grads: optax.Updates, params: optax.Params) -> optax.Params:
-  """``params`` with ``None`` where the gradient is ``None`` (Equinox).
-
-  ``eqx.filter_grad`` gives ``None`` for the model's non-array leaves (and
-  for arrays it does not differentiate), while ``tx.update(grads, state,
-  model)`` gets the whole model: those leaves get no update.
-  """
-  is_none = lambda x: x is None
-  if not any(g is None for g in jax.tree.leaves(grads, is_leaf=is_none)):
-    return params
-  try:
-    return jax.tree.map(
-      lambda g, p: None if g is None else p, grads, params, is_leaf=is_none
-    )
-  except (ValueError, TypeError):
-    return params  # _check_layout names the difference
-
-
-def _check_recorded(spec: ProfitSpec, state: ProfitState) -> None:
-  """Refuses a state recorded for another cycle (when both are concrete)."""
-  for name, recorded, value in (
-    ("n_ref", state.cycle_length, spec.cycle_length),
-    ("warmup_steps", state.warmup_steps, spec.warmup_steps),
-  ):
-    if any(_is_tracer(x) for x in (recorded, value)):
-      continue
-    recorded = int(np.asarray(recorded))
-    if name == "n_ref":
-      recorded, value = recorded - 1, value - 1
-    if recorded != int(value):
-      raise ValueError(
-        f"The optimizer state was built for {name}={recorded}, but this profit "
-        f"has {name}={int(value)}: its count would land in the wrong phase. "
-        f"Restore it into profit(..., {name}={recorded}) (a state can't change "
-        "its cycle)."
-      )
-
-
-def _check_storage(spec: ProfitSpec, state: ProfitState, params: optax.Params) -> None:
-  """Refuses (at trace time) a state built with another storage or delta dtype."""
-  kind = spec.storage.kind
-  other = "delta" if kind == "copy" else "theta_ref"
-  stored = getattr(state, spec.storage.field)
-  if stored is None or getattr(state, other) is not None:
-    built = "copy" if state.theta_ref is not None else "delta"
-    raise ValueError(
-      f"The optimizer state was built with storage={built!r}, but this profit "
-      f"has storage={kind!r}: restore it into a profit with storage={built!r}."
-    )
-  expected = jax.eval_shape(spec.storage.init, params)
-  leaves = jax.tree_util.tree_leaves_with_path
-  want = {jax.tree_util.keystr(k): v for k, v in leaves(expected)}
-  have = {jax.tree_util.keystr(k): v for k, v in leaves(stored)}
-  if want.keys() != have.keys():
-    raise ValueError(
-      f"The optimizer state's `{spec.storage.field}` does not match `params`: "
-      f"leaves only in the state: {sorted(have.keys() - want.keys())}; only in "
-      f"params: {sorted(want.keys() - have.keys())}. Build the state with "
-      "tx.init on the same params (a gradient of None leaves a param frozen "
-      "only where the state has no entry either, e.g. "
-      "tx.init(eqx.filter(model, eqx.is_array)))."
-    )
-  for name, leaf in want.items():
-    got = have[name]
-    if (jnp.shape(got), jnp.result_type(got)) != (leaf.shape, leaf.dtype):
-      what = "delta_dtype" if kind == "delta" else "params dtype"
-      raise ValueError(
-        f"Leaf {name or '<root>'} of the optimizer state's `{spec.storage.field}` "
-        f"is {jnp.result_type(got)}{list(jnp.shape(got))}, but this profit "
-        f"expects {leaf.dtype}{list(leaf.shape)}: the state was built with "
-        f"another {what} (storage={spec.storage})."
-      )
-
-
-def check_state(spec: ProfitSpec, state: ProfitState, params: optax.Params) -> None:
-  """Refuses ``state`` if it was built for another profit than ``spec``'s.
-
-  The storage kind, the delta dtype and the layout are checked at trace time;
-  ``n_ref`` and ``warmup_steps`` only when the state's recorded values are
-  concrete (not under ``jit``).
-  """
-  _check_storage(spec, state, params)
-  _check_recorded(spec, state)
+def with_driver(tx: ProfitTransformation, driver: str | Callable[..., Any]):
+  """``tx`` with its per-call driver forced (a name of ``DRIVERS`` or one)."""
+  return _transformation(tx.spec, DRIVERS.get(driver, driver))
 
 
 def profit(
@@ -673,7 +300,7 @@ def profit(
     >>> int(state.count)
     4
   """
-  _refuse_injected_schedules(sys._getframe(1))  # pylint: disable=protected-access
+  _validation.refuse_injected_schedules(sys._getframe(1))  # pylint: disable=protected-access
   if not isinstance(main, optax.GradientTransformation):
     raise TypeError(
       "`main` must be an optax.GradientTransformation (e.g. "
@@ -681,9 +308,9 @@ def profit(
     )
   spec = ProfitSpec(
     main=optax.with_extra_args_support(main),
-    ref=_reference_optimizer(ref),
-    n_ref=_as_int("n_ref", n_ref, 1, INT32_MAX - 1),
-    warmup_steps=_as_int("warmup_steps", warmup_steps, 0),
+    ref=_validation.reference_optimizer(ref),
+    n_ref=_validation.as_int("n_ref", n_ref, 1, _validation.INT32_MAX - 1),
+    warmup_steps=_validation.as_int("warmup_steps", warmup_steps, 0),
     storage=storage_from_args(storage, delta_dtype),
   )
 
@@ -699,12 +326,12 @@ def _recorded(spec: ProfitSpec) -> dict[str, jax.Array]:
 
 
 def _transformation(
-  spec: ProfitSpec, variant: Callable[..., Any] | None = None
+  spec: ProfitSpec, driver: Callable[..., Any] | None = None
 ) -> ProfitTransformation:
-  """The transformation of ``spec``; ``variant`` forces a per-call driver."""
+  """The transformation of ``spec``; ``driver``: the platform's when None."""
 
   def init_fn(params: optax.Params) -> ProfitState:
-    params = _as_arrays(params)
+    params = _validation.as_arrays(params)
     acc = _projection.accumulation_dtype(params)
     stored = spec.storage.init(params)
     return ProfitState(
@@ -712,7 +339,9 @@ def _transformation(
       theta_ref=stored if spec.storage.kind == "copy" else None,
       ref_state=spec.ref.init(params),
       main_state=spec.main.init(params),
-      **{k: jnp.zeros((), bool if k == "projected" else acc) for k in DIAGNOSTICS},
+      diagnostics=Diagnostics(
+        *(jnp.zeros((), acc) for _ in range(4)), projected=jnp.zeros((), bool)
+      ),
       delta=stored if spec.storage.kind == "delta" else None,
       **_recorded(spec),
     )
@@ -728,20 +357,22 @@ def _transformation(
         "profit's update needs `params` (the current weights): call "
         "`tx.update(grads, state, params)`."
       )
-    updates, params = _as_arrays(updates), _as_arrays(params)
-    params = _without_frozen(updates, params)
-    _check_layout(updates, params)
-    check_state(spec, state, params)
+    updates, params = _validation.as_arrays(updates), _validation.as_arrays(params)
+    params = _validation.without_frozen(updates, params)
+    _validation.check_layout(updates, params)
+    _validation.check_state(spec, state, params)
     state = state._replace(**_recorded(spec))
     if not jax.tree.leaves(params):  # e.g. a multi_transform label of no leaf
       return updates, state._replace(count=state.count + 1)
-    if variant is not None:
-      return variant(spec, updates, state, params, extra_args)
-    bind = lambda fn: lambda g, s, p: fn(spec, g, s, p, extra_args)
+    run = lambda drive: lambda g, s, p: drive(_bind(spec, s, p, extra_args), g, s, p)
+    if driver is not None:
+      return run(driver)(updates, state, params)
     return jax.lax.platform_dependent(
-      updates, state, params, cpu=bind(_in_place_update), default=bind(_select_update)
+      updates,
+      state,
+      params,
+      cpu=run(_xla_cpu.in_place_update),
+      default=run(select_update),
     )
 
-  tx = ProfitTransformation(init_fn, update_fn)
-  tx.spec = spec
-  return tx
+  return transformation(init_fn, update_fn, spec)

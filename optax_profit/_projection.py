@@ -13,13 +13,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_profit import _xla_cpu
 
-class Projection(NamedTuple):
-  """Result of :func:`project_conflicting`.
+
+class Diagnostics(NamedTuple):
+  """What a projection did: PROFIT's diagnostics of its last main step.
+
+  :class:`optax_profit.ProfitState` holds them in its ``diagnostics`` field
+  (zeros before the first main step); :func:`optax_profit.profit_diagnostics`
+  reads them from any optimizer state.
 
   Attributes:
-    updates: the gradient after projection, ``g'`` (same structure and dtypes
-      as the input gradient).
     omega: ``<delta, g>`` before projection, summed over all leaves.
     delta_norm: ``||delta||``.
     cosine: the cosine between ``g`` and ``delta`` (0 if either is zero).
@@ -29,7 +33,6 @@ class Projection(NamedTuple):
       ``delta != 0``).
   """
 
-  updates: optax.Updates
   omega: jax.Array
   delta_norm: jax.Array
   cosine: jax.Array
@@ -37,22 +40,33 @@ class Projection(NamedTuple):
   projected: jax.Array
 
 
+class Projection(NamedTuple):
+  """Result of :func:`project_conflicting`.
+
+  Attributes:
+    updates: the gradient after projection, ``g'`` (same structure and dtypes
+      as the input gradient).
+    omega, delta_norm, cosine, removed_fraction, projected: what the
+      projection did, as in :class:`Diagnostics` (the :attr:`diagnostics`).
+  """
+
+  updates: optax.Updates
+  omega: jax.Array
+  delta_norm: jax.Array
+  cosine: jax.Array
+  removed_fraction: jax.Array
+  projected: jax.Array
+
+  @property
+  def diagnostics(self) -> Diagnostics:
+    """The projection's :class:`Diagnostics` (all fields but ``updates``)."""
+    return Diagnostics(*self[1:])
+
+
 def accumulation_dtype(tree: optax.Params) -> jnp.dtype:
   """At least float32, wider when a leaf is wider (float64 under x64)."""
   leaves = jax.tree.leaves(tree)
   return jnp.result_type(jnp.float32, *(jnp.asarray(x).dtype for x in leaves))
-
-
-def never(value: jax.Array) -> jax.Array:
-  """A false boolean scalar that XLA cannot prove false, computed from ``value``.
-
-  XLA:CPU writes an updated buffer in place only when the data flow orders
-  every reader of the old contents (a reduction such as a norm or the loss)
-  before the write; otherwise it first copies the buffer into a params-sized
-  temporary. Selecting with ``never(reduction)`` creates that order for
-  free: no float equals both infinities.
-  """
-  return (value == jnp.inf) & (value == -jnp.inf)
 
 
 def _pow2(k: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -84,16 +98,6 @@ def _exponent(m: jax.Array) -> jax.Array:
   return jnp.where(m > 0, jnp.frexp(m)[1], 0).astype(jnp.int32)
 
 
-def _raw_in_one_pass(g: jax.Array, d: jax.Array, dtype: jnp.dtype) -> tuple:
-  """``<d, g>, ||g||^2, ||d||^2`` of one leaf as one variadic reduction:
-  XLA:CPU runs separate reductions as separate passes over ``g`` and ``d``.
-  (On a mesh its partial sums are combined by all-gathers of one value per
-  device.)"""
-  g, d = g.astype(dtype), d.astype(dtype)
-  zeros = (jnp.zeros((), dtype),) * 3
-  return jax.lax.reduce((d * g, g * g, d * d), zeros, _add3, tuple(range(d.ndim)))
-
-
 def _scaled(g: jax.Array, d: jax.Array, dtype: jnp.dtype, ed, eg) -> tuple:
   """``d' = d * 2**-ed``, ``g' = g * 2**-eg`` (each in two normal factors)."""
   g, d = g.astype(dtype), d.astype(dtype)
@@ -106,23 +110,18 @@ def _scaled_terms(g, d, dtype, ed, eg) -> tuple:
   return ds * gs, gs * gs, ds * ds
 
 
-def _add3(a: tuple, b: tuple) -> tuple:  # module level: jax caches it by identity
-  return a[0] + b[0], a[1] + b[1], a[2] + b[2]
+def _plain_sums(terms: tuple) -> tuple:
+  """Each term summed on its own (GPU and TPU fuse the reductions)."""
+  return tuple(jnp.sum(x) for x in terms)
 
 
-def _scaled_sums(updates, delta, dtype, ed, eg, one_pass) -> tuple:
-  """``<d', g'>, ||g'||^2, ||d'||^2`` over all leaves: one variadic reduction
-  per leaf (XLA:CPU would otherwise materialize ``d'`` and ``g'``), or plain
-  sums (fused by GPU/TPU)."""
+def _scaled_sums(updates, delta, dtype, ed, eg, sum_terms) -> tuple:
+  """``<d', g'>, ||g'||^2, ||d'||^2`` over all leaves, each leaf's three
+  terms summed by ``sum_terms``."""
   total = (jnp.zeros((), dtype),) * 3
   for g, d in _leaf_pairs(updates, delta):
-    terms = _scaled_terms(g, d, dtype, ed, eg)
-    if one_pass:
-      zeros = (jnp.zeros((), dtype),) * 3
-      sums = jax.lax.reduce(terms, zeros, _add3, tuple(range(d.ndim)))
-    else:
-      sums = tuple(jnp.sum(x) for x in terms)
-    total = _add3(total, sums)
+    sums = sum_terms(_scaled_terms(g, d, dtype, ed, eg))
+    total = tuple(t + s for t, s in zip(total, sums, strict=True))
   return total
 
 
@@ -157,43 +156,20 @@ def _maxima(updates, delta, dtype) -> tuple:
   return md, mg
 
 
-def _rescaled_sums(updates, delta, dtype, one_pass) -> tuple:
+def _rescaled_sums(updates, delta, dtype, sum_terms) -> tuple:
   """The sums of ``d * 2**-ed`` and ``g * 2**-eg``, ``ed`` and ``eg`` the
   exponents of ``max |d|`` and ``max |g|``; and ``ed, eg``."""
   ed, eg = (_exponent(m) for m in _maxima(updates, delta, dtype))
-  return (*_scaled_sums(updates, delta, dtype, ed, eg, one_pass), ed, eg)
+  return (*_scaled_sums(updates, delta, dtype, ed, eg, sum_terms), ed, eg)
 
 
-def _cpu_sums(updates, delta, dtype, n):
-  """One pass of unscaled sums; a second, rescaled one only where they may
-  have lost terms to under- or overflow."""
-  per_leaf = [_raw_in_one_pass(g, d, dtype) for g, d in _leaf_pairs(updates, delta)]
-  dg, gg, dd = (sum(c, jnp.zeros((), dtype)) for c in zip(*per_leaf, strict=True))
-  # A product or square below the smallest normal is lost: n of them at most,
-  # under 2**-(nmant + 3) of ||d|| * ||g|| once both squared norms reach
-  # `least`. An overflow leaves a sum infinite. (Maxima in the same pass
-  # would tell the same, but XLA:CPU does not vectorize a reduction that
-  # mixes max and add: twice the time of the sums.)
-  fi = jnp.finfo(dtype)
-  least = n * 2.0 ** (fi.minexp + fi.nmant + 3)
-  exact = jnp.isfinite(dg) & jnp.isfinite(gg + dd) & (jnp.minimum(gg, dd) >= least)
-  zero = jnp.zeros((), jnp.int32)
-  body = lambda carry: (
-    jnp.zeros((), bool),
-    _rescaled_sums(updates, delta, dtype, True),
-  )
-  # Rescaled in a zero-or-one-trip loop (no device sync on CPU): the second
-  # and third passes over g and d run only where they are needed (also where
-  # g or d is all zero: then the rescaled sums are zero too).
-  return jax.lax.while_loop(
-    lambda carry: carry[0], body, (~exact, (dg, gg, dd, zero, zero))
-  )[1]
+def _default_sums(updates, delta, dtype, *_) -> tuple:
+  """Maxima, then the sums scaled by them (fused reductions, no control flow).
 
-
-def _default_sums(updates, delta, dtype, n):
-  """Maxima, then the sums scaled by them (fused reductions, no control flow)."""
-  del n
-  return _rescaled_sums(updates, delta, dtype, False)
+  It takes ``_xla_cpu.projection_sums``' arguments, so that tests and
+  benchmarks can trace this lowering on CPU in its place.
+  """
+  return _rescaled_sums(updates, delta, dtype, _plain_sums)
 
 
 def _check_real(updates, delta) -> None:
@@ -251,13 +227,13 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
   dg, gg, dd, ed, eg = jax.lax.platform_dependent(
     updates,
     delta,
-    cpu=lambda u, v: _cpu_sums(u, v, dtype, max(n, 1)),
-    default=lambda u, v: _default_sums(u, v, dtype, max(n, 1)),
+    cpu=lambda u, v: _xla_cpu.projection_sums(u, v, dtype, max(n, 1), _rescaled_sums),
+    default=lambda u, v: _default_sums(u, v, dtype),
   )
   norm_d, norm_g = jnp.sqrt(dd), jnp.sqrt(gg)
   # ~never(...): orders the reduction of g before the updates written into
-  # g's buffer (see `never`).
-  projected = (dg < 0) & (dd > 0) & ~never(norm_g)
+  # g's buffer (see `_xla_cpu.never`).
+  projected = (dg < 0) & (dd > 0) & ~_xla_cpu.never(norm_g)
   # coef = omega / ||delta||^2 in the scaled space (|coef| <= ||g'|| / ||d'||);
   # the double `where` keeps a zero norm out of the division, and the
   # gradient is returned bit for bit where the projection does not fire.

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_profit import _profit, _projection
+from optax_profit import _profit, _types, _validation, _xla_cpu
+from optax_profit._projection import Diagnostics
 
 Batch = Any
 Metrics = dict[str, Any]
@@ -94,30 +95,31 @@ def profit_diagnostics(opt_state: optax.OptState) -> Metrics:
     >>> bool(diag["projected"]), round(float(diag["removed_fraction"]), 4)
     (True, 0.7071)
   """
-  is_state = lambda x: isinstance(x, _profit.ProfitState)
+  is_state = lambda x: isinstance(x, _types.ProfitState)
   states = [s for s in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(s)]
   if not states:
     return {}
   # `nnx.Optimizer` wraps each state leaf in a variable (`get_value()`).
   read = lambda x: x.get_value() if callable(getattr(x, "get_value", None)) else x
   pick = (lambda xs: xs[0]) if len(states) == 1 else jnp.stack
-  return {k: pick([read(getattr(s, k)) for s in states]) for k in _profit.DIAGNOSTICS}
+  fields = Diagnostics._fields
+  return {k: pick([read(getattr(s.diagnostics, k)) for s in states]) for k in fields}
 
 
 def _after(value: Any, old: optax.Params, new: optax.Params) -> optax.Params:
-  """``new``, ordered after the loss ``value`` (see ``_projection.never``)."""
-  never = _projection.never(jax.tree.leaves(value)[0])
+  """``new``, ordered after the loss ``value`` (see ``_xla_cpu.never``)."""
+  never = _xla_cpu.never(jax.tree.leaves(value)[0])
   return jax.tree.map(lambda o, n: jnp.where(never, o, n), old, new)
 
 
 def _static_cycle(
-  spec: _profit.ProfitSpec,
+  spec: _types.ProfitSpec,
   value_and_grad: Callable[..., Any],
   params: optax.Params,
-  state: _profit.ProfitState,
+  state: _types.ProfitState,
   batches: Batch,
   extra_args: dict[str, Any],
-) -> tuple[optax.Params, _profit.ProfitState, Any]:
+) -> tuple[optax.Params, _types.ProfitState, Any]:
   """One cycle from a state at its start, the phase of every batch known.
 
   Equals ``n_ref + 1`` calls of ``update`` (each followed by
@@ -165,7 +167,7 @@ def _static_cycle(
     return (
       _after(value, weights, optax.apply_updates(weights, updates)),
       main_state,
-      _profit.projection_diagnostics(proj, state),
+      _profit.diagnostics_like(proj, state),
       value,
       index,
     )
@@ -177,7 +179,7 @@ def _static_cycle(
   carry = (
     slot,
     state.main_state,
-    _profit.diagnostics_of(state),
+    state.diagnostics,
     jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), value_shape),
     jnp.int32(n_ref),
   )
@@ -187,7 +189,7 @@ def _static_cycle(
   # would cost a device-to-host sync of its predicate.
   new_params, main_state, diagnostics, value, _ = jax.lax.platform_dependent(
     carry,
-    cpu=lambda c: _profit.run_if(jnp.bool_(True), main, c),
+    cpu=lambda c: _xla_cpu.run_if(jnp.bool_(True), main, c),
     default=main,
   )
   values.append(jax.tree.map(lambda v: jnp.asarray(v)[None], value))
@@ -197,20 +199,20 @@ def _static_cycle(
     main_state=main_state,
     **{spec.storage.field: stored_out},
   )
-  new_state = _profit.with_diagnostics(new_state, diagnostics)
+  new_state = new_state._replace(diagnostics=diagnostics)
   values = jax.tree.map(lambda *vs: jnp.concatenate(vs), *values)
   return new_params, new_state, values
 
 
 def _rotated_cycle(
-  spec: _profit.ProfitSpec,
+  spec: _types.ProfitSpec,
   value_and_grad: Callable[..., Any],
   params: optax.Params,
-  state: _profit.ProfitState,
+  state: _types.ProfitState,
   batches: Batch,
   extra_args: dict[str, Any],
   offset: int,
-) -> tuple[optax.Params, _profit.ProfitState, Any]:
+) -> tuple[optax.Params, _types.ProfitState, Any]:
   """One cycle's worth of batches from position ``offset`` (``1..n_ref``).
 
   The call finishes the current cycle (its remaining reference steps, then
@@ -263,16 +265,14 @@ def _rotated_cycle(
     main_state=main_state,
     **{spec.storage.field: stored},
   )
-  new_state = _profit.with_diagnostics(
-    new_state, _profit.projection_diagnostics(proj, state)
-  )
+  new_state = new_state._replace(diagnostics=_profit.diagnostics_like(proj, state))
   values = jax.tree.map(lambda *vs: jnp.concatenate(vs), *values)
   return new_params, new_state, values
 
 
 def _cycle_length(tx: optax.GradientTransformation, cycle_length: Any) -> int:
   """Batches per call: ``n_ref + 1`` of a bare `profit`, else required."""
-  spec = _profit.profit_spec(tx)
+  spec = _types.profit_spec(tx)
   if spec is not None and not spec.is_static:
     spec = None  # traced n_ref: no static cycle
   if cycle_length is None:
@@ -284,7 +284,7 @@ def _cycle_length(tx: optax.GradientTransformation, cycle_length: Any) -> int:
         "optax.MultiSteps(..., k))."
       )
     return spec.cycle_length
-  cycle_length = _profit._as_int("cycle_length", cycle_length, 1)  # pylint: disable=protected-access
+  cycle_length = _validation.as_int("cycle_length", cycle_length, 1)
   if spec is not None and cycle_length != spec.cycle_length:
     raise ValueError(
       f"`cycle_length={cycle_length}` contradicts the profit transformation's "
@@ -294,7 +294,7 @@ def _cycle_length(tx: optax.GradientTransformation, cycle_length: Any) -> int:
   return cycle_length
 
 
-def _is_aligned(spec: _profit.ProfitSpec, count: Any) -> Any:
+def _is_aligned(spec: _types.ProfitSpec, count: Any) -> Any:
   """Whether call number ``count`` starts a cycle (past the warm-up)."""
   steps = count - spec.warmup_steps
   return (steps >= 0) & (steps % spec.cycle_length == 0)
@@ -316,7 +316,7 @@ def _build_step(
   position ``offset`` of a cycle past the warm-up: 0 is its start); ``"auto"``: on CPU both, chosen on device
   in place; elsewhere the generic scan, which has no control flow.
   """
-  spec = _profit.profit_spec(tx)
+  spec = _types.profit_spec(tx)
   has_cycle = spec is not None and spec.is_static and spec.cycle_length == length
   if mode not in ("auto", "generic", "cycle"):
     raise ValueError(f"unknown mode {mode!r}")
@@ -338,7 +338,7 @@ def _build_step(
       return params, opt_state, values
 
     def cycle(params, opt_state):
-      _profit.check_state(spec, opt_state, params)
+      _validation.check_state(spec, opt_state, params)
       if offset:
         return _rotated_cycle(
           spec, value_and_grad, params, opt_state, batches, extra_args, offset
@@ -350,8 +350,8 @@ def _build_step(
       aligned = _is_aligned(spec, opt_state.count)
       values = jax.eval_shape(cycle, params, opt_state)[2]
       carry = (params, opt_state, jax.tree.map(jnp.zeros_like, values))
-      carry = _profit.run_if(aligned, lambda c: cycle(c[0], c[1]), carry)
-      return _profit.run_if(~aligned, lambda c: generic(c[0], c[1]), carry)
+      carry = _xla_cpu.run_if(aligned, lambda c: cycle(c[0], c[1]), carry)
+      return _xla_cpu.run_if(~aligned, lambda c: generic(c[0], c[1]), carry)
 
     if mode == "cycle":
       params, opt_state, values = cycle(params, opt_state)
@@ -385,7 +385,7 @@ class _DispatchingStep:
       under a trace (the ``auto`` step) are not counted.
   """
 
-  def __init__(self, spec: _profit.ProfitSpec, *, cycle, rotated, generic, auto):
+  def __init__(self, spec: _types.ProfitSpec, *, cycle, rotated, generic, auto):
     self._spec = spec
     self._cycle, self._generic, self._auto = cycle, generic, auto
     self._rotated = rotated  # offset -> the jitted step from that position
@@ -406,7 +406,7 @@ class _DispatchingStep:
     except Exception:  # pylint: disable=broad-except
       return None
     # A state from elsewhere (a checkpoint): refuse one built for another cycle.
-    _profit._check_recorded(  # pylint: disable=protected-access
+    _validation.check_recorded(
       self._spec,
       opt_state._replace(cycle_length=cycle_length, warmup_steps=warmup_steps),
     )
@@ -526,7 +526,7 @@ def make_train_step(
       keep_unused=True,
     )
 
-  spec = _profit.profit_spec(tx)
+  spec = _types.profit_spec(tx)
   if spec is None or not spec.is_static:
     generic = jit("generic")
 

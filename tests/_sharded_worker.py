@@ -202,7 +202,7 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
     "params": describe(e_params),
     "state": describe(e_state),
     "updates": describe(e_updates),
-    "projected": bool(e_state.projected),
+    "projected": bool(e_state.diagnostics.projected),
   }
 
   log("HLO of the optimizer update")

@@ -70,17 +70,9 @@ def _x64():
     yield
 
 
-VARIANTS = {
-  "select": _profit._select_update,  # pylint: disable=protected-access
-  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
-}
-
-
 def with_variant(tx, variant):
   """``tx`` with its per-call driver forced (``default``: the platform's)."""
-  if variant == "default":
-    return tx
-  return _profit._transformation(tx.spec, VARIANTS[variant])  # pylint: disable=protected-access
+  return tx if variant == "default" else _profit.with_driver(tx, variant)
 
 
 CASES = [
@@ -92,7 +84,7 @@ CASES = [
   ("adamw", n_ref, storage, variant)
   for n_ref in (1, 3)
   for storage in ("delta", "copy")
-  for variant in ("select", "in-place")
+  for variant in _profit.DRIVERS
 ]
 
 
@@ -120,11 +112,13 @@ def test_matches_numpy_algorithm_1(main_name, n_ref, storage, variant):
   # Diagnostics of each main step.
   main_states = states[n_ref :: n_ref + 1]
   np.testing.assert_allclose(
-    [float(s.omega) for s in main_states], record.omegas, rtol=1e-9
+    [float(s.diagnostics.omega) for s in main_states], record.omegas, rtol=1e-9
   )
-  assert [bool(s.projected) for s in main_states] == record.projected
+  assert [bool(s.diagnostics.projected) for s in main_states] == record.projected
   np.testing.assert_allclose(
-    [float(s.delta_norm) for s in main_states], record.delta_norms, rtol=1e-9
+    [float(s.diagnostics.delta_norm) for s in main_states],
+    record.delta_norms,
+    rtol=1e-9,
   )
   # The main optimizer's state advances once per cycle.
   if main_name != "sgd":
@@ -166,7 +160,7 @@ def test_reference_scenario_catches_known_mistakes(mutant):
     assert_trajectories_close(trajectory, wrong)
 
 
-@pytest.mark.parametrize("variant", ["default", "select", "in-place"])
+@pytest.mark.parametrize("variant", ["default", *_profit.DRIVERS])
 def test_warmup_then_cycles(variant):
   batches = ref_impl.make_batches(3 + 4 * 3, seed=7)
   params0 = ref_impl.init_params(1)

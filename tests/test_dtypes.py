@@ -16,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import optax_profit
-from optax_profit import _profit, _projection
+from optax_profit import _profit, _projection, _xla_cpu
 from tests import numpy_reference as ref_impl
 
 DTYPES = {
@@ -28,10 +28,6 @@ DTYPES = {
 # Magnitudes of the gradients each dtype holds (float16: 6e-5 to 6.5e4).
 EXPONENTS = {"float16": (-3, 2), "bfloat16": (-30, 30), "float32": (-30, 30)}
 EXPONENTS["float64"] = (-30, 30)
-VARIANTS = {
-  "select": _profit._select_update,  # pylint: disable=protected-access
-  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
-}
 N = 6  # params per leaf
 LR, REF = 0.5, 1e-3
 
@@ -54,7 +50,7 @@ def _runner(dtype_name, n_ref, path):
       return params, state
 
     return run  # make_train_step's step is jitted already
-  forced = _profit._transformation(tx.spec, VARIANTS[path])  # pylint: disable=protected-access
+  forced = _profit.with_driver(tx, path)
 
   @jax.jit
   def run_per_call(params, grads):
@@ -72,7 +68,7 @@ def _runner(dtype_name, n_ref, path):
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
 @pytest.mark.parametrize("n_ref", [1, 3, 100])
-@pytest.mark.parametrize("path", ["select", "in-place", "train_step"])
+@pytest.mark.parametrize("path", [*_profit.DRIVERS, "train_step"])
 @settings(max_examples=4, deadline=None)
 @given(data=st.data())
 def test_one_cycle_equals_float64_algorithm(dtype_name, n_ref, path, data):
@@ -121,7 +117,7 @@ def test_one_cycle_equals_float64_algorithm(dtype_name, n_ref, path, data):
     n_ref=n_ref,
   )
   want = rec.params[-1]["w"]
-  assert bool(state.projected) == rec.projected[-1] == (a > 0)
+  assert bool(state.diagnostics.projected) == rec.projected[-1] == (a > 0)
   assert np.all(np.isfinite(got))
   eps = float(jnp.finfo(jdtype).eps)
   # The float64 oracle's own delta, (theta_ref + u) - theta_ref, carries
@@ -136,12 +132,14 @@ def test_one_cycle_equals_float64_algorithm(dtype_name, n_ref, path, data):
     # 16-bit params: the bfloat16 residual is rounded once per reference
     # step (2^-9 relative each).
     rtol = 2e-2 if n_ref <= 3 or eps < 1e-3 else 8e-2
-    np.testing.assert_allclose(float(state.omega), omega, rtol=rtol, atol=4 * tiny)
+    np.testing.assert_allclose(
+      float(state.diagnostics.omega), omega, rtol=rtol, atol=4 * tiny
+    )
 
 
 # ------------------------------------------------------------ float16
 @pytest.mark.parametrize("ref", [1e-6, 1e-5])
-@pytest.mark.parametrize("path", ["select", "in-place", "train_step"])
+@pytest.mark.parametrize("path", [*_profit.DRIVERS, "train_step"])
 def test_float16_reference_updates_are_not_lost(ref, path):
   """The issue's case: float16 weights, gradients ~1e-2, ref 1e-6 or 1e-5.
 
@@ -165,7 +163,7 @@ def test_float16_reference_updates_are_not_lost(ref, path):
     step = optax_profit.make_train_step(_linear_loss, tx)
     _, state, _ = step(params, tx.init(params), {"g": jnp.asarray(g, jnp.float16)})
   else:
-    forced = _profit._transformation(tx.spec, VARIANTS[path])  # pylint: disable=protected-access
+    forced = _profit.with_driver(tx, path)
     state = forced.init(params)
     updates, state = jax.jit(forced.update)(grads[0], state, params)
     moved = optax.apply_updates(params, updates)
@@ -177,8 +175,8 @@ def test_float16_reference_updates_are_not_lost(ref, path):
     )
     np.testing.assert_allclose(delta, delta64, rtol=2**-8, atol=0)
     _, state = jax.jit(forced.update)(grads[1], state, moved)
-  assert bool(state.projected)
-  np.testing.assert_allclose(float(state.omega), omega64, rtol=1e-2)
+  assert bool(state.diagnostics.projected)
+  np.testing.assert_allclose(float(state.diagnostics.omega), omega64, rtol=1e-2)
 
 
 @pytest.mark.parametrize("bad", [jnp.float16, "float16", "float8_e4m3fn"])
@@ -224,12 +222,12 @@ def _projector(mode):
   if mode == "plain sums":  # the GPU/TPU lowering, run on CPU
 
     def project_plain(g, d):
-      saved = _projection._cpu_sums  # pylint: disable=protected-access
-      _projection._cpu_sums = _projection._default_sums  # pylint: disable=protected-access
+      saved = _xla_cpu.projection_sums
+      _xla_cpu.projection_sums = _projection._default_sums  # pylint: disable=protected-access
       try:
         return project(g, d)
       finally:
-        _projection._cpu_sums = saved  # pylint: disable=protected-access
+        _xla_cpu.projection_sums = saved
 
     return jax.jit(project_plain)
   return jax.jit(project)
@@ -298,7 +296,7 @@ def test_huge_gradients_keep_the_weights_finite():
     params = optax.apply_updates(params, updates)
   assert np.all(np.isfinite(np.asarray(params["w"])))
   assert int(state.notfinite_count) == 0
-  assert bool(state.inner_state.projected)
+  assert bool(state.inner_state.diagnostics.projected)
   # theta_ref (1e19) + sgd(g' = 0): the float64 algorithm's 1e19.
   np.testing.assert_allclose(np.asarray(params["w"]), [1e19, 0.0], rtol=1e-6)
 

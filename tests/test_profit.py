@@ -1,5 +1,6 @@
 """API contract of `optax_profit.profit`: errors, dtypes, jit, optax harness."""
 
+import collections
 import dataclasses
 import functools
 
@@ -84,10 +85,45 @@ def test_state_fields_and_tree_get():
   assert isinstance(state, optax_profit.ProfitState)
   assert state.theta_ref is None  # the default stores the displacement
   chex.assert_trees_all_equal(state.delta, jax.tree.map(jnp.zeros_like, PARAMS))
+  assert isinstance(state.diagnostics, optax_profit.Diagnostics)
+  assert state.diagnostics._fields == (
+    "omega",
+    "delta_norm",
+    "cosine",
+    "removed_fraction",
+    "projected",
+  )
   for name in ("omega", "projected", "delta_norm", "cosine", "removed_fraction"):
     chex.assert_shape(optax.tree.get(state, name), ())
+    assert float(optax.tree.get(state, name)) == 0  # before the first main step
   chex.assert_shape(state.count, ())
   assert optax.tree.get(state, "projected").dtype == jnp.bool_
+
+
+def test_state_of_the_old_layout_restores_by_leaf_order():
+  """The CHANGELOG's recipe: a state saved with the five diagnostics as
+  fields of its own (before `diagnostics`) has the new state's leaves, in
+  order."""
+  old_fields = (
+    "count theta_ref ref_state main_state omega delta_norm cosine "
+    "removed_fraction projected delta cycle_length warmup_steps"
+  ).split()
+  OldState = collections.namedtuple("OldState", old_fields)
+  tx = optax_profit.profit(optax.adam(0.1), ref=0.01, n_ref=1)
+  state = tx.init(PARAMS)
+  for g in (PARAMS, PARAMS):  # a whole cycle; the main step projects
+    state = tx.update(g, state, PARAMS)[1]
+  d = state.diagnostics
+  old = OldState(
+    state.count, None, state.ref_state, state.main_state, d.omega,
+    d.delta_norm, d.cosine, d.removed_fraction, d.projected, state.delta,
+    state.cycle_length, state.warmup_steps,
+  )  # fmt: skip
+  assert bool(d.projected)  # nonzero diagnostics, distinguishable leaves
+  structure = jax.tree.structure(tx.init(PARAMS))
+  chex.assert_trees_all_equal(
+    jax.tree.unflatten(structure, jax.tree.leaves(old)), state
+  )
 
 
 def test_copy_storage_state_is_a_copy_not_an_alias():
@@ -133,6 +169,33 @@ def test_spec_describes_the_transformation():
   assert optax_profit.profit_spec(optax.chain(tx)) is None
 
 
+def test_spec_survives_replace_and_rewrapping():
+  """The spec belongs to `update`: kept by `_replace(init=...)` and by
+  wrappers that keep `update`, dropped with a new `update`."""
+  tx = optax_profit.profit(optax.sgd(0.1), ref=0.01, n_ref=2)
+  kept = [
+    tx._replace(init=tx.init),
+    tx._replace(init=lambda params: tx.init(params)),
+    optax.with_extra_args_support(tx),
+    optax.GradientTransformationExtraArgs(*tx),
+    optax.GradientTransformation(tx.init, tx.update),
+  ]
+  for other in kept:
+    assert optax_profit.profit_spec(other) is tx.spec
+  assert tx._replace(init=tx.init).spec is tx.spec
+  # make_train_step finds the cycle of a replaced transformation...
+  step = optax_profit.make_train_step(quadratic_loss, kept[1], donate=False)
+  _, _, metrics = step(PARAMS, tx.init(PARAMS), jnp.zeros((3,)))
+  assert metrics["loss"].shape == (3,) and step.calls == {"cycle": 1, "generic": 0}
+  # ...and refuses to guess one for another `update`.
+  other_update = tx._replace(update=lambda g, s, p=None, **kw: tx.update(g, s, p))
+  assert optax_profit.profit_spec(other_update) is None
+  with pytest.raises(AttributeError, match="no spec"):
+    other_update.spec  # noqa: B018
+  with pytest.raises(TypeError, match="cycle_length"):
+    optax_profit.make_train_step(quadratic_loss, other_update)
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_gradient_and_params_of_different_shapes_name_the_leaf(jit):
   tx = optax_profit.profit(optax.sgd(0.1), ref=0.01)
@@ -176,9 +239,12 @@ def test_bfloat16_params_keep_bfloat16(main):
     params = optax.apply_updates(params, updates)
   for leaf in jax.tree.leaves((params, state.theta_ref)):
     assert leaf.dtype == jnp.bfloat16
-  assert state.omega.dtype == jnp.float32
-  assert state.delta_norm.dtype == jnp.float32
-  assert np.isfinite(float(state.omega)) and float(state.delta_norm) > 0
+  assert state.diagnostics.omega.dtype == jnp.float32
+  assert state.diagnostics.delta_norm.dtype == jnp.float32
+  assert (
+    np.isfinite(float(state.diagnostics.omega))
+    and float(state.diagnostics.delta_norm) > 0
+  )
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
@@ -213,7 +279,9 @@ def test_zero_reference_rate_and_zero_gradients_give_no_nan():
     grads = jax.grad(quadratic_loss)(params, jnp.float32(t))
     updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
-  assert float(state.delta_norm) == 0.0 and not bool(state.projected)
+  assert float(state.diagnostics.delta_norm) == 0.0 and not bool(
+    state.diagnostics.projected
+  )
   zeros = jax.tree.map(jnp.zeros_like, PARAMS)
   for _ in range(2):
     updates, state = update(zeros, state, params)
@@ -404,7 +472,9 @@ def test_tiny_reference_rate_still_projects_in_float32():
   updates, state = tx.update(g, tx.init(params), params)
   _, state = tx.update(g, state, optax.apply_updates(params, updates))
   # delta = -1e-20 g and the same gradient: omega < 0, all of g is removed.
-  assert bool(state.projected)
-  np.testing.assert_allclose(float(state.omega), -1e-20 * 0.14, rtol=1e-5)
-  np.testing.assert_allclose(float(state.delta_norm), 1e-20 * np.sqrt(0.14), rtol=1e-5)
-  np.testing.assert_allclose(float(state.removed_fraction), 1.0, rtol=1e-5)
+  assert bool(state.diagnostics.projected)
+  np.testing.assert_allclose(float(state.diagnostics.omega), -1e-20 * 0.14, rtol=1e-5)
+  np.testing.assert_allclose(
+    float(state.diagnostics.delta_norm), 1e-20 * np.sqrt(0.14), rtol=1e-5
+  )
+  np.testing.assert_allclose(float(state.diagnostics.removed_fraction), 1.0, rtol=1e-5)

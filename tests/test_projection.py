@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from optax_profit import _projection, project_conflicting
+from optax_profit import _projection, _xla_cpu, project_conflicting
 
 
 def signed(low, high):
@@ -46,7 +46,7 @@ def _x64(request, monkeypatch):
   of the rescaled terms. Both are run here, on CPU.
   """
   if request.param == "plain sums":
-    monkeypatch.setattr(_projection, "_cpu_sums", _projection._default_sums)
+    monkeypatch.setattr(_xla_cpu, "projection_sums", _projection._default_sums)
   with jax.enable_x64(True):
     yield
 

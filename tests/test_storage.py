@@ -69,14 +69,8 @@ def _to_bfloat16(x):
   return np.asarray(x, np.float64).astype(ml_dtypes.bfloat16).astype(np.float64)
 
 
-VARIANTS = {
-  "select": _profit._select_update,  # pylint: disable=protected-access
-  "in-place": _profit._in_place_update,  # pylint: disable=protected-access
-}
-
-
 @pytest.mark.parametrize("n_ref", [1, 3])
-@pytest.mark.parametrize("path", ["select", "in-place", "train_step"])
+@pytest.mark.parametrize("path", [*_profit.DRIVERS, "train_step"])
 @pytest.mark.parametrize(
   "delta_dtype, round_delta",
   [(jnp.float32, _to_float32), (jnp.bfloat16, _to_bfloat16)],
@@ -124,7 +118,7 @@ def test_equals_numpy_delta_storage(n_ref, path, delta_dtype, round_delta):
         params, state, _ = step(params, state, _stack(chunk))
         got.extend([None] * n_ref + [jax.tree.map(np.array, params)])
     else:
-      forced = _profit._transformation(tx.spec, VARIANTS[path])  # pylint: disable=protected-access
+      forced = _profit.with_driver(tx, path)
       update = jax.jit(forced.update)
       grad_fn = jax.jit(jax.grad(jax_loss))
       for batch in batches:
@@ -204,8 +198,8 @@ def test_tiny_reference_rate_on_float32_follows_the_float64_algorithm():
       updates, state = update(grad_fn(params, batch), state, params)
       params = optax.apply_updates(params, updates)
       if i % 2:
-        omegas.append(float(state.omega))
-        projected.append(bool(state.projected))
+        omegas.append(float(state.diagnostics.omega))
+        projected.append(bool(state.diagnostics.projected))
     runs[storage] = (params, omegas, projected)
   params, omegas, projected = runs["delta"]
   assert projected == rec.projected
@@ -271,8 +265,8 @@ def test_bfloat16_params_delta_and_projection_follow_float64(seed):
       assert realized @ delta64 <= 0.9 * norms
     _, state = tx.update(g1, state, moved)
     if storage == "delta":
-      assert bool(state.projected) == (omega64 < 0)
-      np.testing.assert_allclose(float(state.omega), omega64, rtol=1e-2)
+      assert bool(state.diagnostics.projected) == (omega64 < 0)
+      np.testing.assert_allclose(float(state.diagnostics.omega), omega64, rtol=1e-2)
 
 
 def test_bfloat16_delta_stays_within_the_rounding_bound_of_the_exact_path():

@@ -49,12 +49,14 @@ def run_cycle() -> dict[str, np.ndarray]:
   theta_ref, theta = points[0], points[2]
   delta = {"w": jnp.asarray(theta - theta_ref)}
   projected = optax_profit.project_conflicting({"w": jnp.asarray(grads[2])}, delta)
-  assert bool(state.projected), "the cycle drawn is meant to show a projection"
+  assert bool(state.diagnostics.projected), (
+    "the cycle drawn is meant to show a projection"
+  )
   return {
     "points": np.stack(points),
     "g": grads[2],
     "g_proj": np.asarray(projected.updates["w"]),
-    "removed_fraction": float(state.removed_fraction),
+    "removed_fraction": float(state.diagnostics.removed_fraction),
   }
 
 

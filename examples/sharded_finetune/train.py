@@ -264,7 +264,10 @@ def make_sharded_update_step(
     metrics = {"loss": loss[None]}
     if isinstance(opt_state, optax_profit.ProfitState):
       metrics.update(
-        {k: getattr(opt_state, k) for k in ("omega", "delta_norm", "projected")}
+        {
+          k: getattr(opt_state.diagnostics, k)
+          for k in ("omega", "delta_norm", "projected")
+        }
       )
     return optax.apply_updates(params, updates), opt_state, metrics
 
