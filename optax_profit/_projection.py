@@ -129,37 +129,20 @@ def _leaf_pairs(updates, delta):
   return zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True)
 
 
-def _max_abs(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
-  """``max |x|`` in ``dtype`` (0 for an empty leaf).
-
-  A leaf narrower than ``dtype`` is reduced on its magnitude bits as
-  unsigned integers (same order as the magnitudes; NaN above inf): XLA:CPU
-  reduces a bfloat16 leaf through a materialized float32 copy (+1 params
-  copy), and a reduction with the sums in one variadic pass moves arrays
-  between devices on a mesh.
-  """
-  if jnp.dtype(x.dtype).itemsize >= jnp.dtype(dtype).itemsize:
-    return jnp.max(jnp.abs(x.astype(dtype)), initial=0)
-  uint = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[jnp.dtype(x.dtype).itemsize]
-  bits = jax.lax.bitcast_convert_type(x, uint)
-  magnitude = bits & uint(jnp.iinfo(uint).max >> 1)
-  top = jnp.max(magnitude, initial=uint(0))
-  return jax.lax.bitcast_convert_type(top, x.dtype).astype(dtype)
-
-
 def _maxima(updates, delta, dtype) -> tuple:
   """``max |d|`` and ``max |g|`` over all leaves."""
   md = mg = jnp.zeros((), dtype)
   for g, d in _leaf_pairs(updates, delta):
-    md = jnp.maximum(md, _max_abs(d, dtype))
-    mg = jnp.maximum(mg, _max_abs(g, dtype))
+    md = jnp.maximum(md, jnp.max(jnp.abs(d.astype(dtype)), initial=0))
+    mg = jnp.maximum(mg, jnp.max(jnp.abs(g.astype(dtype)), initial=0))
   return md, mg
 
 
-def _rescaled_sums(updates, delta, dtype, sum_terms) -> tuple:
+def _rescaled_sums(updates, delta, dtype, sum_terms, maxima=_maxima) -> tuple:
   """The sums of ``d * 2**-ed`` and ``g * 2**-eg``, ``ed`` and ``eg`` the
-  exponents of ``max |d|`` and ``max |g|``; and ``ed, eg``."""
-  ed, eg = (_exponent(m) for m in _maxima(updates, delta, dtype))
+  exponents of ``max |d|`` and ``max |g|`` (from ``maxima(updates, delta,
+  dtype)``); and ``ed, eg``."""
+  ed, eg = (_exponent(m) for m in maxima(updates, delta, dtype))
   return (*_scaled_sums(updates, delta, dtype, ed, eg, sum_terms), ed, eg)
 
 

@@ -77,6 +77,28 @@ def sum_in_one_pass(terms: tuple) -> tuple:
   return jax.lax.reduce(terms, zeros, _add3, tuple(range(terms[0].ndim)))
 
 
+def _sums_and_maxima(a: tuple, b: tuple) -> tuple:  # module level: cached
+  return (*_add3(a[:3], b[:3]), jnp.maximum(a[3], b[3]), jnp.maximum(a[4], b[4]))
+
+
+def maxima_in_one_pass(updates: optax.Updates, delta: optax.Updates, dtype) -> tuple:
+  """``max |d|`` and ``max |g|`` over all leaves, for the rescaled pass.
+
+  Per leaf one variadic reduction with the unscaled sums (discarded),
+  converting where it reads: a max reduction of its own reads a bfloat16
+  ``d`` through a materialized float32 copy (+1 params copy), and a variadic
+  reduction of the maxima alone moves per-device arrays on a mesh.
+  """
+  md = mg = jnp.zeros((), dtype)
+  for g, d in zip(jax.tree.leaves(updates), jax.tree.leaves(delta), strict=True):
+    g, d = g.astype(dtype), d.astype(dtype)
+    terms = (d * g, g * g, d * d, jnp.abs(d), jnp.abs(g))
+    zeros = (jnp.zeros((), dtype),) * 5
+    out = jax.lax.reduce(terms, zeros, _sums_and_maxima, tuple(range(d.ndim)))
+    md, mg = jnp.maximum(md, out[3]), jnp.maximum(mg, out[4])
+  return md, mg
+
+
 def projection_sums(
   updates: optax.Updates,
   delta: optax.Updates,
@@ -94,10 +116,10 @@ def projection_sums(
     delta: the displacement ``d``, same structure.
     dtype: the accumulation dtype.
     n: the number of entries of ``d`` (at least 1).
-    rescaled: ``rescaled(updates, delta, dtype, sum_terms)``, the sums of the
-      operands scaled by powers of two and those powers' exponents ``ed,
-      eg`` (``_projection._rescaled_sums``), called with
-      :func:`sum_in_one_pass`.
+    rescaled: ``rescaled(updates, delta, dtype, sum_terms, maxima)``, the
+      sums of the operands scaled by powers of two and those powers'
+      exponents ``ed, eg`` (``_projection._rescaled_sums``), called with
+      :func:`sum_in_one_pass` and :func:`maxima_in_one_pass`.
 
   Returns:
     ``(dg, gg, dd, ed, eg)``: the sums of ``d * 2**-ed`` and ``g * 2**-eg``
@@ -119,7 +141,7 @@ def projection_sums(
   zero = jnp.zeros((), jnp.int32)
   body = lambda carry: (
     jnp.zeros((), bool),
-    rescaled(updates, delta, dtype, sum_in_one_pass),
+    rescaled(updates, delta, dtype, sum_in_one_pass, maxima_in_one_pass),
   )
   # Rescaled in a zero-or-one-trip loop: the second and third passes over g
   # and d run only where they are needed (also where g or d is all zero:

@@ -179,17 +179,3 @@ def test_float32_norms_at_every_magnitude(magnitude):
   expected = g_ref - min(omega, 0) / (d_ref @ d_ref) * d_ref if omega < 0 else g_ref
   new = np.concatenate([np.asarray(out.updates[k]) for k in ("a", "b")])
   np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
-@settings(max_examples=30, deadline=None)
-@given(data=st.data())
-def test_max_abs_is_numpys_on_every_float_width(dtype, data):
-  """The rescaled pass's ``max |x|``: narrow leaves are reduced on their bits."""
-  finite = st.floats(width=16 if dtype == jnp.float16 else 32, allow_nan=False)
-  values = data.draw(hnp.arrays(np.float32, st.integers(0, 40), elements=finite))
-  x = jnp.asarray(values).astype(dtype)
-  want = np.max(np.abs(np.asarray(x, np.float64)), initial=0.0)
-  got = _projection._max_abs(x, jnp.float32)
-  assert got.dtype == jnp.float32
-  assert float(got) == want
