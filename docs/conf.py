@@ -1,7 +1,7 @@
 """Sphinx configuration of the optax-profit documentation.
 
 Build: ``sphinx-build -W -b html docs docs/_build/html`` (what
-``tests/test_docs.py`` runs). Notebooks are rendered from their stored cells,
+``tests/repo/test_docs.py`` runs). Notebooks are rendered from their stored cells,
 never executed here: the test suite executes them.
 """
 

@@ -36,7 +36,7 @@ import pytest
 
 from examples.sharded_finetune import distributed, launch, main, train
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 JOB_TIMEOUT = 300  # seconds per job; a job normally takes 15 to 60 s.
 SGD_LR, ADAMW_LR = 0.5, 1e-2
 SGD_RUN, ADAMW_RUN = f"profit_sgd_lr{SGD_LR:.0e}", f"profit_lr{ADAMW_LR:.0e}"

@@ -2,7 +2,7 @@
 
 The multi-device work runs once, in a subprocess with 8 simulated CPU devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=8`` must be set before
-JAX starts), by ``tests/_sharded_worker.py sharding``; it writes sharding
+JAX starts), by ``tests/lib/_sharded_worker.py sharding``; it writes sharding
 specs, compiled HLO and params to a temporary directory. The tests below
 check them against expectations computed here: the logical axis rules of the
 example, the params' own shardings, a plain-AdamW baseline and a
@@ -21,10 +21,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests import _sharded_worker
+from tests.lib import _sharded_worker
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "_sharded_worker.py"
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WORKER = ROOT / "tests" / "lib" / "_sharded_worker.py"
 NUM_DEVICES = 8
 MESH = {"data": 4, "model": 2}
 

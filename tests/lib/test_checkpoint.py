@@ -21,8 +21,8 @@ import pytest
 import optax_profit
 from examples.sharded_finetune import checkpointing, runs, sharding, train
 from examples.sharded_finetune.configs import quick
-from tests import _sharded_worker as worker
-from tests.test_sharding import run_worker
+from tests.lib import _sharded_worker as worker
+from tests.lib.test_sharding import run_worker
 
 
 class _Runner:

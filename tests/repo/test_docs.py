@@ -17,7 +17,7 @@ import pytest
 
 import optax_profit
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 DOCS_DEPS = ("sphinx", "myst_nb", "sphinx_book_theme", "matplotlib")
 

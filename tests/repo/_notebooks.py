@@ -15,7 +15,7 @@ import nbclient
 import nbformat
 import packaging.requirements
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def code_cells(path: pathlib.Path) -> list[Any]:

@@ -17,8 +17,8 @@ import pytest
 
 import optax_profit
 from tests import numpy_reference as ref_impl
-from tests.test_algorithm import assert_trajectories_close
-from tests.test_evaluation import expected
+from tests.lib.test_algorithm import assert_trajectories_close
+from tests.lib.test_evaluation import expected
 
 N_REF = 2
 NUM_CALLS = 8

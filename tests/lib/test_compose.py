@@ -9,7 +9,7 @@ import pytest
 
 import optax_profit
 from tests import numpy_reference as ref_impl
-from tests.test_algorithm import assert_trajectories_close, jax_loss
+from tests.lib.test_algorithm import assert_trajectories_close, jax_loss
 
 N_REF = 2
 NUM_CALLS = 5 * (N_REF + 1)

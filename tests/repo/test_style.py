@@ -15,7 +15,7 @@ import pytest
 
 import optax_profit
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _ruff() -> str:
@@ -109,7 +109,9 @@ def test_ci_runs_the_readme_test_command(tmp_path):
   assert f"+ {command}\n" in result.stdout
   # The README decides: another command there is what CI runs, and a README
   # without the markers stops CI before it runs anything.
-  other = command.replace("python -m pytest", "python -m pytest -x tests/test_style.py")
+  other = command.replace(
+    "python -m pytest", "python -m pytest -x tests/repo/test_style.py"
+  )
   result, ran = run_ci(readme.replace(command, other))
   assert result.returncode == 0, result.stdout + result.stderr
   assert ran[0] == ["-euo", "pipefail", "-c", other], ran

@@ -20,7 +20,7 @@ import pytest
 import optax_profit
 from optax_profit import _train_step
 from tests import numpy_reference as ref_impl
-from tests.test_algorithm import TOL, jax_loss
+from tests.lib.test_algorithm import TOL, jax_loss
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
-"""Multi-device computations for tests/test_sharding.py and test_checkpoint.py.
+"""Multi-device computations for tests/lib/test_sharding.py and test_checkpoint.py.
 
-Run as ``python tests/_sharded_worker.py OUTDIR TASK [TASK ...]`` in a fresh
+Run as ``python tests/lib/_sharded_worker.py OUTDIR TASK [TASK ...]`` in a fresh
 process; the caller sets ``XLA_FLAGS=--xla_force_host_platform_device_count=8``
 before JAX starts (the worker refuses to run with fewer devices). It records
 raw facts (sharding specs, compiled HLO text, arrays as ``.npz``) under

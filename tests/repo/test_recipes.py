@@ -22,7 +22,7 @@ import optax
 import optax_profit
 from tests import numpy_reference as ref_impl
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "docs" / "recipes"
 # float32 recipes against the float64 reference, over a handful of steps.
 RTOL, ATOL = 2e-4, 2e-6

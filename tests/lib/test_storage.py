@@ -18,7 +18,7 @@ import optax_profit
 from optax_profit import _profit
 from optax_profit._storage import Anchor
 from tests import numpy_reference as ref_impl
-from tests.test_algorithm import jax_loss
+from tests.lib.test_algorithm import jax_loss
 
 
 def run_profit_delta_storage(theta, grad_at, num_calls, main, ref, n_ref, round_delta):

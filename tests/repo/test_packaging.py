@@ -18,7 +18,7 @@ import pytest
 
 import optax_profit
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Top-level folders that hold examples, results or data: never in the sdist.
 NOT_SHIPPED = ("examples", "benchmarks", "notebooks", "docs", "tests", "results",
                "workdir", ".ci", ".venv")  # fmt: skip

@@ -2,7 +2,7 @@
 
 import sys
 
-from tests import _notebooks
+from tests.repo import _notebooks
 
 NOTEBOOK = _notebooks.ROOT / "notebooks" / "cifar_finetune.ipynb"
 

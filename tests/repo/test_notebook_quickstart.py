@@ -3,7 +3,7 @@
 import json
 import sys
 
-from tests import _notebooks
+from tests.repo import _notebooks
 
 NOTEBOOK = _notebooks.ROOT / "notebooks" / "quickstart.ipynb"
 

@@ -9,7 +9,7 @@ import pytest
 
 import optax_profit
 from tests import numpy_reference as ref_impl
-from tests.test_algorithm import assert_trajectories_close, jax_loss
+from tests.lib.test_algorithm import assert_trajectories_close, jax_loss
 
 
 def stack(batches):
@@ -230,7 +230,7 @@ def test_extra_args_reach_main_and_ref_on_every_path(warmup_steps):
 def test_mid_cycle_static_step_has_no_device_control_flow_on_gpu(n_ref, offset):
   """The step that finishes a cycle and starts the next: its scans' trip
   counts are static, no phase selection (as the aligned static cycle)."""
-  from tests.test_platforms import control_flow
+  from tests.lib.test_platforms import control_flow
 
   tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, n_ref=n_ref, warmup_steps=1)
   step = optax_profit.make_train_step(jax_loss, tx, donate=False)

@@ -4,7 +4,7 @@ The snippet is taken from README.md (the first ``python`` block after a
 heading, or in the file) and executed after a small preamble that defines what
 it leaves to the reader (``params``, ``loss_fn``, ``batches``). The recipes
 that used to live in the README (head-only, sharded training, checkpointing)
-are pages of the docs now, run by ``tests/test_recipes.py``.
+are pages of the docs now, run by ``tests/repo/test_recipes.py``.
 """
 
 import os
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def snippet(heading: str | None) -> str:
