@@ -379,31 +379,6 @@ def test_l2sp_with_a_large_alpha_stays_nearer_the_base_than_full_fine_tuning():
   assert distance(l2sp) < 0.9 * distance(full)
 
 
-def test_wise_ends_are_bit_identical_and_the_middle_is_the_interpolation():
-  pre = models.init_params(models.MLP(hidden=8), jax.random.key(0))
-  tuned = _perturbed(pre, 0.05, 3)
-  # Negative zeros: `(1 - a) * pre + a * tuned` would turn them into +0.0.
-  pre["params"]["head"]["bias"] = jnp.array([-0.0], jnp.float32)
-  tuned["params"]["dense_1"]["bias"] = -jnp.zeros((8,), jnp.float32)
-  chex.assert_trees_all_equal(
-    _bits(train.wise_interpolate(pre, tuned, 0.0)), _bits(pre)
-  )
-  chex.assert_trees_all_equal(
-    _bits(train.wise_interpolate(pre, tuned, 1.0)), _bits(tuned)
-  )
-  middle = train.wise_interpolate(pre, tuned, 0.3)
-  expected = jax.tree.map(
-    lambda p, t: 0.7 * np.asarray(p, np.float64) + 0.3 * np.asarray(t, np.float64),
-    pre,
-    tuned,
-  )
-  chex.assert_trees_all_close(
-    jax.tree.map(lambda t: np.asarray(t, np.float64), middle), expected, atol=1e-7
-  )
-  with pytest.raises(ValueError, match="`a`"):
-    train.wise_interpolate(pre, tuned, 1.5)
-
-
 # The frontier metric.
 
 

@@ -5,11 +5,11 @@ the batches seen) or a WiSE-FT interpolation of one. It carries CIFAR-10 (old
 task) and CIFAR-100 (new task) accuracy on held-out validation images
 (``old_val``, ``new_val``) and on the test sets (``old_test``, ``new_test``).
 
-The selection rule, the same for every family: at level ``L``, among the
-family's points whose ``old_val >= L * base`` (``base``: the pre-trained
-model's CIFAR-10 validation accuracy), take the one with the highest
-``new_val`` (ties: the higher ``old_val``, then the fewer batches) and report
-its test accuracies. It is done per seed; the table gives the mean and range
+The selection rule, the same for every family (``examples.common.frontier``):
+at level ``L``, among the family's points whose ``old_val >= L * base``
+(``base``: the pre-trained model's CIFAR-10 validation accuracy), take the one
+with the highest ``new_val`` (ties: the higher ``old_val``, then the fewer
+batches) and report its test accuracies. It is done per seed; the table gives the mean and range
 over seeds.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from examples.cifar.configs import default
+from examples.common import frontier as common_frontier
 
 Point = Mapping[str, Any]
 _KEYS = {
@@ -45,7 +46,7 @@ def point(metrics: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def select(points: Sequence[Point], base: float, level: float) -> Point | None:
-  """The selection rule (module docstring) at one level.
+  """The selection rule (``examples.common.frontier``) at one level.
 
   Args:
     points: the family's points of one seed.
@@ -55,29 +56,18 @@ def select(points: Sequence[Point], base: float, level: float) -> Point | None:
   Returns:
     The selected point, or None when no point keeps the level.
   """
-  eligible = [p for p in points if p["old_val"] >= level * base]
-  if not eligible:
-    return None
-  return max(eligible, key=lambda p: (p["new_val"], p["old_val"], -p.get("batches", 0)))
+  return common_frontier.select(
+    points,
+    level * base,
+    old=lambda p: p["old_val"],
+    new=lambda p: p["new_val"],
+    batches=lambda p: p.get("batches", 0),
+  )
 
 
 def pareto(points: Sequence[Point], x: str = "old_val", y: str = "new_val"):
-  """The points no other point beats on both ``x`` and ``y``, by decreasing ``x``.
-
-  Args:
-    points: any points.
-    x: the first coordinate (higher is better).
-    y: the second coordinate (higher is better).
-
-  Returns:
-    The non-dominated points, sorted by decreasing ``x``.
-  """
-  front, best_y = [], -np.inf
-  for p in sorted(points, key=lambda p: (-p[x], -p[y])):
-    if p[y] > best_y:
-      front.append(p)
-      best_y = p[y]
-  return front
+  """The points no other point beats on both ``x`` and ``y``, by decreasing ``x``."""
+  return common_frontier.pareto(points, x=lambda p: p[x], y=lambda p: p[y])
 
 
 def table(

@@ -40,7 +40,6 @@ import tqdm
 
 import optax_profit
 from examples.cifar import (
-  baselines,
   frontier,
   input_pipeline,
   models,
@@ -49,7 +48,7 @@ from examples.cifar import (
   runs,
 )
 from examples.cifar.configs import default
-from examples.common import compile_cache
+from examples.common import baselines, compile_cache
 
 Params = Any
 Metrics = dict[str, Any]

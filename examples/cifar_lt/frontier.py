@@ -18,15 +18,17 @@ Example:
 
 from collections.abc import Iterable, Sequence
 
-# Tolerance of the comparison with a threshold computed as a product
-# (e.g. 0.9 * base accuracy), so that rounding cannot drop an exact tie.
-_EPS = 1e-9
+from examples.common import frontier
 
 
 def lt_at_threshold(
   points: Iterable[tuple[float, float]], threshold: float
 ) -> float | None:
   """Best LT accuracy among points with base accuracy >= ``threshold``.
+
+  The rule of ``examples.common.frontier.select`` (with its tolerance, so that
+  a threshold computed as a product, e.g. 0.9 * base accuracy, cannot drop an
+  exact tie by rounding).
 
   Args:
     points: ``(base_accuracy, lt_accuracy)`` pairs.
@@ -35,8 +37,8 @@ def lt_at_threshold(
   Returns:
     The best LT accuracy, or None if no point reaches the threshold.
   """
-  reachable = [lt for base, lt in points if base >= threshold - _EPS]
-  return max(reachable) if reachable else None
+  best = frontier.select(points, threshold, old=lambda p: p[0], new=lambda p: p[1])
+  return None if best is None else best[1]
 
 
 def pareto_front(
@@ -48,14 +50,10 @@ def pareto_front(
     points: ``(base_accuracy, lt_accuracy)`` pairs.
 
   Returns:
-    The non-dominated points sorted by decreasing base accuracy (and so
-    increasing LT accuracy): the curve that :func:`lt_at_threshold` reads.
+    The distinct non-dominated points sorted by decreasing base accuracy (and
+    so increasing LT accuracy): the curve that :func:`lt_at_threshold` reads.
   """
-  front: list[tuple[float, float]] = []
-  for base, lt in sorted(set(points), key=lambda p: (-p[0], -p[1])):
-    if not front or lt > front[-1][1]:
-      front.append((base, lt))
-  return front
+  return frontier.pareto(set(points), x=lambda p: p[0], y=lambda p: p[1])
 
 
 def thresholds_for(
@@ -72,4 +70,4 @@ def thresholds_for(
   Returns:
     The levels, as accuracies.
   """
-  return [t * pretrained_base if relative else t for t in thresholds]
+  return frontier.levels(thresholds, pretrained_base, relative)

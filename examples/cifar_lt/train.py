@@ -29,7 +29,7 @@ import tqdm
 import optax_profit
 from examples.cifar_lt import frontier, input_pipeline, methods, models, reporting, runs
 from examples.cifar_lt.configs import default
-from examples.common import compile_cache
+from examples.common import baselines, compile_cache
 
 Params = Any
 NUM_CLASSES = 100
@@ -511,7 +511,7 @@ def finetune(
       else:
         tuned = optax_profit.eval_params(params, opt_state) if profit else params
         point = evaluator.evaluate(
-          methods.wise_ft(pretrained["params"], tuned, float(a))
+          baselines.interpolate(pretrained["params"], tuned, float(a))
         )
       wise.append({"a": float(a), **point})
   result = {

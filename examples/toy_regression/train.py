@@ -32,6 +32,7 @@ import optax
 import tqdm
 
 import optax_profit
+from examples.common import baselines
 from examples.toy_regression import input_pipeline, models, plotting, reporting, runs
 from examples.toy_regression.configs import default
 
@@ -207,7 +208,8 @@ def l2sp_penalty(params: Params, pre: Params, alpha: jax.typing.ArrayLike) -> ja
   """L2-SP's ``alpha / 2 * ||theta - theta_pre||^2`` over the backbone.
 
   The backbone is every layer but the head (the last Dense), which L2-SP
-  (Li et al., 2018) leaves unpenalized.
+  (Li et al., 2018) leaves unpenalized; the penalty is
+  ``examples.common.baselines.l2sp_penalty``.
 
   Args:
     params: the current parameters.
@@ -217,11 +219,12 @@ def l2sp_penalty(params: Params, pre: Params, alpha: jax.typing.ArrayLike) -> ja
   Returns:
     The scalar penalty.
   """
-  flat, flat_pre = (flax.traverse_util.flatten_dict(t) for t in (params, pre))
-  squares = [
-    jnp.sum((flat[k] - flat_pre[k]) ** 2) for k in flat if models.HEAD not in k
-  ]
-  return 0.5 * alpha * sum(squares)
+
+  def backbone(tree: Params) -> dict:
+    flat = flax.traverse_util.flatten_dict(tree)
+    return {"/".join(k): v for k, v in flat.items() if models.HEAD not in k}
+
+  return baselines.l2sp_penalty(backbone(params), backbone(pre), alpha)
 
 
 def make_l2sp_loss_fn(
@@ -230,30 +233,6 @@ def make_l2sp_loss_fn(
   """The new-data MSE plus :func:`l2sp_penalty` towards ``pre``."""
   mse = make_loss_fn(model)
   return lambda params, batch: mse(params, batch) + l2sp_penalty(params, pre, alpha)
-
-
-def wise_interpolate(pre: Params, tuned: Params, a: float) -> Params:
-  """WiSE-FT's ``(1 - a) * theta_pre + a * theta_ft`` (Wortsman et al., 2022).
-
-  Args:
-    pre: the pre-trained parameters.
-    tuned: the fine-tuned parameters (same structure).
-    a: the mixing coefficient in [0, 1].
-
-  Returns:
-    The interpolated parameters; ``a = 0`` and ``a = 1`` return copies of the
-    end points themselves (the formula would turn ``-0.0`` into ``+0.0``).
-
-  Raises:
-    ValueError: if ``a`` is outside [0, 1].
-  """
-  if not 0.0 <= a <= 1.0:
-    raise ValueError(f"`a` must be in [0, 1], got {a!r}.")
-  if a == 0.0:
-    return jax.tree.map(jnp.copy, pre)
-  if a == 1.0:
-    return jax.tree.map(jnp.copy, tuned)
-  return jax.tree.map(lambda p, t: (1.0 - a) * p + a * t, pre, tuned)
 
 
 def make_chunk_fn(
@@ -609,7 +588,7 @@ def wise_curve(
   sets = _eval_sets(data)
   out: dict[str, list] = {"a": [], **{k: [] for k in EVAL_SETS}}
   for a in np.linspace(0.0, 1.0, points).tolist():
-    errors = evaluate(errors_fn, wise_interpolate(base_params, tuned, a), sets)
+    errors = evaluate(errors_fn, baselines.interpolate(base_params, tuned, a), sets)
     out["a"].append(a)
     for key, value in errors.items():
       out[key].append(value)
