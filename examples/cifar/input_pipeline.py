@@ -198,13 +198,13 @@ def train_dataset(
   def gather(indices: np.ndarray) -> dict[str, np.ndarray]:
     return {"image": images[indices], "label": labels[indices]}
 
-  def augment(batch: dict[str, np.ndarray], rng: np.random.Generator):
+  def augment_fn(batch: dict[str, np.ndarray], rng: np.random.Generator):
     return {"image": augment_batch(batch["image"], rng), "label": batch["label"]}
 
   ds = grain.MapDataset.range(n).shuffle(seed=s)
   ds = ds.batch(batch_size, drop_remainder=True).map(gather)
   if augment:
-    ds = ds.random_map(augment, seed=s)
+    ds = ds.random_map(augment_fn, seed=s)
   if group > 1:
     ds = ds.batch(group, drop_remainder=True)
   return ds

@@ -27,7 +27,8 @@ import optax
 import tqdm
 
 import optax_profit
-from examples.cifar_lt import frontier, input_pipeline, methods, models, reporting, runs
+from examples.cifar import models
+from examples.cifar_lt import frontier, input_pipeline, methods, reporting, runs
 from examples.cifar_lt.configs import default
 from examples.common import baselines, compile_cache
 
@@ -111,7 +112,13 @@ def load_data(config: default.Config, beta: float) -> Data:
 
 
 def _backbone(config: default.Config) -> nn.Module:
-  return models.create_backbone(config.model, cnn_width=config.cnn_width)
+  """The backbone (``examples/cifar/models.py``; the small CNN's flat layout)."""
+  return models.create_backbone(config.model, cnn_width=config.cnn_width, cnn_flat=True)
+
+
+def _normalize(images: jax.Array) -> jax.Array:
+  """Images normalized with the CIFAR-100 statistics."""
+  return models.normalize_images(images, models.CIFAR100_MEAN, models.CIFAR100_STD)
 
 
 def init_params(config: default.Config, key: jax.Array) -> Params:
@@ -135,9 +142,7 @@ def init_params(config: default.Config, key: jax.Array) -> Params:
 
 def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
   """100-way logits of uint8 ``images`` under ``{"backbone", "head"}``."""
-  features = backbone.apply(
-    {"params": params["backbone"]}, models.normalize_images(images)
-  )
+  features = backbone.apply({"params": params["backbone"]}, _normalize(images))
   return models.Head(NUM_CLASSES).apply({"params": params["head"]}, features)
 
 
@@ -171,7 +176,7 @@ class Evaluator:
     self._is_base = data.test.labels < data.num_base
     self._batch = min(config.eval_batch_size, len(data.test.labels))
     self._features = jax.jit(
-      lambda p, images: backbone.apply({"params": p}, models.normalize_images(images))
+      lambda p, images: backbone.apply({"params": p}, _normalize(images))
     )
     self._predict = jax.jit(
       lambda p, f: jnp.argmax(models.Head(NUM_CLASSES).apply({"params": p}, f), -1)
@@ -182,7 +187,7 @@ class Evaluator:
     n = len(self._test.labels)
     parts = [
       np.asarray(self._features(backbone_params, b["image"]))
-      for b in input_pipeline.eval_batches(self._test, self._batch)
+      for b in input_pipeline.eval_dataset(self._test, self._batch)
     ]
     return np.concatenate(parts)[:n]
 

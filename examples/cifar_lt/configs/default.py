@@ -107,19 +107,22 @@ class Config:
     return self.n_ref + 1
 
 
+#: The backbones of ``examples/cifar/models.py`` this example runs.
+MODELS = ("cnn", "resnet18", "resnet34")
+
+
 def validate(config: Config) -> None:
   """Raises ``ValueError`` naming the field of an invalid value.
 
   Args:
     config: the configuration to check.
   """
-  from examples.cifar_lt import models  # pylint: disable=g-import-not-at-top
 
   def check(name: str, ok: bool, what: str) -> None:
     if not ok:
       raise ValueError(f"`{name}` must be {what}, got {getattr(config, name)!r}.")
 
-  check("model", config.model in models.MODELS, f"one of {models.MODELS}")
+  check("model", config.model in MODELS, f"one of {MODELS}")
   for name in ("pretrain_optimizer", "main_optimizer"):
     check(name, getattr(config, name) in MAIN_OPTIMIZERS, f"one of {MAIN_OPTIMIZERS}")
   for name in (
