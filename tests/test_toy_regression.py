@@ -203,7 +203,7 @@ def _finetune_params(method: str, steps: int = 5, **overrides):
   data = input_pipeline.make_datasets(
     3, n_train=256, n_test=64, n_val=64, old_domain=OLD, new_domain=NEW, noise_std=1.0
   )
-  chunk = train._finetune_chunk_fn(model, config, *train.compile_key(spec))
+  chunk = train._finetune_chunk_fn(config, model, *train.compile_key(spec))
   config = dataclasses.replace(config, ft_steps=steps, **overrides)
   params, record = train.finetune(
     spec, chunk, train.make_errors_fn(model), base, data, config, seed=0

@@ -126,10 +126,12 @@ def _backbone(config: default.Config) -> nn.Module:
   return models.create_backbone(config.model, cnn_width=config.cnn_width)
 
 
+# The model's jitted functions are keyed on the backbone module itself (a
+# frozen dataclass holding every setting that defines it), never on a list of
+# config fields.
 @functools.lru_cache(maxsize=16)
-def _initializers(model: str, cnn_width: int, num_classes: int):
+def _initializers(backbone: nn.Module, num_classes: int):
   """Jitted ``key -> params`` of the backbone and of a head (cached)."""
-  backbone = models.create_backbone(model, cnn_width=cnn_width)
   images = jnp.zeros((1, 32, 32, 3), jnp.float32)
   init_backbone = jax.jit(lambda key: backbone.init(key, images)["params"])
   features = jax.eval_shape(
@@ -154,14 +156,14 @@ def init_params(config: default.Config, num_classes: int, key: jax.Array) -> Par
   Returns:
     The params.
   """
-  init_backbone, init_head = _initializers(config.model, config.cnn_width, num_classes)
+  init_backbone, init_head = _initializers(_backbone(config), num_classes)
   key_backbone, key_head = jax.random.split(key)
   return {"backbone": init_backbone(key_backbone), "head": init_head(key_head)}
 
 
 def init_head(config: default.Config, num_classes: int, key: jax.Array) -> Params:
   """Fresh head params (as ``init_params(config, num_classes, key)["head"]``)."""
-  _, init = _initializers(config.model, config.cnn_width, num_classes)
+  _, init = _initializers(_backbone(config), num_classes)
   return init(jax.random.split(key)[1])
 
 
@@ -208,9 +210,7 @@ def make_loss_fn(config: default.Config, view=lambda p: p):
 
 
 @functools.lru_cache(maxsize=16)
-def _eval_step(model: str, cnn_width: int):
-  backbone = models.create_backbone(model, cnn_width=cnn_width)
-
+def _eval_step(backbone: nn.Module):
   @jax.jit
   def step(params: Params, batch: Metrics) -> tuple[jax.Array, jax.Array]:
     logits = logits_fn(backbone, params, batch["image"])
@@ -238,7 +238,7 @@ def evaluate(
   n = len(split.labels)
   if n == 0:
     return {"loss": float("nan"), "accuracy": float("nan")}
-  step = _eval_step(config.model, config.cnn_width)
+  step = _eval_step(_backbone(config))
   totals = [
     step(params, batch)
     for batch in input_pipeline.eval_dataset(split, min(config.eval_batch_size, n))
@@ -362,7 +362,7 @@ def pretrain(
       }
     )
     runs.save(manager, 0, state, history)
-  step = _pretrain_step(config.model, config.cnn_width, config.pretrain_lr)
+  step = _pretrain_step(config)
   params, opt_state = state["params"], state["opt_state"]
   batch_size = runs.pretrain_batch_size(config)
   for epoch in range(start, config.pretrain_epochs):
@@ -463,7 +463,7 @@ NOT_IN_STEP = (
 )
 
 
-@functools.lru_cache(maxsize=8)
+@compile_cache.cached(NOT_IN_STEP, maxsize=8)
 def _finetune_step(
   key: default.Config, optimizer: str, lr: float, steps_per_epoch: int
 ):
@@ -477,11 +477,14 @@ def _finetune_step(
   return opt, step
 
 
-@functools.lru_cache(maxsize=4)
-def _pretrain_step(model: str, cnn_width: int, lr: float):
-  config = dataclasses.replace(default.Config(), model=model, cnn_width=cnn_width)
+# Pre-training reads the fine-tuning step's fields and its learning rate.
+NOT_IN_PRETRAIN_STEP = tuple(f for f in NOT_IN_STEP if f != "pretrain_lr")
+
+
+@compile_cache.cached(NOT_IN_PRETRAIN_STEP, maxsize=4)
+def _pretrain_step(key: default.Config):
   return optax_profit.make_train_step(
-    make_loss_fn(config), optax.adam(lr), has_aux=True, cycle_length=1
+    make_loss_fn(key), optax.adam(key.pretrain_lr), has_aux=True, cycle_length=1
   )
 
 
@@ -610,9 +613,7 @@ def finetune(
     "backbone": pretrained["params"]["backbone"],
     "head": init_head(config, 100, jax.random.key(config.seed + 1)),
   }
-  opt, step = _finetune_step(
-    compile_cache.step_key(config, NOT_IN_STEP), optimizer, lr, steps_per_epoch
-  )
+  opt, step = _finetune_step(config, optimizer, lr, steps_per_epoch)
   frozen_head = pretrained["params"]["head"]
   params = opt.wrap(model_params)
   state = {

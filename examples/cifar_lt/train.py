@@ -13,7 +13,6 @@ interpolates each full-model run's final weights with the pre-trained ones.
 """
 
 import dataclasses
-import functools
 import os
 import pathlib
 import time
@@ -369,7 +368,7 @@ NOT_IN_STEP = (
 )
 
 
-@functools.lru_cache(maxsize=16)
+@compile_cache.cached(NOT_IN_STEP)
 def _train_step(key: default.Config, method: str):
   """The compiled stage 2 step of ``method`` (any lr, alpha), built once."""
   tx = methods.create_optimizer(
@@ -469,7 +468,7 @@ def finetune(
     alpha=alpha,
   )
   group = config.cycle_length
-  step = _train_step(compile_cache.step_key(config, NOT_IN_STEP), method)
+  step = _train_step(config, method)
   params = _copy(pretrained["params"])  # The step donates its params.
   opt_state = tx.init(params)
   stream = input_pipeline.stacked(

@@ -32,7 +32,7 @@ import optax
 import tqdm
 
 import optax_profit
-from examples.common import baselines
+from examples.common import baselines, compile_cache
 from examples.toy_regression import input_pipeline, models, plotting, reporting, runs
 from examples.toy_regression.configs import default
 
@@ -283,9 +283,9 @@ def compile_key(spec: RunSpec) -> tuple[str, str | None]:
   return spec.method, spec.convention
 
 
-@functools.lru_cache(maxsize=16)
+@compile_cache.cached()  # keyed on the whole config
 def _finetune_chunk_fn(
-  model: models.MLP, config: Config, method: str, convention: str | None
+  config: Config, model: models.MLP, method: str, convention: str | None
 ) -> Callable[..., Any]:
   """The compiled chunk of a fine-tuning method, shared by runs and calls."""
   spec = RunSpec(
@@ -331,8 +331,8 @@ def evaluate(errors_fn: Callable[..., jax.Array], params: Params, sets: tuple) -
   return dict(zip(EVAL_SETS, values.tolist(), strict=True))
 
 
-@functools.lru_cache(maxsize=4)
-def _base_chunk_fn(model: models.MLP, config: Config) -> Callable[..., Any]:
+@compile_cache.cached(maxsize=4)  # keyed on the whole config
+def _base_chunk_fn(config: Config, model: models.MLP) -> Callable[..., Any]:
   """One compiled base-training chunk per (model, config), shared by seeds."""
   tx = base_optimizer(config)
   return make_chunk_fn(model, lambda lr, ratio: tx, 1)
@@ -363,7 +363,7 @@ def train_base(
     The trained parameters.
   """
   opt_state = base_optimizer(config).init(params)
-  chunk_fn = _base_chunk_fn(model, config)
+  chunk_fn = _base_chunk_fn(config, model)
   unused = jnp.zeros((), jnp.float32)
   sampler = input_pipeline.EpochSampler(
     config.n_train, config.batch_size, seed=_child_seed(seed, "base")
@@ -656,7 +656,7 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
         resumed += 1
         prediction = record.pop("predictions", None)
       else:
-        chunk_fn = _finetune_chunk_fn(model, config, *compile_key(spec))
+        chunk_fn = _finetune_chunk_fn(config, model, *compile_key(spec))
         params, record = finetune(
           spec, chunk_fn, errors_fn, base_params, data, config, seed
         )
