@@ -335,7 +335,7 @@ def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
   assert [h["epoch"] for h in run["history"]] == [0, 1]
 
   pretrained = _restore_pretrained(results)
-  data = train.load_data(config)
+  data = input_pipeline.load_data(config)
   finetuned = train.load_finetuned(
     config, directory, data, {"params": pretrained}, optimizer, 1e-2
   )
@@ -374,7 +374,7 @@ def test_head_only_keeps_the_backbone(mock_cifar, workdir):
   finetuned = train.load_finetuned(
     config,
     run["directory"],
-    train.load_data(config),
+    input_pipeline.load_data(config),
     {"params": pretrained},
     "profit",
     1e-2,
@@ -382,7 +382,7 @@ def test_head_only_keeps_the_backbone(mock_cifar, workdir):
   chex.assert_trees_all_equal(
     _bits(finetuned["backbone"]), _bits(pretrained["backbone"])
   )
-  fresh_head = train.init_head(config, 100, jax.random.key(config.seed + 1))
+  fresh_head = models.init_head(config, 100, jax.random.key(config.seed + 1))
   assert not np.array_equal(
     finetuned["head"]["Dense_0"]["kernel"], fresh_head["Dense_0"]["kernel"]
   )
@@ -435,7 +435,7 @@ def test_interrupted_profit_run_resumes_to_the_same_result(
   assert without_times(resumed["history"]) == without_times(uninterrupted["history"])
   config = _config(*flags)
   pretrained = {"params": _restore_pretrained(first)}
-  data = train.load_data(config)
+  data = input_pipeline.load_data(config)
   a = train.load_finetuned(
     config, uninterrupted["directory"], data, pretrained, "profit", 1e-2
   )
@@ -480,7 +480,7 @@ def test_bad_flags_name_the_argument(flags, name, capsys):
 
 def test_optimizers_only_see_trainable_params():
   config = _config("--set", "optimizer=profit")
-  params = train.init_params(config, 100, jax.random.key(0))
+  params = models.init_params(config, 100, jax.random.key(0))
   opt = optimizers.create_optimizer("profit", 1e-2, config, steps_per_epoch=4)
   state = opt.tx.init(opt.wrap(params))
   (profit_state,) = [

@@ -21,12 +21,15 @@ CNN's kernels as the CNN's own parameters (``SmallCNN(flat=True)``), which
 keeps its initialization and checkpoints.
 """
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+Params = Any
 MODELS = ("cnn", "resnet18", "resnet34", "vit_tiny", "vit_small")
 
 # Per-channel statistics of the CIFAR-10 training set (0..1 pixel scale).
@@ -334,3 +337,69 @@ def create_backbone(
   if model not in factories:
     raise ValueError(f"`model` must be one of {MODELS}, got {model!r}.")
   return factories[model]()
+
+
+# ----------------------------------------------------------------------------
+# A model's functions: backbone, initialization, logits.
+
+
+def backbone(config: Any) -> nn.Module:
+  """The backbone of a config with ``model`` and ``cnn_width`` fields."""
+  return create_backbone(config.model, cnn_width=config.cnn_width)
+
+
+# The model's jitted functions are keyed on the backbone module itself (a
+# frozen dataclass holding every setting that defines it), never on a list of
+# config fields.
+@functools.lru_cache(maxsize=16)
+def _initializers(backbone: nn.Module, num_classes: int):
+  """Jitted ``key -> params`` of the backbone and of a head (cached)."""
+  images = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  init_backbone = jax.jit(lambda key: backbone.init(key, images)["params"])
+  features = jax.eval_shape(
+    lambda key: backbone.apply({"params": init_backbone(key)}, images),
+    jax.random.key(0),
+  )
+  head = Head(num_classes)
+  init_head = jax.jit(
+    lambda key: head.init(key, jnp.zeros(features.shape, features.dtype))["params"]
+  )
+  return init_backbone, init_head
+
+
+def init_params(config: Any, num_classes: int, key: jax.Array) -> Params:
+  """Fresh ``{"backbone": ..., "head": ...}`` params for ``num_classes``.
+
+  Args:
+    config: supplies the model.
+    num_classes: the head's classes.
+    key: the PRNG key.
+
+  Returns:
+    The params.
+  """
+  init_backbone, init_head = _initializers(backbone(config), num_classes)
+  key_backbone, key_head = jax.random.split(key)
+  return {"backbone": init_backbone(key_backbone), "head": init_head(key_head)}
+
+
+def init_head(config: Any, num_classes: int, key: jax.Array) -> Params:
+  """Fresh head params (as ``init_params(config, num_classes, key)["head"]``)."""
+  _, init = _initializers(backbone(config), num_classes)
+  return init(jax.random.split(key)[1])
+
+
+def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
+  """Logits of uint8 ``images`` under ``{"backbone", "head"}`` params.
+
+  Args:
+    backbone: the backbone module.
+    params: ``{"backbone": ..., "head": ...}``.
+    images: uint8 ``[batch, 32, 32, 3]``.
+
+  Returns:
+    Logits ``[batch, num_classes]``.
+  """
+  features = backbone.apply({"params": params["backbone"]}, normalize_images(images))
+  num_classes = params["head"]["Dense_0"]["kernel"].shape[-1]
+  return Head(num_classes).apply({"params": params["head"]}, features)

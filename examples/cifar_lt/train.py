@@ -27,9 +27,9 @@ import tqdm
 
 import optax_profit
 from examples.cifar import models
-from examples.cifar_lt import frontier, input_pipeline, methods, reporting, runs
+from examples.cifar_lt import frontier, input_pipeline, methods, reporting
 from examples.cifar_lt.configs import default
-from examples.common import baselines, compile_cache
+from examples.common import baselines, compile_cache, runs
 
 Params = Any
 NUM_CLASSES = 100

@@ -1,10 +1,12 @@
-"""Run names, cached results and orbax checkpoints of the stage 1 models.
+"""Run naming, cached results and orbax checkpoints, shared by the examples.
 
 A run's folder is named by a readable prefix and a digest of every setting its
-result depends on, so a changed setting gets a new folder and an unchanged one
-is found again: stage 1 resumes from its latest orbax checkpoint, and a
-finished stage 2 run (its ``result.json``) is loaded instead of run again, so
-an interrupted sweep continues where it stopped.
+result depends on (:func:`run_name`), so a changed setting gets a new folder
+and an unchanged one is found again: a run resumes from its latest orbax
+checkpoint (:class:`Checkpoints`: the training state plus the JSON history so
+far), and a finished run's ``result.json`` (:func:`write_json`,
+:func:`load_result`) is loaded instead of run again, so an interrupted sweep
+continues where it stopped.
 """
 
 import hashlib
