@@ -111,3 +111,43 @@ def finetune_name(
 def checkpoint_due(config: default.Config, epoch: int, last: int) -> bool:
   """Whether to checkpoint after ``epoch`` (every ``checkpoint_every``, and the last)."""
   return epoch % config.checkpoint_every == 0 or epoch == last
+
+
+def finetune_result(
+  config: default.Config,
+  optimizer: str,
+  lr: float,
+  epochs: int,
+  history: list[Metrics],
+  clock: list[float],
+  directory: Any,
+) -> Metrics:
+  """A fine-tuning run's ``result.json`` (without its WiSE-FT curve)."""
+  profit = optimizer == "profit"
+  final = {
+    k: v
+    for k, v in history[-1].items()
+    if k.startswith(("c10_", "c100_", "train_", "projected_", "removed_", "cosine"))
+  }
+  return {
+    "optimizer": optimizer,
+    "lr": lr,
+    "epochs": epochs,
+    "batch_size": config.batch_size,
+    "seed": config.seed,
+    "n_ref": config.n_ref,
+    "ratio": config.ratio if profit else None,
+    "ref_lr": lr / config.ratio if profit else None,
+    "warmup_epochs": config.warmup_epochs if profit else 0,
+    "head_only": config.head_only,
+    "l2sp_alpha": config.l2sp_alpha,
+    "lp_epochs": config.lp_epochs,
+    "lp_lr": config.lp_lr if config.lp_epochs else None,
+    "batches_seen": history[-1]["batches_seen"],
+    "main_steps": history[-1]["main_steps"],
+    "final": final,
+    "history": history,
+    "wall_s": clock[0],
+    "cpu_s": clock[1],
+    "directory": str(directory),
+  }

@@ -28,7 +28,6 @@ import itertools
 import os
 import pathlib
 import time
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -47,6 +46,7 @@ from examples.cifar import (
   optimizers,
   reporting,
   runs,
+  sweep,
 )
 from examples.cifar.configs import default
 from examples.cifar.input_pipeline import Data
@@ -198,38 +198,6 @@ def pretrain_name(config: default.Config, data: Data) -> str:
   return runs.pretrain_name(config, data.sizes())
 
 
-def _resume(
-  checkpoints: common_runs.Checkpoints, state: Params, first: Callable[[], Metrics]
-) -> tuple[int, Params, list[Metrics], list[float]]:
-  """Resumes a run from its latest checkpoint, or starts it.
-
-  Args:
-    checkpoints: the run's checkpoints.
-    state: the initial training state (its structure, shapes and dtypes).
-    first: the metrics before training (history entry 0, saved as
-      checkpoint 0 of a new run).
-
-  Returns:
-    ``(epochs done, state, history, [wall_s, cpu_s] so far)``.
-  """
-  restored = checkpoints.restore(state)
-  if restored is not None:
-    start, state, history = restored
-    return start, state, history, [history[-1]["wall_s"], history[-1].get("cpu_s", 0.0)]
-  history = [{"epoch": 0, **first(), "wall_s": 0.0, "cpu_s": 0.0}]
-  checkpoints.save(0, state, history)
-  return 0, state, history, [0.0, 0.0]
-
-
-def _end_epoch(config, checkpoints, epoch, last, state, history, clock, start):
-  """Checkpoints after ``epoch`` when due; adds the epoch's time to ``clock``."""
-  if runs.checkpoint_due(config, epoch, last):
-    checkpoints.save(epoch, state, history)
-  clock[0] += time.perf_counter() - start[0]
-  clock[1] += time.process_time() - start[1]
-  history[-1].update(wall_s=clock[0], cpu_s=clock[1])  # now with the checkpoint
-
-
 def pretrain(
   config: default.Config, workdir: str | pathlib.Path, data: Data
 ) -> dict[str, Any]:
@@ -257,7 +225,7 @@ def pretrain(
     c10 = evaluate(config, params, data.c10_test)
     return {"c10_test_loss": c10["loss"], "c10_test_accuracy": c10["accuracy"]}
 
-  start, state, history, clock = _resume(
+  start, state, history, clock = common_runs.resume(
     checkpoints, state, lambda: c10_test(state["params"])
   )
   if start and start >= config.pretrain_epochs:
@@ -290,9 +258,8 @@ def pretrain(
       }
     )
     state = {"params": params, "opt_state": opt_state}
-    _end_epoch(
-      config, checkpoints, epoch + 1, config.pretrain_epochs, state, history, clock, t0
-    )
+    due = runs.checkpoint_due(config, epoch + 1, config.pretrain_epochs)
+    common_runs.end_epoch(checkpoints, epoch + 1, due, state, history, clock, t0)
     _log(
       config,
       f"pre-train epoch {epoch + 1}: train loss {train['train_loss']:.3f} "
@@ -423,38 +390,6 @@ def _main_steps(config: default.Config, optimizer: str, batches: int, warmup: in
   return min(batches, warmup) + cycles
 
 
-def _result(config, optimizer, lr, epochs, history, clock, directory) -> Metrics:
-  """A fine-tuning run's ``result.json`` (without its WiSE-FT curve)."""
-  profit = optimizer == "profit"
-  final = {
-    k: v
-    for k, v in history[-1].items()
-    if k.startswith(("c10_", "c100_", "train_", "projected_", "removed_", "cosine"))
-  }
-  return {
-    "optimizer": optimizer,
-    "lr": lr,
-    "epochs": epochs,
-    "batch_size": config.batch_size,
-    "seed": config.seed,
-    "n_ref": config.n_ref,
-    "ratio": config.ratio if profit else None,
-    "ref_lr": lr / config.ratio if profit else None,
-    "warmup_epochs": config.warmup_epochs if profit else 0,
-    "head_only": config.head_only,
-    "l2sp_alpha": config.l2sp_alpha,
-    "lp_epochs": config.lp_epochs,
-    "lp_lr": config.lp_lr if config.lp_epochs else None,
-    "batches_seen": history[-1]["batches_seen"],
-    "main_steps": history[-1]["main_steps"],
-    "final": final,
-    "history": history,
-    "wall_s": clock[0],
-    "cpu_s": clock[1],
-    "directory": str(directory),
-  }
-
-
 def _calls_per_epoch(config: default.Config, data: Data) -> int:
   """Train-step calls per fine-tuning epoch (each ``n_ref + 1`` batches)."""
   group = config.n_ref + 1
@@ -485,7 +420,7 @@ def _initial_state(config, pretrained, optimizer: str, lr: float, steps_per_epoc
   return opt, step, state
 
 
-def _finetune_epoch(config, data, opt, step, state, *, epoch, calls, desc, **kw):
+def _finetune_epoch(config, data, opt, step, state, run, epoch, clock):
   """One fine-tuning epoch, evaluated ``evals_per_epoch`` times.
 
   Args:
@@ -494,19 +429,20 @@ def _finetune_epoch(config, data, opt, step, state, *, epoch, calls, desc, **kw)
     opt: the run's :class:`optimizers.Optimizer`.
     step: its compiled train step.
     state: ``(params, opt_state, frozen_head)``.
+    run: ``(name, optimizer, lr, epochs, train-step calls per epoch)``.
     epoch: the epoch (0-based).
-    calls: train-step calls per epoch.
-    desc: the progress bar's label.
-    **kw: ``main_steps`` (batches seen -> optimizer steps) and ``clock``
-      (the run's ``[wall_s, cpu_s]`` before the epoch and the epoch's start
-      ``(perf_counter, process_time)``).
+    clock: the run's ``[wall_s, cpu_s]`` before the epoch and the epoch's
+      start ``(perf_counter, process_time)``.
 
   Returns:
     ``(params, opt_state, history entries)``; evaluation points split the
     epoch's calls as evenly as possible.
   """
+  _, optimizer, lr, epochs, calls = run
+  desc = f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}"
+  warmup = config.warmup_epochs * calls * (config.n_ref + 1)
   params, opt_state, frozen_head = state
-  clock, start = kw["clock"]
+  clock, start = clock
   group = config.n_ref + 1
   ds = input_pipeline.train_dataset(
     data.c100_train, config.batch_size, seed=config.seed + 1, epoch=epoch, group=group
@@ -525,7 +461,7 @@ def _finetune_epoch(config, data, opt, step, state, *, epoch, calls, desc, **kw)
         **train,
         **metrics,
         "batches_seen": batches,
-        "main_steps": kw["main_steps"](batches),
+        "main_steps": _main_steps(config, optimizer, batches, warmup),
         "wall_s": clock[0] + time.perf_counter() - start[0],
         "cpu_s": clock[1] + time.process_time() - start[1],
       }
@@ -586,11 +522,12 @@ def finetune(
   )
   params, frozen_head = state["params"], state["frozen_head"]
   checkpoints = common_runs.Checkpoints(directory)
-  start, state, history, clock = _resume(
+  view = opt.eval_view(params, state["opt_state"])
+  start, state, history, clock = common_runs.resume(
     checkpoints,
     state,
     lambda: {
-      **_eval_all(config, opt.eval_view(params, state["opt_state"]), frozen_head, data),
+      **_eval_all(config, view, frozen_head, data),
       "batches_seen": 0,
       "main_steps": 0,
     },
@@ -602,26 +539,16 @@ def finetune(
     state["opt_state"],
     state["frozen_head"],
   )
-  warmup = (
-    config.warmup_epochs * calls_per_epoch * group if optimizer == "profit" else 0
-  )
+  run = (name, optimizer, lr, epochs, calls_per_epoch)
   for epoch in range(start, epochs):
     t0 = (time.perf_counter(), time.process_time())
     params, opt_state, entries = _finetune_epoch(
-      config,
-      data,
-      opt,
-      step,
-      (params, opt_state, frozen_head),
-      epoch=epoch,
-      calls=calls_per_epoch,
-      desc=f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}",
-      main_steps=lambda b: _main_steps(config, optimizer, b, warmup),
-      clock=(clock, t0),
+      config, data, opt, step, (params, opt_state, frozen_head), run, epoch, (clock, t0)
     )
     history += entries
     state = {"params": params, "opt_state": opt_state, "frozen_head": frozen_head}
-    _end_epoch(config, checkpoints, epoch + 1, epochs, state, history, clock, t0)
+    due = runs.checkpoint_due(config, epoch + 1, epochs)
+    common_runs.end_epoch(checkpoints, epoch + 1, due, state, history, clock, t0)
     _log(
       config,
       f"{name} epoch {epoch + 1}: train loss {entries[-1]['train_loss']:.3f}, "
@@ -629,15 +556,13 @@ def finetune(
       f"{entries[-1]['c10_test_accuracy']:.4f}",
     )
   checkpoints.close()
-  result = _result(config, optimizer, lr, epochs, history, clock, directory)
+  result = runs.finetune_result(
+    config, optimizer, lr, epochs, history, clock, directory
+  )
   if config.wise_points:
-    result["wise"] = wise_curve(
-      config,
-      pretrained["params"]["backbone"],
-      opt.eval_view(params, opt_state),
-      frozen_head,
-      data,
-    )
+    finetuned = opt.eval_view(params, opt_state)
+    backbone = pretrained["params"]["backbone"]
+    result["wise"] = wise_curve(config, backbone, finetuned, frozen_head, data)
   common_runs.write_json(directory / "result.json", result)
   reporting.plot_curves([result], directory / "curves.png", title=name)
   return result
@@ -679,48 +604,6 @@ def load_finetuned(
 
 # ----------------------------------------------------------------------------
 # The Table 2 sweep.
-
-
-def _select(config: default.Config, results: list[dict[str, Any]]) -> dict[str, Any]:
-  key = "c100_val_accuracy" if config.val_examples else "c100_test_accuracy"
-  best = max(results, key=lambda r: (r["final"][key], -r["lr"]))
-  best["selected"] = True
-  return best
-
-
-def _sweep(
-  config: default.Config, workdir: pathlib.Path, data: Data, pretrained: dict[str, Any]
-) -> dict[str, Any]:
-  """The Table 2 sweep (or one run): every optimizer over its learning rates."""
-  if config.sweep:
-    plan = [
-      (name, lr, config.epochs_for(name))
-      for name in config.sweep_optimizers
-      for lr in config.lrs_for(name)
-    ]
-  else:
-    plan = [(config.optimizer, config.lr, config.epochs)]
-  done = [
-    finetune(config, workdir, data, pretrained, optimizer=name, lr=lr, epochs=epochs)
-    for name, lr, epochs in plan
-  ]
-  selected = {}
-  for name in dict.fromkeys(name for name, _, _ in plan):
-    selected[name] = _select(config, [r for r in done if r["optimizer"] == name])
-  results = {
-    "runs": done,
-    "selected": selected,
-    "selection_metric": (
-      "CIFAR-100 validation accuracy"
-      if config.val_examples
-      else "CIFAR-100 test accuracy (no validation split)"
-    ),
-  }
-  return results
-
-
-# ----------------------------------------------------------------------------
-# The compute-matched frontier.
 
 
 def _frontier(
@@ -794,26 +677,18 @@ def train_and_evaluate(
   if config.frontier:
     results.update(_frontier(config, workdir, data, pretrained))
   else:
-    results.update(_sweep(config, workdir, data, pretrained))
+    results.update(
+      sweep.run(
+        config,
+        lambda name, lr, epochs: finetune(
+          config, workdir, data, pretrained, optimizer=name, lr=lr, epochs=epochs
+        ),
+      )
+    )
     results["table"] = reporting.format_table(results)
     results["runs_table"] = reporting.format_runs(results["runs"])
   results["wall_s"] = time.perf_counter() - t0
   results["cpu_s"] = time.process_time() - c0
   results["loadavg"] = {"start": load_start, "end": os.getloadavg()}
-  if config.frontier:
-    common_runs.write_json(workdir / "frontier.json", results)
-    (workdir / "frontier.md").write_text(
-      results["table"] + "\n\n" + results["study_table"] + "\n"
-    )
-    reporting.plot_frontier(results, workdir / "frontier.png")
-  else:
-    common_runs.write_json(workdir / "results.json", results)
-    (workdir / "table.md").write_text(
-      results["table"] + "\n\n" + results["runs_table"] + "\n"
-    )
-    reporting.plot_curves(
-      list(results["selected"].values()),
-      workdir / "curves.png",
-      title=f"{config.model}: CIFAR-10 -> CIFAR-100 fine-tuning",
-    )
+  reporting.write_results(config, workdir, results)
   return results

@@ -12,6 +12,8 @@ continues where it stopped.
 import hashlib
 import json
 import pathlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orbax.checkpoint as ocp
@@ -86,3 +88,56 @@ class Checkpoints:
   def close(self) -> None:
     """Releases the manager."""
     self._manager.close()
+
+
+def resume(
+  checkpoints: Checkpoints, state: Any, first: Callable[[], dict[str, Any]]
+) -> tuple[int, Any, list[dict[str, Any]], list[float]]:
+  """Resumes an epoch-checkpointed run from its latest checkpoint, or starts it.
+
+  Args:
+    checkpoints: the run's checkpoints.
+    state: the initial training state (its structure, shapes and dtypes).
+    first: the metrics before training: history entry 0 (``{"epoch": 0,
+      **first(), "wall_s": 0, "cpu_s": 0}``), saved as checkpoint 0 of a new
+      run.
+
+  Returns:
+    ``(epochs done, state, history, [wall_s, cpu_s] so far)``.
+  """
+  restored = checkpoints.restore(state)
+  if restored is not None:
+    start, state, history = restored
+    clock = [history[-1]["wall_s"], history[-1].get("cpu_s", 0.0)]
+    return start, state, history, clock
+  history = [{"epoch": 0, **first(), "wall_s": 0.0, "cpu_s": 0.0}]
+  checkpoints.save(0, state, history)
+  return 0, state, history, [0.0, 0.0]
+
+
+def end_epoch(
+  checkpoints: Checkpoints,
+  epoch: int,
+  due: bool,
+  state: Any,
+  history: list[dict[str, Any]],
+  clock: list[float],
+  start: tuple[float, float],
+) -> None:
+  """Ends ``epoch``: a checkpoint if ``due``, then the epoch's time in ``clock``.
+
+  Args:
+    checkpoints: the run's checkpoints.
+    epoch: the epochs done.
+    due: whether to save a checkpoint now.
+    state: the training state.
+    history: the history so far; its last entry gets the times.
+    clock: the run's ``[wall_s, cpu_s]`` before the epoch, updated in place.
+    start: the epoch's ``(time.perf_counter(), time.process_time())`` at its
+      start.
+  """
+  if due:
+    checkpoints.save(epoch, state, history)
+  clock[0] += time.perf_counter() - start[0]
+  clock[1] += time.process_time() - start[1]
+  history[-1].update(wall_s=clock[0], cpu_s=clock[1])  # now with the checkpoint
