@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optax_profit
-from examples.cifar_lt import configs, frontier, input_pipeline, main, methods, train
+from examples.cifar_lt import configs, frontier, input_pipeline, main, methods
 from examples.cifar_lt.configs import default
 
 # ----------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_summarize_pools_a_family_and_averages_seeds():
     _fake_run("head", 0, [(0.5, 0.0), (0.2, 0.6)]),
     _fake_run("head", 1, [(0.5, 0.0), (0.2, 0.6)]),
   ]
-  table = train.summarize(config, results, pretrained_base=0.5)
+  table = frontier.summarize(config, results, pretrained_base=0.5)
   assert table["thresholds"] == pytest.approx([0.45, 0.25])
   full = table["families"]["full, SGD-m"]
   assert full["per_seed"] == [[0.4, 0.5], [0.1, 0.7]]

@@ -17,7 +17,11 @@ Example:
 """
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import numpy as np
+
+from examples.cifar_lt.configs import default
 from examples.common import frontier
 
 
@@ -71,3 +75,62 @@ def thresholds_for(
     The levels, as accuracies.
   """
   return frontier.levels(thresholds, pretrained_base, relative)
+
+
+# The families of the table and the plot: (label, method, WiSE-FT of it).
+FAMILIES = (
+  ("head, {opt}", "head", False),
+  ("head, PROFIT({opt})", "head_profit", False),
+  ("full, {opt}", "full", False),
+  ("full, PROFIT({opt})", "full_profit", False),
+  ("full, L2-SP", "l2sp", False),
+  ("WiSE-FT of full {opt}", "full", True),
+  ("WiSE-FT of full PROFIT", "full_profit", True),
+)
+
+
+def family_points(
+  results: list[dict[str, Any]], method: str, wise: bool, seed: int
+) -> list[tuple[float, float]]:
+  """``(base, lt)`` points of one family and seed (see ``frontier.py``)."""
+  points = []
+  for r in results:
+    if r["method"] != method or r["seed"] != seed:
+      continue
+    for p in (r["wise"] or []) if wise else r["curve"]:
+      points.append((p["base_accuracy"], p["lt_accuracy"]))
+  return points
+
+
+def summarize(
+  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
+) -> dict[str, Any]:
+  """The frontier table of one beta: LT accuracy per family and threshold.
+
+  Args:
+    config: supplies the thresholds, seeds and the main optimizer's name.
+    results: the stage 2 runs.
+    pretrained_base: the stage 1 model's base-class accuracy.
+
+  Returns:
+    ``{"thresholds" (absolute levels), "families": {label: {"per_seed",
+    "mean", "std"}}}``; a value is None where a family has no point at the
+    threshold.
+  """
+  levels = thresholds_for(
+    config.thresholds, pretrained_base, config.relative_thresholds
+  )
+  opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
+  families = {}
+  for label, method, wise in FAMILIES:
+    if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
+      continue
+    per_seed = []
+    for seed in config.seeds:
+      points = family_points(results, method, wise, seed)
+      per_seed.append([lt_at_threshold(points, t) for t in levels])
+    columns = list(zip(*per_seed, strict=True))
+    mean = [None if None in c else float(np.mean(c)) for c in columns]
+    std = [None if None in c else float(np.std(c)) for c in columns]
+    families[label.format(opt=opt)] = {"per_seed": per_seed, "mean": mean, "std": std}
+  return {"thresholds": levels, "families": families}

@@ -34,16 +34,6 @@ from examples.common import baselines, compile_cache, runs
 Params = Any
 NUM_CLASSES = 100
 
-# The families of the table and the plot: (label, method, WiSE-FT of it).
-FAMILIES = (
-  ("head, {opt}", "head", False),
-  ("head, PROFIT({opt})", "head_profit", False),
-  ("full, {opt}", "full", False),
-  ("full, PROFIT({opt})", "full_profit", False),
-  ("full, L2-SP", "l2sp", False),
-  ("WiSE-FT of full {opt}", "full", True),
-  ("WiSE-FT of full PROFIT", "full_profit", True),
-)
 WISE_METHODS = ("full", "full_profit")
 
 
@@ -333,39 +323,7 @@ def pretrain(
 # ----------------------------------------------------------------------------
 # Stage 2.
 
-# Runs reuse a compiled stage 2 step; its key is the config minus these
-# fields, which the step does not read (learning rates, PROFIT's ratio and
-# L2-SP's alpha are optimizer state, see ``methods.create_optimizer``).
-NOT_IN_STEP = (
-  "data_dir",
-  "test_examples",
-  "betas",
-  "held_out_classes",
-  "n_max",
-  "lt_seed",
-  "augment",
-  "eval_batch_size",
-  "pretrain_optimizer",
-  "pretrain_lr",
-  "pretrain_weight_decay",
-  "pretrain_epochs",
-  "pretrain_batch_size",
-  "pretrain_seed",
-  "batch_size",
-  "budget_batches",
-  "eval_points",
-  "full_lrs",
-  "head_lrs",
-  "ratio",
-  "l2sp_alphas",
-  "l2sp_lrs",
-  "wise_points",
-  "thresholds",
-  "relative_thresholds",
-  "seeds",
-  "checkpoint_every",
-  "progress",
-)
+NOT_IN_STEP = default.NOT_IN_STEP
 
 
 @compile_cache.cached(NOT_IN_STEP)
@@ -407,6 +365,100 @@ def finetune_name(
   }
   prefix = f"{method}_lr{lr:g}" + (f"_a{alpha:g}" if l2sp else "") + f"_s{seed}"
   return runs.run_name(prefix, settings)
+
+
+_KEYS = ("base_accuracy", "lt_accuracy", "accuracy")
+
+
+def wise_curve(
+  config: default.Config,
+  evaluator: Evaluator,
+  pretrained: dict[str, Any],
+  tuned: Params,
+  last: dict[str, Any],
+) -> list[dict[str, Any]]:
+  """WiSE-FT: the evaluations of ``(1 - a) * pretrained + a * tuned``.
+
+  Args:
+    config: supplies ``wise_points`` (evenly spaced ``a`` in [0, 1]).
+    evaluator: the test evaluator.
+    pretrained: the stage 1 result (its params and accuracies: ``a = 0``).
+    tuned: the fine-tuned params.
+    last: the run's last evaluation (``a = 1``).
+
+  Returns:
+    ``{"a", "base_accuracy", "lt_accuracy", "accuracy"}`` per ``a``.
+  """
+  wise = []
+  for a in np.linspace(0.0, 1.0, config.wise_points):
+    if a == 0.0:
+      point = {k: pretrained[k] for k in _KEYS}
+    elif a == 1.0:
+      point = {k: last[k] for k in _KEYS}
+    else:
+      point = evaluator.evaluate(
+        baselines.interpolate(pretrained["params"], tuned, float(a))
+      )
+    wise.append({"a": float(a), **point})
+  return wise
+
+
+def _optimizer(config: default.Config, method: str, lr: float, alpha: float):
+  """The stage 2 optimizer of ``method`` (``methods.create_optimizer``)."""
+  return methods.create_optimizer(
+    method,
+    lr,
+    main_optimizer=config.main_optimizer,
+    momentum=config.momentum,
+    n_ref=config.n_ref,
+    ratio=config.ratio,
+    alpha=alpha,
+  )
+
+
+def _train(config, step, state, stream, evaluate, curve, desc):
+  """Stage 2's train-step calls, evaluated at ``eval_points`` into ``curve``.
+
+  Args:
+    config: supplies ``budget_batches``, ``cycle_length``, ``eval_points``.
+    step: the compiled train step.
+    state: ``(params, opt_state)``.
+    stream: the stacked batches.
+    evaluate: ``(params, opt_state) -> point`` (PROFIT's weights to evaluate:
+      theta_ref if the call ended mid-cycle).
+    curve: the points so far; the new ones are appended.
+    desc: the progress bar's label.
+
+  Returns:
+    ``(params, opt_state, {diagnostic: values per call})``.
+  """
+  params, opt_state = state
+  group = config.cycle_length
+  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
+  eval_points = set(config.eval_points)
+  last = 0
+  bar = tqdm.tqdm(
+    range(config.budget_batches // group),
+    desc=desc,
+    disable=not config.progress,
+    leave=False,
+  )
+  for call in bar:
+    params, opt_state, metrics = step(params, opt_state, next(stream))
+    losses.append(metrics["loss"])
+    for key, values in diagnostics.items():
+      if key in metrics:
+        values.append(metrics[key])
+    seen = (call + 1) * group
+    if seen in eval_points:
+      point = evaluate(params, opt_state)
+      loss = float(np.mean(jax.device_get(losses[last // group :])))
+      last = seen
+      curve.append({"batches_seen": seen, **point, "train_loss": loss})
+      bar.set_postfix(
+        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
+      )
+  return params, opt_state, diagnostics
 
 
 def finetune(
@@ -458,15 +510,7 @@ def finetune(
     return cached
   t0 = time.perf_counter()
   full, profit, _ = methods.METHODS[method]
-  tx = methods.create_optimizer(
-    method,
-    lr,
-    main_optimizer=config.main_optimizer,
-    momentum=config.momentum,
-    n_ref=config.n_ref,
-    ratio=config.ratio,
-    alpha=alpha,
-  )
+  tx = _optimizer(config, method, lr, alpha)
   group = config.cycle_length
   step = _train_step(config, method)
   params = _copy(pretrained["params"])  # The step donates its params.
@@ -477,47 +521,24 @@ def finetune(
     ),
     group,
   )
-  features = None if full else pretrained_features
-  keys = ("base_accuracy", "lt_accuracy", "accuracy")
-  curve = [{"batches_seen": 0, **{k: pretrained[k] for k in keys}}]
-  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
+  curve = [{"batches_seen": 0, **{k: pretrained[k] for k in _KEYS}}]
   calls = config.budget_batches // group
-  eval_points = set(config.eval_points)
-  last = 0
-  bar = tqdm.tqdm(
-    range(calls), desc=name.split("-")[0], disable=not config.progress, leave=False
+  params, opt_state, diagnostics = _train(
+    config,
+    step,
+    (params, opt_state),
+    stream,
+    lambda p, s: evaluator.evaluate(
+      optax_profit.eval_params(p, s) if profit else p,
+      None if full else pretrained_features,
+    ),
+    curve,
+    name.split("-")[0],
   )
-  for call in bar:
-    params, opt_state, metrics = step(params, opt_state, next(stream))
-    losses.append(metrics["loss"])
-    for key, values in diagnostics.items():
-      if key in metrics:
-        values.append(metrics[key])
-    seen = (call + 1) * group
-    if seen in eval_points:
-      # PROFIT's weights to evaluate: theta_ref if the call ended mid-cycle.
-      weights = optax_profit.eval_params(params, opt_state) if profit else params
-      point = evaluator.evaluate(weights, features)
-      loss = float(np.mean(jax.device_get(losses[last // group :])))
-      last = seen
-      curve.append({"batches_seen": seen, **point, "train_loss": loss})
-      bar.set_postfix(
-        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
-      )
   wise = None
   if method in WISE_METHODS and config.wise_points:
-    wise = []
-    for a in np.linspace(0.0, 1.0, config.wise_points):
-      if a == 0.0:
-        point = {k: pretrained[k] for k in keys}
-      elif a == 1.0:
-        point = {k: curve[-1][k] for k in keys}
-      else:
-        tuned = optax_profit.eval_params(params, opt_state) if profit else params
-        point = evaluator.evaluate(
-          baselines.interpolate(pretrained["params"], tuned, float(a))
-        )
-      wise.append({"a": float(a), **point})
+    tuned = optax_profit.eval_params(params, opt_state) if profit else params
+    wise = wise_curve(config, evaluator, pretrained, tuned, curve[-1])
   result = {
     "name": name,
     "method": method,
@@ -549,53 +570,6 @@ def plan(config: default.Config) -> list[tuple[str, float, float]]:
   items += [(m, lr, 0.0) for m in ("full", "full_profit") for lr in config.full_lrs]
   items += [("l2sp", lr, a) for lr in config.l2sp_lrs for a in config.l2sp_alphas]
   return items
-
-
-def family_points(
-  results: list[dict[str, Any]], method: str, wise: bool, seed: int
-) -> list[tuple[float, float]]:
-  """``(base, lt)`` points of one family and seed (see ``frontier.py``)."""
-  points = []
-  for r in results:
-    if r["method"] != method or r["seed"] != seed:
-      continue
-    for p in (r["wise"] or []) if wise else r["curve"]:
-      points.append((p["base_accuracy"], p["lt_accuracy"]))
-  return points
-
-
-def summarize(
-  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
-) -> dict[str, Any]:
-  """The frontier table of one beta: LT accuracy per family and threshold.
-
-  Args:
-    config: supplies the thresholds, seeds and the main optimizer's name.
-    results: the stage 2 runs.
-    pretrained_base: the stage 1 model's base-class accuracy.
-
-  Returns:
-    ``{"thresholds" (absolute levels), "families": {label: {"per_seed",
-    "mean", "std"}}}``; a value is None where a family has no point at the
-    threshold.
-  """
-  levels = frontier.thresholds_for(
-    config.thresholds, pretrained_base, config.relative_thresholds
-  )
-  opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
-  families = {}
-  for label, method, wise in FAMILIES:
-    if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
-      continue
-    per_seed = []
-    for seed in config.seeds:
-      points = family_points(results, method, wise, seed)
-      per_seed.append([frontier.lt_at_threshold(points, t) for t in levels])
-    columns = list(zip(*per_seed, strict=True))
-    mean = [None if None in c else float(np.mean(c)) for c in columns]
-    std = [None if None in c else float(np.std(c)) for c in columns]
-    families[label.format(opt=opt)] = {"per_seed": per_seed, "mean": mean, "std": std}
-  return {"thresholds": levels, "families": families}
 
 
 def train_and_evaluate(
@@ -647,7 +621,7 @@ def train_and_evaluate(
           pretrained_features=features,
         )
       )
-    summary = summarize(config, results, pretrained["base_accuracy"])
+    summary = frontier.summarize(config, results, pretrained["base_accuracy"])
     per_beta[f"{beta:g}"] = {
       "beta": beta,
       "counts": data.counts.tolist(),
