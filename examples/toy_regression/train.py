@@ -442,6 +442,28 @@ def _summarize_diagnostics(values: dict[str, np.ndarray]) -> dict[str, float]:
   }
 
 
+def _eval_due(config: Config, batches: int, last_eval: int, final: bool) -> bool:
+  """Evaluate after ``batches``: every chunk up to ``eval_every``, then every
+  ``eval_every`` batches, and at the end."""
+  every = config.eval_every
+  return batches <= every or batches // every > last_eval // every or final
+
+
+def _append_eval(curve, diag_curve, diagnostics, pending, position, errors) -> None:
+  """Adds an evaluation to ``curve`` and the last ``pending`` main steps'
+  mean diagnostics to ``diag_curve`` (``position``: batches, main steps)."""
+  batches, done = position
+  curve["batches"].append(batches)
+  curve["main_steps"].append(done)
+  for key, value in errors.items():
+    curve[key].append(value)
+  if pending:
+    diag_curve["batches"].append(batches)
+    for key in DIAGNOSTICS:
+      recent = np.concatenate(diagnostics[key])[-pending:]
+      diag_curve[key].append(float(np.mean(recent)))
+
+
 def finetune(
   spec: RunSpec,
   chunk_fn: Callable[..., Any],
@@ -519,24 +541,12 @@ def finetune(
         pending += k
       bar.update(k * length)
       batches = done * length
-      if not (
-        batches <= config.eval_every
-        or batches // config.eval_every > last_eval // config.eval_every
-        or done == calls
-      ):
+      if not _eval_due(config, batches, last_eval, done == calls):
         continue
       last_eval = batches
       errors = evaluate(errors_fn, eval_weights(params, opt_state), sets)
-      curve["batches"].append(batches)
-      curve["main_steps"].append(done)
-      for key, value in errors.items():
-        curve[key].append(value)
-      if pending:
-        diag_curve["batches"].append(batches)
-        for key in DIAGNOSTICS:
-          recent = np.concatenate(diagnostics[key])[-pending:]
-          diag_curve[key].append(float(np.mean(recent)))
-        pending = 0
+      _append_eval(curve, diag_curve, diagnostics, pending, (batches, done), errors)
+      pending = 0
       bar.set_postfix(
         old=f"{errors['old_error']:.3f}", new=f"{errors['new_error']:.3f}"
       )
