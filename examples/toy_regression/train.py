@@ -33,7 +33,14 @@ import tqdm
 
 import optax_profit
 from examples.common import baselines, compile_cache
-from examples.toy_regression import input_pipeline, models, plotting, reporting, runs
+from examples.toy_regression import (
+  input_pipeline,
+  models,
+  optimizers,
+  plotting,
+  reporting,
+  runs,
+)
 from examples.toy_regression.configs import default
 
 Config = default.Config
@@ -43,156 +50,6 @@ RunSpec = runs.RunSpec
 EVAL_SETS = ("old_error", "new_error", "old_val", "new_val")
 #: PROFIT's diagnostics logged along training (see ``profit_diagnostics``).
 DIAGNOSTICS = ("removed_fraction", "cosine", "projected", "delta_norm")
-
-
-def conventions(config: Config) -> tuple[str, ...]:
-  """The PROFIT step conventions the table reports."""
-  if config.step_convention == "both":
-    return ("cycles", "batches")
-  return (config.step_convention,)
-
-
-def sweep_convention(config: Config) -> str:
-  """PROFIT's convention in the sweep: compute-matched whenever it is run."""
-  return "batches" if "batches" in conventions(config) else conventions(config)[0]
-
-
-def table_specs(config: Config) -> dict[str, RunSpec]:
-  """The fine-tuning runs of the table, keyed by table row."""
-  bs = config.batch_size
-  specs = {
-    "full": RunSpec("full", config.ft_lr, bs),
-    "head": RunSpec("head", config.ft_lr, bs),
-  }
-  for convention in conventions(config):
-    specs[f"profit_{convention}"] = RunSpec(
-      "profit", config.ft_lr, bs, ratio=config.ratio, convention=convention
-    )
-  return specs
-
-
-def sweep_specs(config: Config) -> list[RunSpec]:
-  """The runs of the frontier: every family, at every sweep batch size."""
-  if not config.sweep:
-    return []
-  convention = sweep_convention(config)
-  specs = []
-  for bs in default.finetune_batch_sizes(config):
-    specs += [RunSpec("full", lr, bs) for lr in config.sweep_lrs]
-    specs += [RunSpec("head", lr, bs) for lr in config.head_lrs]
-    specs += [
-      RunSpec("l2sp", lr, bs, alpha=alpha)
-      for lr in config.l2sp_lrs
-      for alpha in config.l2sp_alphas
-    ]
-    specs += [
-      RunSpec("profit", lr, bs, ratio=ratio, convention=convention)
-      for lr in config.sweep_profit_lrs
-      for ratio in config.sweep_ratios
-    ]
-  return specs
-
-
-def all_specs(config: Config) -> list[RunSpec]:
-  """Table and sweep runs, without duplicates, in a stable order."""
-  seen: dict[str, RunSpec] = {}
-  for spec in [*table_specs(config).values(), *sweep_specs(config)]:
-    seen.setdefault(spec.name, spec)
-  return list(seen.values())
-
-
-def cycle_length(spec: RunSpec, config: Config) -> int:
-  """Batches consumed by one call of the train step."""
-  return config.n_ref + 1 if spec.method == "profit" else 1
-
-
-def num_calls(spec: RunSpec, config: Config) -> int:
-  """Train-step calls of a run: batches, or PROFIT cycles."""
-  if spec.method == "profit" and spec.convention == "batches":
-    return config.ft_steps // (config.n_ref + 1)
-  return config.ft_steps
-
-
-def _staircase(init: float, every: float, rate: float) -> optax.Schedule:
-  return optax.exponential_decay(
-    init_value=init,
-    transition_steps=max(1, round(every)),
-    decay_rate=rate,
-    staircase=True,
-  )
-
-
-def rmsprop(config: Config, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  """RMSProp with PyTorch's semantics (eps outside the square root)."""
-  return optax.rmsprop(
-    lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps, eps_in_sqrt=False
-  )
-
-
-def base_optimizer(config: Config) -> optax.GradientTransformation:
-  """RMSProp at ``base_lr``, decayed by ``base_decay_rate`` (staircase)."""
-  return rmsprop(
-    config,
-    _staircase(config.base_lr, config.base_decay_every, config.base_decay_rate),
-  )
-
-
-def head_labels(params: Params) -> Params:
-  """``"train"`` for the last Dense layer's leaves, ``"freeze"`` elsewhere."""
-  flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-    {k: "train" if models.HEAD in k else "freeze" for k in flat}
-  )
-
-
-def finetune_optimizer(
-  spec: RunSpec,
-  config: Config,
-  lr: jax.typing.ArrayLike | None = None,
-  ratio: jax.typing.ArrayLike | None = None,
-) -> optax.GradientTransformation:
-  """The optimizer of one fine-tuning run.
-
-  Args:
-    spec: the run.
-    config: the configuration.
-    lr: overrides ``spec.lr`` (may be a traced scalar: runs that differ only
-      in ``lr`` and ``ratio`` then share one compiled step).
-    ratio: overrides ``spec.ratio`` (may be traced).
-
-  Returns:
-    RMSProp at ``lr`` with the staircase decay (``full`` and ``l2sp``, whose
-    penalty is in the loss); the same on the head only, ``optax.set_to_zero()``
-    elsewhere (``head``); or ``optax_profit.profit`` around it with SGD
-    reference steps at ``lr / ratio`` following the same schedule
-    (``profit``).
-  """
-  lr = spec.lr if lr is None else lr
-  ratio = spec.ratio if ratio is None else ratio
-  every = config.ft_decay_every
-  if spec.method == "profit" and spec.convention == "batches":
-    every = config.ft_decay_every / (config.n_ref + 1)  # in main steps
-  schedule = _staircase(lr, every, config.ft_decay_rate)
-  main = rmsprop(config, schedule)
-  if spec.method in ("full", "l2sp"):
-    return main
-  if spec.method == "head":
-    return optax.multi_transform(
-      {"train": main, "freeze": optax.set_to_zero()}, head_labels
-    )
-  n_ref = config.n_ref
-
-  def ref_schedule(ref_count: jax.Array) -> jax.Array:
-    # ref_count counts reference steps (n_ref per cycle): keep lr/ratio fixed.
-    return schedule(ref_count // n_ref) / ratio
-
-  return optax_profit.profit(
-    main,
-    ref=ref_schedule,
-    n_ref=n_ref,
-    storage=config.storage,
-    delta_dtype=config.delta_dtype,
-  )
 
 
 def make_loss_fn(model: models.MLP) -> Callable[[Params, dict], jax.Array]:
@@ -298,8 +155,8 @@ def _finetune_chunk_fn(
   )  # lr, ratio and alpha come traced.
   return make_chunk_fn(
     model,
-    functools.partial(finetune_optimizer, spec, config),
-    cycle_length(spec, config),
+    functools.partial(optimizers.finetune_optimizer, spec, config),
+    runs.cycle_length(spec, config),
     l2sp=method == "l2sp",
   )
 
@@ -334,7 +191,7 @@ def evaluate(errors_fn: Callable[..., jax.Array], params: Params, sets: tuple) -
 @compile_cache.cached(maxsize=4)  # keyed on the whole config
 def _base_chunk_fn(config: Config, model: models.MLP) -> Callable[..., Any]:
   """One compiled base-training chunk per (model, config), shared by seeds."""
-  tx = base_optimizer(config)
+  tx = optimizers.base_optimizer(config)
   return make_chunk_fn(model, lambda lr, ratio: tx, 1)
 
 
@@ -362,7 +219,7 @@ def train_base(
   Returns:
     The trained parameters.
   """
-  opt_state = base_optimizer(config).init(params)
+  opt_state = optimizers.base_optimizer(config).init(params)
   chunk_fn = _base_chunk_fn(config, model)
   unused = jnp.zeros((), jnp.float32)
   sampler = input_pipeline.EpochSampler(
@@ -496,14 +353,14 @@ def finetune(
     fraction of main steps whose gradient was projected) and ``diag_curve``
     (their means between two evaluations).
   """
-  tx = finetune_optimizer(spec, config)
+  tx = optimizers.finetune_optimizer(spec, config)
   lr = jnp.asarray(spec.lr, jnp.float32)
   ratio = jnp.asarray(spec.ratio or 1.0, jnp.float32)
   alpha = jnp.asarray(spec.alpha or 0.0, jnp.float32)
   params = jax.tree.map(jnp.copy, base_params)
   opt_state = tx.init(params)
-  length = cycle_length(spec, config)
-  calls = num_calls(spec, config)
+  length = runs.cycle_length(spec, config)
+  calls = runs.num_calls(spec, config)
   # Chunks of about `eval_early` batches: evaluate after each chunk during
   # the first `eval_every` batches (the fast early phase), then every
   # `eval_every` batches, and at the end.
@@ -640,13 +497,13 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
   start = time.perf_counter()
   model = models.MLP(hidden=config.hidden)
   errors_fn = make_errors_fn(model)
-  specs = all_specs(config)
+  specs = runs.all_specs(config)
   predict = make_predict_fn(model)
   grid = plotting.make_grid(config)
 
   base_info, records = [], {s.name: [] for s in specs}
   predictions: dict[str, np.ndarray] = {}
-  table_runs = {row: s.name for row, s in table_specs(config).items()}
+  table_runs = {row: s.name for row, s in runs.table_specs(config).items()}
   table_rows = {name: row for row, name in table_runs.items()}
   resumed = 0
   for i, seed in enumerate(config.seeds):
