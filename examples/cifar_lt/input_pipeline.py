@@ -18,8 +18,10 @@ Example:
   array([100,  12,  10])
 """
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -161,3 +163,65 @@ def stacked(
     if len(items) < group:
       return
     yield {k: np.stack([b[k] for b in items]) for k in items[0]}
+
+
+# The splits of one imbalance ratio.
+
+NUM_CLASSES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The splits of one imbalance ratio.
+
+  Attributes:
+    beta: the imbalance ratio.
+    counts: training images per class of the long tail, ``[100]``.
+    base_train: long-tailed training images of the base classes (stage 1).
+    held_out_train: long-tailed training images of the held-out classes
+      (stage 2).
+    test: the balanced test images of all 100 classes.
+    num_base: the number of base classes (labels ``< num_base``).
+  """
+
+  beta: float
+  counts: np.ndarray
+  base_train: Split
+  held_out_train: Split
+  test: Split
+  num_base: int
+
+  def sizes(self) -> dict[str, int]:
+    """Number of images per split."""
+    return {
+      "base_train": len(self.base_train.labels),
+      "held_out_train": len(self.held_out_train.labels),
+      "test": len(self.test.labels),
+      "test_base": int(np.sum(self.test.labels < self.num_base)),
+      "test_held_out": int(np.sum(self.test.labels >= self.num_base)),
+    }
+
+
+def load_data(config: Any, beta: float) -> Data:
+  """The CIFAR-100-LT splits of ``beta`` (``config.data_dir``).
+
+  Args:
+    config: supplies ``data_dir``, ``n_max``, ``lt_seed``,
+      ``held_out_classes`` and ``test_examples``.
+    beta: the imbalance ratio.
+
+  Returns:
+    The :class:`Data`.
+  """
+  train = load_split("train", config.data_dir)
+  test = take(load_split("test", config.data_dir), config.test_examples)
+  lt = long_tail(train, beta, n_max=config.n_max, seed=config.lt_seed)
+  num_base = NUM_CLASSES - config.held_out_classes
+  return Data(
+    beta=beta,
+    counts=np.bincount(lt.labels, minlength=NUM_CLASSES),
+    base_train=select_classes(lt, range(num_base)),
+    held_out_train=select_classes(lt, range(num_base, NUM_CLASSES)),
+    test=test,
+    num_base=num_base,
+  )

@@ -27,73 +27,15 @@ import tqdm
 
 import optax_profit
 from examples.cifar import models
-from examples.cifar_lt import frontier, input_pipeline, methods, reporting
+from examples.cifar_lt import frontier, input_pipeline, methods, reporting, runs
 from examples.cifar_lt.configs import default
-from examples.common import baselines, compile_cache, runs
+from examples.common import baselines, compile_cache
+from examples.common import runs as common_runs
 
 Params = Any
-NUM_CLASSES = 100
+NUM_CLASSES = input_pipeline.NUM_CLASSES
 
-WISE_METHODS = ("full", "full_profit")
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-  """The splits of one imbalance ratio.
-
-  Attributes:
-    beta: the imbalance ratio.
-    counts: training images per class of the long tail, ``[100]``.
-    base_train: long-tailed training images of the base classes (stage 1).
-    held_out_train: long-tailed training images of the held-out classes
-      (stage 2).
-    test: the balanced test images of all 100 classes.
-    num_base: the number of base classes (labels ``< num_base``).
-  """
-
-  beta: float
-  counts: np.ndarray
-  base_train: input_pipeline.Split
-  held_out_train: input_pipeline.Split
-  test: input_pipeline.Split
-  num_base: int
-
-  def sizes(self) -> dict[str, int]:
-    """Number of images per split."""
-    return {
-      "base_train": len(self.base_train.labels),
-      "held_out_train": len(self.held_out_train.labels),
-      "test": len(self.test.labels),
-      "test_base": int(np.sum(self.test.labels < self.num_base)),
-      "test_held_out": int(np.sum(self.test.labels >= self.num_base)),
-    }
-
-
-def load_data(config: default.Config, beta: float) -> Data:
-  """The CIFAR-100-LT splits of ``beta`` (``config.data_dir``).
-
-  Args:
-    config: supplies ``data_dir``, ``n_max``, ``lt_seed``,
-      ``held_out_classes`` and ``test_examples``.
-    beta: the imbalance ratio.
-
-  Returns:
-    The :class:`Data`.
-  """
-  train = input_pipeline.load_split("train", config.data_dir)
-  test = input_pipeline.take(
-    input_pipeline.load_split("test", config.data_dir), config.test_examples
-  )
-  lt = input_pipeline.long_tail(train, beta, n_max=config.n_max, seed=config.lt_seed)
-  num_base = NUM_CLASSES - config.held_out_classes
-  return Data(
-    beta=beta,
-    counts=np.bincount(lt.labels, minlength=NUM_CLASSES),
-    base_train=input_pipeline.select_classes(lt, range(num_base)),
-    held_out_train=input_pipeline.select_classes(lt, range(num_base, NUM_CLASSES)),
-    test=test,
-    num_base=num_base,
-  )
+WISE_METHODS = runs.WISE_METHODS
 
 
 # ----------------------------------------------------------------------------
@@ -159,7 +101,7 @@ class Evaluator:
     data: supplies the test split and ``num_base``.
   """
 
-  def __init__(self, config: default.Config, data: Data):
+  def __init__(self, config: default.Config, data: input_pipeline.Data):
     backbone = _backbone(config)
     self._test = data.test
     self._is_base = data.test.labels < data.num_base
@@ -214,25 +156,6 @@ def _copy(tree: Params) -> Params:
 # Stage 1.
 
 
-def stage1_name(config: default.Config, data: Data) -> str:
-  """Folder name of stage 1: the model, beta and a digest of its settings."""
-  settings = {
-    "model": config.model,
-    "cnn_width": config.cnn_width if config.model == "cnn" else None,
-    "counts": data.counts.tolist(),
-    "lt_seed": config.lt_seed,
-    "held_out": config.held_out_classes,
-    "augment": config.augment,
-    "optimizer": config.pretrain_optimizer,
-    "lr": config.pretrain_lr,
-    "weight_decay": config.pretrain_weight_decay,
-    "epochs": config.pretrain_epochs,
-    "batch_size": config.pretrain_batch_size,
-    "seed": config.pretrain_seed,
-  }
-  return runs.run_name(f"{config.model}-beta{data.beta:g}", settings)
-
-
 def _stage1_optimizer(
   config: default.Config, steps: int
 ) -> optax.GradientTransformation:
@@ -246,7 +169,10 @@ def _stage1_optimizer(
 
 
 def pretrain(
-  config: default.Config, workdir: pathlib.Path, data: Data, evaluator: Evaluator
+  config: default.Config,
+  workdir: pathlib.Path,
+  data: input_pipeline.Data,
+  evaluator: Evaluator,
 ) -> dict[str, Any]:
   """Stage 1: trains on the base classes, or loads the checkpoint.
 
@@ -261,13 +187,13 @@ def pretrain(
     ``{"params", "name", "history", "base_accuracy", "lt_accuracy",
     "wall_s"}``.
   """
-  name = stage1_name(config, data)
+  name = runs.stage1_name(config, data)
   directory = workdir / "stage1" / name
   batches_per_epoch = len(data.base_train.labels) // config.pretrain_batch_size
   tx = _stage1_optimizer(config, config.pretrain_epochs * batches_per_epoch)
   params = init_params(config, jax.random.key(config.pretrain_seed))
   state = {"params": params, "opt_state": tx.init(params)}
-  checkpoints = runs.Checkpoints(directory)
+  checkpoints = common_runs.Checkpoints(directory)
   restored = checkpoints.restore(state)
   history: list[dict[str, Any]] = []
   start = 0
@@ -340,31 +266,6 @@ def _train_step(key: default.Config, method: str):
   return optax_profit.make_train_step(
     make_loss_fn(key), tx, has_aux=True, cycle_length=key.cycle_length
   )
-
-
-def finetune_name(
-  config: default.Config, stage1: str, method: str, lr: float, alpha: float, seed: int
-) -> str:
-  """Folder name of a stage 2 run: readable prefix + digest of its settings."""
-  _, profit, l2sp = methods.METHODS[method]
-  settings = {
-    "stage1": stage1,
-    "method": method,
-    "lr": lr,
-    "alpha": alpha if l2sp else None,
-    "seed": seed,
-    "main_optimizer": config.main_optimizer,
-    "momentum": config.momentum if config.main_optimizer == "sgd" else None,
-    "batch_size": config.batch_size,
-    "budget_batches": config.budget_batches,
-    "eval_points": list(config.eval_points),
-    "cycle_length": config.cycle_length,
-    "ratio": config.ratio if profit else None,
-    "augment": config.augment,
-    "wise_points": config.wise_points if method in WISE_METHODS else None,
-  }
-  prefix = f"{method}_lr{lr:g}" + (f"_a{alpha:g}" if l2sp else "") + f"_s{seed}"
-  return runs.run_name(prefix, settings)
 
 
 _KEYS = ("base_accuracy", "lt_accuracy", "accuracy")
@@ -464,7 +365,7 @@ def _train(config, step, state, stream, evaluate, curve, desc):
 def finetune(
   config: default.Config,
   workdir: pathlib.Path,
-  data: Data,
+  data: input_pipeline.Data,
   pretrained: dict[str, Any],
   evaluator: Evaluator,
   *,
@@ -503,9 +404,9 @@ def finetune(
     ``wise`` (WiSE-FT points, full-model methods), ``main_steps``,
     ``diagnostics`` (PROFIT's, averaged over its main steps) and ``wall_s``.
   """
-  name = finetune_name(config, pretrained["name"], method, lr, alpha, seed)
+  name = runs.finetune_name(config, pretrained["name"], method, lr, alpha, seed)
   path = workdir / "stage2" / name / "result.json"
-  cached = runs.load_result(path)
+  cached = common_runs.load_result(path)
   if cached is not None:
     return cached
   t0 = time.perf_counter()
@@ -556,7 +457,7 @@ def finetune(
     },
     "wall_s": time.perf_counter() - t0,
   }
-  runs.write_json(path, result)
+  common_runs.write_json(path, result)
   return result
 
 
@@ -594,7 +495,7 @@ def train_and_evaluate(
   load_start = os.getloadavg()
   per_beta = {}
   for beta in config.betas:
-    data = load_data(config, beta)
+    data = input_pipeline.load_data(config, beta)
     if len(data.held_out_train.labels) < config.batch_size:
       raise ValueError(
         f"`batch_size` = {config.batch_size} exceeds the "
@@ -642,6 +543,6 @@ def train_and_evaluate(
   out["wall_s"] = time.perf_counter() - t0
   out["cpu_s"] = time.process_time() - c0
   out["loadavg"] = {"start": load_start, "end": os.getloadavg()}
-  runs.write_json(workdir / "results.json", out)
+  common_runs.write_json(workdir / "results.json", out)
   (workdir / "table.md").write_text(out["table"] + "\n")
   return out
