@@ -101,48 +101,8 @@ def make_loss_fn(model: models.TransformerLM, mesh: jax.sharding.Mesh) -> LossFn
   return loss_fn
 
 
-def _init_fn(model: models.TransformerLM) -> Callable[[jax.Array], Params]:
-  tokens = jnp.zeros((1, model.max_len), jnp.int32)
-  return lambda rng: model.init(rng, tokens)["params"]
-
-
-def params_layout(
-  model: models.TransformerLM, mesh: jax.sharding.Mesh
-) -> tuple[Params, Params]:
-  """The params' shardings and abstract values, without initialising them.
-
-  Args:
-    model: the language model.
-    mesh: the device mesh.
-
-  Returns:
-    ``(shardings, abstract_params)``: trees of ``NamedSharding`` and of
-    ``jax.ShapeDtypeStruct``.
-  """
-  boxed = jax.eval_shape(_init_fn(model), jax.random.key(0))
-  shardings = sharding.param_shardings(boxed, mesh, models.LOGICAL_AXIS_RULES)
-  return shardings, nn.meta.unbox(boxed)
-
-
-def init_params(
-  model: models.TransformerLM, mesh: jax.sharding.Mesh, seed: int
-) -> tuple[Params, Params]:
-  """Initialises the params directly on their shardings.
-
-  Args:
-    model: the language model.
-    mesh: the device mesh.
-    seed: the initialisation seed.
-
-  Returns:
-    ``(params, shardings)``; no device ever holds the unsharded params.
-  """
-  shardings, _ = params_layout(model, mesh)
-  init = _init_fn(model)
-  params = jax.jit(lambda rng: nn.meta.unbox(init(rng)), out_shardings=shardings)(
-    jax.random.key(seed)
-  )
-  return params, shardings
+params_layout = models.params_layout
+init_params = models.init_params
 
 
 def make_optimizer(
@@ -350,7 +310,7 @@ class Experiment:
     self.model = make_model(config)
     self.loss_fn = make_loss_fn(self.model, self.mesh)
     self.param_shardings, self.abstract_params = params_layout(self.model, self.mesh)
-    init = _init_fn(self.model)
+    init = models.init_fn(self.model)
     self._init = jax.jit(
       lambda rng: nn.meta.unbox(init(rng)), out_shardings=self.param_shardings
     )
