@@ -19,10 +19,10 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 
-def digest(settings: Any) -> str:
-  """A 10-character digest of JSON-serializable ``settings``."""
+def digest(settings: Any, length: int = 10) -> str:
+  """A ``length``-character SHA-256 digest of JSON-serializable ``settings``."""
   text = json.dumps(settings, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
+  return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def run_name(prefix: str, settings: Any) -> str:

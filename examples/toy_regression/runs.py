@@ -9,7 +9,6 @@ sweep reruns only what is missing.
 """
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 from typing import Any
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from examples.common.runs import digest
 from examples.toy_regression.configs import default
 
 Config = default.Config
@@ -102,8 +102,7 @@ class RunSpec:
 
 
 def _digest(key: dict) -> str:
-  blob = json.dumps(key, sort_keys=True)
-  return hashlib.sha256(blob.encode()).hexdigest()[:12]
+  return digest(key, 12)
 
 
 def base_cache_key(config: Config, seed: int) -> dict:

@@ -33,6 +33,7 @@ import tqdm
 
 import optax_profit
 from examples.common import baselines, compile_cache
+from examples.common import runs as common_runs
 from examples.toy_regression import (
   input_pipeline,
   models,
@@ -554,7 +555,7 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
   results["device"] = str(jax.devices()[0].device_kind)
   np.savez_compressed(workdir / "predictions.npz", grid=grid, **predictions)
   results["figures"] = plotting.save_all(results, predictions, grid, config, workdir)
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  common_runs.write_json(workdir / "results.json", results)
   (workdir / "table.md").write_text(reporting.markdown_report(results) + "\n")
   return results
 
