@@ -5,22 +5,23 @@ the batches seen) or a WiSE-FT interpolation of one. It carries CIFAR-10 (old
 task) and CIFAR-100 (new task) accuracy on held-out validation images
 (``old_val``, ``new_val``) and on the test sets (``old_test``, ``new_test``).
 
-The selection rule, the same for every family: at level ``L``, among the
-family's points whose ``old_val >= L * base`` (``base``: the pre-trained
-model's CIFAR-10 validation accuracy), take the one with the highest
-``new_val`` (ties: the higher ``old_val``, then the fewer batches) and report
-its test accuracies. It is done per seed; the table gives the mean and range
+The selection rule, the same for every family (``examples.common.frontier``):
+at level ``L``, among the family's points whose ``old_val >= L * base``
+(``base``: the pre-trained model's CIFAR-10 validation accuracy), take the one
+with the highest ``new_val`` (ties: the higher ``old_val``, then the fewer
+batches) and report its test accuracies. It is done per seed; the table gives the mean and range
 over seeds.
 """
 
 import dataclasses
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from examples.cifar.configs import default
+from examples.common import frontier as common_frontier
 
 Point = Mapping[str, Any]
 _KEYS = {
@@ -45,7 +46,7 @@ def point(metrics: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 def select(points: Sequence[Point], base: float, level: float) -> Point | None:
-  """The selection rule (module docstring) at one level.
+  """The selection rule (``examples.common.frontier``) at one level.
 
   Args:
     points: the family's points of one seed.
@@ -55,29 +56,18 @@ def select(points: Sequence[Point], base: float, level: float) -> Point | None:
   Returns:
     The selected point, or None when no point keeps the level.
   """
-  eligible = [p for p in points if p["old_val"] >= level * base]
-  if not eligible:
-    return None
-  return max(eligible, key=lambda p: (p["new_val"], p["old_val"], -p.get("batches", 0)))
+  return common_frontier.select(
+    points,
+    level * base,
+    old=lambda p: p["old_val"],
+    new=lambda p: p["new_val"],
+    batches=lambda p: p.get("batches", 0),
+  )
 
 
 def pareto(points: Sequence[Point], x: str = "old_val", y: str = "new_val"):
-  """The points no other point beats on both ``x`` and ``y``, by decreasing ``x``.
-
-  Args:
-    points: any points.
-    x: the first coordinate (higher is better).
-    y: the second coordinate (higher is better).
-
-  Returns:
-    The non-dominated points, sorted by decreasing ``x``.
-  """
-  front, best_y = [], -np.inf
-  for p in sorted(points, key=lambda p: (-p[x], -p[y])):
-    if p[y] > best_y:
-      front.append(p)
-      best_y = p[y]
-  return front
+  """The points no other point beats on both ``x`` and ``y``, by decreasing ``x``."""
+  return common_frontier.pareto(points, x=lambda p: p[x], y=lambda p: p[y])
 
 
 def table(
@@ -226,3 +216,102 @@ def mechanism(results: list[dict[str, Any]]) -> dict[str, Any]:
       }
     )
   return {"profit_runs": rows}
+
+
+# Running the frontier (training is train.py's, passed in).
+
+Finetune = Callable[[default.Config, str, float], dict[str, Any]]
+
+
+def _families(
+  config: default.Config,
+  finetune: Finetune,
+  seeds: tuple[int, ...],
+  only: tuple[str, ...] | None = None,
+) -> tuple[dict[str, dict[int, list]], list[dict[str, Any]]]:
+  """Runs the plan per seed; ``{family: {seed: points}}`` and the runs."""
+  families: dict[str, dict[int, list]] = {}
+  done = []
+  for seed in seeds:
+    for family, run_config, optimizer, lr in plan(
+      dataclasses.replace(config, seed=seed)
+    ):
+      if only is not None and family not in only:
+        continue
+      result = finetune(run_config, optimizer, lr)
+      result["family"] = family
+      done.append(result)
+      families.setdefault(family, {}).setdefault(seed, []).extend(run_points(result))
+      if "wise" in result:
+        wise = "WiSE-FT of PROFIT" if family == "PROFIT" else "WiSE-FT"
+        families.setdefault(wise, {}).setdefault(seed, []).extend(wise_points(result))
+  return families, done
+
+
+_STUDY_FAMILIES = ("full FT", "PROFIT")
+
+
+def run(config: default.Config, base: float, finetune: Finetune) -> dict[str, Any]:
+  """The frontier at ``batch_size`` over ``seeds``, then the batch-size study.
+
+  Args:
+    config: supplies the plan (:func:`plan`), ``seeds``, ``levels`` and
+      ``batch_sizes``.
+    base: the pre-trained model's CIFAR-10 validation accuracy.
+    finetune: ``(run config, optimizer, lr) -> result`` of one run.
+
+  Returns:
+    ``{"runs", "base_c10_val_accuracy", "frontier" (per batch size: the
+    families' points, rows, table, mechanism and seeds), "batch_size_study",
+    "table", "selection_metric"}``.
+  """
+  families, done = _families(config, finetune, config.seeds)
+  bases = dict.fromkeys(config.seeds, base)
+  rows = table(families, bases, config.levels)
+  by_batch_size = {
+    config.batch_size: {
+      "families": families,
+      "rows": rows,
+      "table": format_table(rows, config.levels),
+      "mechanism": mechanism(done),
+      "seeds": list(config.seeds),
+    }
+  }
+  study_seed = config.seeds[:1]
+  for batch_size in config.batch_sizes:
+    if batch_size == config.batch_size:
+      continue
+    sized = dataclasses.replace(config, batch_size=batch_size)
+    fams, sized_runs = _families(sized, finetune, study_seed, only=_STUDY_FAMILIES)
+    study_rows = table(fams, dict.fromkeys(study_seed, base), config.levels)
+    by_batch_size[batch_size] = {
+      "families": fams,
+      "rows": study_rows,
+      "table": format_table(study_rows, config.levels),
+      "mechanism": mechanism(sized_runs),
+      "seeds": list(study_seed),
+    }
+    done += sized_runs
+  # The main batch size restricted to the study's families and seed, so the
+  # batch-size rows compare like with like.
+  main = {
+    f: {s: pts for s, pts in by_seed.items() if s in study_seed}
+    for f, by_seed in families.items()
+    if f in (*_STUDY_FAMILIES, "WiSE-FT", "WiSE-FT of PROFIT")
+  }
+  study = []
+  for batch_size, entry in sorted(by_batch_size.items()):
+    fams = main if batch_size == config.batch_size else entry["families"]
+    for row in table(fams, dict.fromkeys(study_seed, base), config.levels):
+      study.append({"batch_size": batch_size, **row})
+  return {
+    "runs": done,
+    "base_c10_val_accuracy": base,
+    "frontier": by_batch_size,
+    "batch_size_study": study,
+    "table": by_batch_size[config.batch_size]["table"],
+    "selection_metric": (
+      "best CIFAR-100 validation accuracy with CIFAR-10 validation accuracy >= "
+      "level x the pre-trained model's; test accuracies reported"
+    ),
+  }

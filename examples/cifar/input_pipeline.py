@@ -19,6 +19,7 @@ Example:
   [(4, 32, 32, 3), (4, 32, 32, 3)]
 """
 
+import dataclasses
 import functools
 from typing import Any, NamedTuple
 
@@ -198,13 +199,13 @@ def train_dataset(
   def gather(indices: np.ndarray) -> dict[str, np.ndarray]:
     return {"image": images[indices], "label": labels[indices]}
 
-  def augment(batch: dict[str, np.ndarray], rng: np.random.Generator):
+  def augment_fn(batch: dict[str, np.ndarray], rng: np.random.Generator):
     return {"image": augment_batch(batch["image"], rng), "label": batch["label"]}
 
   ds = grain.MapDataset.range(n).shuffle(seed=s)
   ds = ds.batch(batch_size, drop_remainder=True).map(gather)
   if augment:
-    ds = ds.random_map(augment, seed=s)
+    ds = ds.random_map(augment_fn, seed=s)
   if group > 1:
     ds = ds.batch(group, drop_remainder=True)
   return ds
@@ -241,3 +242,69 @@ def eval_dataset(split: Split, batch_size: int) -> grain.MapDataset:
     return {"image": image, "label": label, "mask": mask}
 
   return grain.MapDataset.range(n).batch(batch_size).map(gather)
+
+
+# ----------------------------------------------------------------------------
+# The splits of the CIFAR-10 -> CIFAR-100 experiment.
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The splits of one experiment.
+
+  Attributes:
+    c10_train: CIFAR-10 training images (pre-training) minus the validation
+      images.
+    c10_val: CIFAR-10 training images held out from pre-training (old-task
+      validation of the frontier; may be empty).
+    c10_test: CIFAR-10 test images (retention).
+    c100_train: CIFAR-100 training images minus the validation images.
+    c100_val: CIFAR-100 training images held out to select learning rates.
+    c100_test: CIFAR-100 test images (transfer).
+  """
+
+  c10_train: Split
+  c10_val: Split
+  c10_test: Split
+  c100_train: Split
+  c100_val: Split
+  c100_test: Split
+
+  def sizes(self) -> dict[str, int]:
+    """Number of examples per split (``c10_val`` only when it is not empty)."""
+    sizes = {
+      f.name: len(getattr(self, f.name).labels) for f in dataclasses.fields(self)
+    }
+    if not sizes["c10_val"]:
+      del sizes["c10_val"]  # The Table 2 runs keep their folder names.
+    return sizes
+
+
+def load_data(config: Any) -> Data:
+  """Loads CIFAR-10 and CIFAR-100 (``config.data_dir``) into memory.
+
+  Args:
+    config: supplies ``data_dir``, ``train_examples``, ``test_examples``,
+      ``val_examples`` and ``c10_val_examples``.
+
+  Returns:
+    The :class:`Data`.
+  """
+
+  def load(dataset: str, split: str, n: int | None) -> Split:
+    return take(load_split(dataset, split, config.data_dir), n)
+
+  c100_train, c100_val = holdout(
+    load("cifar100", "train", config.train_examples), config.val_examples
+  )
+  c10_train, c10_val = holdout(
+    load("cifar10", "train", config.train_examples), config.c10_val_examples
+  )
+  return Data(
+    c10_train=c10_train,
+    c10_val=c10_val,
+    c10_test=load("cifar10", "test", config.test_examples),
+    c100_train=c100_train,
+    c100_val=c100_val,
+    c100_test=load("cifar100", "test", config.test_examples),
+  )

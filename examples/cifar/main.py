@@ -29,9 +29,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from examples import overrides
 from examples.cifar import configs, train
 from examples.cifar.configs import default
+from examples.common import overrides
 
 DEFAULT_WORKDIR = "results/cifar"
 

@@ -1,8 +1,9 @@
 """Backbones for 32x32 CIFAR images and the classification head.
 
-A model is a *backbone* (images -> feature vector) plus one linear *head* per
-task: the CIFAR-10 head from pre-training and a new CIFAR-100 head for
-fine-tuning. They are separate Flax modules so that the training code can give
+The models of both CIFAR examples (``cifar`` and ``cifar_lt``). A model is a
+*backbone* (images -> feature vector) plus one linear *head* per task: here
+the CIFAR-10 head from pre-training and a new CIFAR-100 head for fine-tuning
+(``cifar_lt``: one 100-way head). They are separate Flax modules so that the training code can give
 the optimizer exactly the trainable parts (backbone + CIFAR-100 head) and keep
 the CIFAR-10 head out of it.
 
@@ -14,32 +15,48 @@ reference-step batches and could not be restored (and
 ``optax_profit.make_train_step``'s ``loss_fn(params, batch)`` has no slot for
 them). The CIFAR ResNet-18 has the same parameter count with either norm
 (scale and bias per channel).
+
+``cifar_lt`` normalizes with the CIFAR-100 statistics and lays out its small
+CNN's kernels as the CNN's own parameters (``SmallCNN(flat=True)``), which
+keeps its initialization and checkpoints.
 """
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-MODELS = ("cnn", "resnet18", "vit_tiny", "vit_small")
+Params = Any
+MODELS = ("cnn", "resnet18", "resnet34", "vit_tiny", "vit_small")
 
 # Per-channel statistics of the CIFAR-10 training set (0..1 pixel scale).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# Per-channel statistics of the CIFAR-100 training set (``cifar_lt``).
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
-def normalize_images(images: jax.Array) -> jax.Array:
+def normalize_images(
+  images: jax.Array,
+  mean: Sequence[float] = CIFAR_MEAN,
+  std: Sequence[float] = CIFAR_STD,
+) -> jax.Array:
   """Maps uint8 images ``[..., 32, 32, 3]`` to normalized float32.
 
   Args:
     images: uint8 (or float in 0..255) images, channels last.
+    mean: per-channel mean on the 0..1 scale (default: CIFAR-10's).
+    std: per-channel standard deviation on the 0..1 scale.
 
   Returns:
-    ``(images / 255 - CIFAR_MEAN) / CIFAR_STD`` in float32.
+    ``(images / 255 - mean) / std`` in float32.
   """
   x = jnp.asarray(images, jnp.float32) / 255.0
-  return (x - jnp.asarray(CIFAR_MEAN)) / jnp.asarray(CIFAR_STD)
+  return (x - jnp.asarray(mean)) / jnp.asarray(std)
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -112,17 +129,29 @@ class SmallCNN(nn.Module):
   Attributes:
     width: channels of the first stage.
     im2col: see :class:`Conv3x3`.
+    flat: ``cifar_lt``'s layout: the kernels are the CNN's own params
+      ``conv1``, ``conv2``, ``conv4`` (im2col) instead of ``Conv3x3_<i>``
+      submodules; the same function, initialized from other random streams.
   """
 
   width: int = 32
   im2col: bool = True
+  flat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Features ``[batch, 8 * width]`` of normalized images ``[batch, 32, 32, 3]``."""
     for multiplier in (1, 2, 4):
       channels = self.width * multiplier
-      x = Conv3x3(channels, im2col=self.im2col)(x)
+      if self.flat:
+        kernel = self.param(
+          f"conv{multiplier}",
+          nn.initializers.lecun_normal(),
+          (3, 3, x.shape[-1], channels),
+        )
+        x = conv3x3_im2col(x, kernel)
+      else:
+        x = Conv3x3(channels, im2col=self.im2col)(x)
       x = nn.relu(_group_norm(channels)(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.mean(x, axis=(1, 2))
@@ -130,7 +159,7 @@ class SmallCNN(nn.Module):
 
 
 class BasicBlock(nn.Module):
-  """The two-convolution residual block of ResNet-18.
+  """The two-convolution residual block of ResNet-18/34.
 
   Attributes:
     features: output channels.
@@ -162,15 +191,16 @@ class BasicBlock(nn.Module):
     return nn.relu(y + residual)
 
 
-class ResNet18(nn.Module):
-  """ResNet-18 for 32x32 inputs (He et al., 2016; the usual CIFAR variant).
+class ResNet(nn.Module):
+  """ResNet-18/34 for 32x32 inputs (He et al., 2016; the usual CIFAR variant).
 
-  3x3 stride-1 stem with 64 channels and no max-pool, four stages of two
+  3x3 stride-1 stem with 64 channels and no max-pool, four stages of
   :class:`BasicBlock` (64, 128, 256, 512 channels; strides 1, 2, 2, 2), global
   average pooling. Features: 512.
 
   Attributes:
-    stage_sizes: blocks per stage.
+    stage_sizes: blocks per stage, ``(2, 2, 2, 2)`` for ResNet-18 and
+      ``(3, 4, 6, 3)`` for ResNet-34.
     width: channels of the stem and first stage.
   """
 
@@ -279,13 +309,16 @@ class Head(nn.Module):
     return nn.Dense(self.num_classes)(features)
 
 
-def create_backbone(model: str, *, cnn_width: int = 32) -> nn.Module:
+def create_backbone(
+  model: str, *, cnn_width: int = 32, cnn_flat: bool = False
+) -> nn.Module:
   """The backbone named ``model``.
 
   Args:
-    model: one of :data:`MODELS`: ``"cnn"``, ``"resnet18"``, ``"vit_tiny"``,
-      ``"vit_small"``.
+    model: one of :data:`MODELS`: ``"cnn"``, ``"resnet18"``, ``"resnet34"``,
+      ``"vit_tiny"``, ``"vit_small"``.
     cnn_width: first-stage channels of the small CNN.
+    cnn_flat: the small CNN's ``flat`` layout (``cifar_lt``).
 
   Returns:
     An unbound Flax module mapping normalized images ``[batch, 32, 32, 3]`` to
@@ -295,11 +328,78 @@ def create_backbone(model: str, *, cnn_width: int = 32) -> nn.Module:
     ValueError: for an unknown ``model``.
   """
   factories: dict[str, Callable[[], nn.Module]] = {
-    "cnn": lambda: SmallCNN(width=cnn_width),
-    "resnet18": ResNet18,
+    "cnn": lambda: SmallCNN(width=cnn_width, flat=cnn_flat),
+    "resnet18": lambda: ResNet((2, 2, 2, 2)),
+    "resnet34": lambda: ResNet((3, 4, 6, 3)),
     "vit_tiny": vit_tiny,
     "vit_small": vit_small,
   }
   if model not in factories:
     raise ValueError(f"`model` must be one of {MODELS}, got {model!r}.")
   return factories[model]()
+
+
+# ----------------------------------------------------------------------------
+# A model's functions: backbone, initialization, logits.
+
+
+def backbone(config: Any) -> nn.Module:
+  """The backbone of a config with ``model`` and ``cnn_width`` fields."""
+  return create_backbone(config.model, cnn_width=config.cnn_width)
+
+
+# The model's jitted functions are keyed on the backbone module itself (a
+# frozen dataclass holding every setting that defines it), never on a list of
+# config fields.
+@functools.lru_cache(maxsize=16)
+def _initializers(backbone: nn.Module, num_classes: int):
+  """Jitted ``key -> params`` of the backbone and of a head (cached)."""
+  images = jnp.zeros((1, 32, 32, 3), jnp.float32)
+  init_backbone = jax.jit(lambda key: backbone.init(key, images)["params"])
+  features = jax.eval_shape(
+    lambda key: backbone.apply({"params": init_backbone(key)}, images),
+    jax.random.key(0),
+  )
+  head = Head(num_classes)
+  init_head = jax.jit(
+    lambda key: head.init(key, jnp.zeros(features.shape, features.dtype))["params"]
+  )
+  return init_backbone, init_head
+
+
+def init_params(config: Any, num_classes: int, key: jax.Array) -> Params:
+  """Fresh ``{"backbone": ..., "head": ...}`` params for ``num_classes``.
+
+  Args:
+    config: supplies the model.
+    num_classes: the head's classes.
+    key: the PRNG key.
+
+  Returns:
+    The params.
+  """
+  init_backbone, init_head = _initializers(backbone(config), num_classes)
+  key_backbone, key_head = jax.random.split(key)
+  return {"backbone": init_backbone(key_backbone), "head": init_head(key_head)}
+
+
+def init_head(config: Any, num_classes: int, key: jax.Array) -> Params:
+  """Fresh head params (as ``init_params(config, num_classes, key)["head"]``)."""
+  _, init = _initializers(backbone(config), num_classes)
+  return init(jax.random.split(key)[1])
+
+
+def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
+  """Logits of uint8 ``images`` under ``{"backbone", "head"}`` params.
+
+  Args:
+    backbone: the backbone module.
+    params: ``{"backbone": ..., "head": ...}``.
+    images: uint8 ``[batch, 32, 32, 3]``.
+
+  Returns:
+    Logits ``[batch, num_classes]``.
+  """
+  features = backbone.apply({"params": params["backbone"]}, normalize_images(images))
+  num_classes = params["head"]["Dense_0"]["kernel"].shape[-1]
+  return Head(num_classes).apply({"params": params["head"]}, features)

@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import optax
 
 import optax_profit
-from examples.cifar import baselines
 from examples.cifar.configs import default
+from examples.common import baselines
 
 Params = Any
 
@@ -157,7 +157,7 @@ def create_optimizer(
   if config.l2sp_alpha:
     if name == "lookahead":
       raise ValueError("`l2sp_alpha` (L2-SP) does not support lookahead.")
-    tx = optax.chain(baselines.l2sp(config.l2sp_alpha), tx)
+    tx = optax.chain(baselines.l2sp(config.l2sp_alpha, "backbone"), tx)
   if name == "lookahead":
     return Optimizer(
       tx=lookahead_on_pairs(tx, config.lookahead_k, config.lookahead_alpha),

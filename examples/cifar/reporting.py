@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
+from examples.common import runs
+
 NAMES = {
   "sgd": "SGD",
   "adam": "Adam",
@@ -354,3 +356,29 @@ def plot_frontier(results: Mapping[str, Any], path: str | pathlib.Path) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def write_results(config: Any, workdir: pathlib.Path, results: dict[str, Any]) -> None:
+  """Writes a command's results: JSON, the Markdown tables and the figure.
+
+  Args:
+    config: the configuration (``frontier`` picks the files).
+    workdir: the output folder.
+    results: from ``train.train_and_evaluate``.
+  """
+  if config.frontier:
+    runs.write_json(workdir / "frontier.json", results)
+    (workdir / "frontier.md").write_text(
+      results["table"] + "\n\n" + results["study_table"] + "\n"
+    )
+    plot_frontier(results, workdir / "frontier.png")
+    return
+  runs.write_json(workdir / "results.json", results)
+  (workdir / "table.md").write_text(
+    results["table"] + "\n\n" + results["runs_table"] + "\n"
+  )
+  plot_curves(
+    list(results["selected"].values()),
+    workdir / "curves.png",
+    title=f"{config.model}: CIFAR-10 -> CIFAR-100 fine-tuning",
+  )

@@ -6,26 +6,17 @@ pre-training and ``<workdir>/finetune/<optimizer>_lr<lr>...-<digest>`` for a
 fine-tuning run. An orbax ``CheckpointManager`` in ``<folder>/checkpoints``
 holds the latest training state and the history so far; a finished run
 leaves ``result.json``, and the next command loads it instead of training
-again. That is how pre-training is shared and sweeps resume.
+again. That is how pre-training is shared and sweeps resume. The mechanics
+(digests, checkpoints, result files) are ``examples/common/runs.py``'s.
 """
 
-import hashlib
-import json
-import pathlib
 from typing import Any
 
-import orbax.checkpoint as ocp
-
 from examples.cifar.configs import default
+from examples.common.runs import digest
 
 Params = Any
 Metrics = dict[str, Any]
-
-
-def digest(payload: Any) -> str:
-  """A short, stable hash of a JSON-serializable ``payload``."""
-  text = json.dumps(payload, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def pretrain_batch_size(config: default.Config) -> int:
@@ -38,7 +29,7 @@ def pretrain_name(config: default.Config, sizes: dict[str, int]) -> str:
 
   Args:
     config: supplies the model and the pre-training settings.
-    sizes: the data's split sizes (``Data.sizes()``).
+    sizes: the data's split sizes (``input_pipeline.Data.sizes()``).
 
   Returns:
     ``<model>-<digest>``.
@@ -117,68 +108,46 @@ def finetune_name(
   return f"{name}-{digest(settings)}"
 
 
-def manager(directory: pathlib.Path) -> ocp.CheckpointManager:
-  """The run's checkpoint manager (latest checkpoint only, synchronous)."""
-  return ocp.CheckpointManager(
-    directory.absolute() / "checkpoints",
-    options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, enable_async_checkpointing=False
-    ),
-  )
-
-
-def save(
-  mngr: ocp.CheckpointManager, epoch: int, state: Params, history: list[Metrics]
-) -> None:
-  """Saves the training ``state`` and the ``history`` so far at ``epoch``."""
-  mngr.save(
-    epoch,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      history=ocp.args.JsonSave(history),
-    ),
-  )
-  mngr.wait_until_finished()
-
-
-def restore(mngr: ocp.CheckpointManager, target: Params):
-  """``(epoch, state, history)`` of the latest checkpoint, or None.
-
-  Args:
-    mngr: the run's manager.
-    target: a state of the saved structure (shapes and dtypes).
-
-  Returns:
-    The restored triple, or None when the run has no checkpoint yet.
-  """
-  epoch = mngr.latest_step()
-  if epoch is None:
-    return None
-  restored = mngr.restore(
-    epoch,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target),
-      history=ocp.args.JsonRestore(),
-    ),
-  )
-  return epoch, restored["state"], list(restored["history"])
-
-
 def checkpoint_due(config: default.Config, epoch: int, last: int) -> bool:
   """Whether to checkpoint after ``epoch`` (every ``checkpoint_every``, and the last)."""
   return epoch % config.checkpoint_every == 0 or epoch == last
 
 
-def write_json(path: pathlib.Path, payload: Any) -> None:
-  """Writes ``payload`` as JSON atomically (a temporary file, then a rename)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(payload, indent=1, default=str))
-  tmp.replace(path)
-
-
-def load_result(path: pathlib.Path) -> dict[str, Any] | None:
-  """A finished run's ``result.json``, or None when it has not finished."""
-  if not path.exists():
-    return None
-  return json.loads(path.read_text())
+def finetune_result(
+  config: default.Config,
+  optimizer: str,
+  lr: float,
+  epochs: int,
+  history: list[Metrics],
+  clock: list[float],
+  directory: Any,
+) -> Metrics:
+  """A fine-tuning run's ``result.json`` (without its WiSE-FT curve)."""
+  profit = optimizer == "profit"
+  final = {
+    k: v
+    for k, v in history[-1].items()
+    if k.startswith(("c10_", "c100_", "train_", "projected_", "removed_", "cosine"))
+  }
+  return {
+    "optimizer": optimizer,
+    "lr": lr,
+    "epochs": epochs,
+    "batch_size": config.batch_size,
+    "seed": config.seed,
+    "n_ref": config.n_ref,
+    "ratio": config.ratio if profit else None,
+    "ref_lr": lr / config.ratio if profit else None,
+    "warmup_epochs": config.warmup_epochs if profit else 0,
+    "head_only": config.head_only,
+    "l2sp_alpha": config.l2sp_alpha,
+    "lp_epochs": config.lp_epochs,
+    "lp_lr": config.lp_lr if config.lp_epochs else None,
+    "batches_seen": history[-1]["batches_seen"],
+    "main_steps": history[-1]["main_steps"],
+    "final": final,
+    "history": history,
+    "wall_s": clock[0],
+    "cpu_s": clock[1],
+    "directory": str(directory),
+  }

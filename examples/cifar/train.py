@@ -40,148 +40,31 @@ import tqdm
 
 import optax_profit
 from examples.cifar import (
-  baselines,
   frontier,
   input_pipeline,
   models,
   optimizers,
   reporting,
   runs,
+  sweep,
 )
 from examples.cifar.configs import default
-from examples.common import compile_cache
+from examples.cifar.input_pipeline import Data
+from examples.common import baselines, compile_cache
+from examples.common import runs as common_runs
 
 Params = Any
 Metrics = dict[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-  """The splits of one experiment.
-
-  Attributes:
-    c10_train: CIFAR-10 training images (pre-training) minus the validation
-      images.
-    c10_val: CIFAR-10 training images held out from pre-training (old-task
-      validation of the frontier; may be empty).
-    c10_test: CIFAR-10 test images (retention).
-    c100_train: CIFAR-100 training images minus the validation images.
-    c100_val: CIFAR-100 training images held out to select learning rates.
-    c100_test: CIFAR-100 test images (transfer).
-  """
-
-  c10_train: input_pipeline.Split
-  c10_val: input_pipeline.Split
-  c10_test: input_pipeline.Split
-  c100_train: input_pipeline.Split
-  c100_val: input_pipeline.Split
-  c100_test: input_pipeline.Split
-
-  def sizes(self) -> dict[str, int]:
-    """Number of examples per split (``c10_val`` only when it is not empty)."""
-    sizes = {
-      f.name: len(getattr(self, f.name).labels) for f in dataclasses.fields(self)
-    }
-    if not sizes["c10_val"]:
-      del sizes["c10_val"]  # The Table 2 runs keep their folder names.
-    return sizes
-
-
-def load_data(config: default.Config) -> Data:
-  """Loads CIFAR-10 and CIFAR-100 (``config.data_dir``) into memory.
-
-  Args:
-    config: supplies ``data_dir``, ``train_examples``, ``test_examples``,
-      ``val_examples`` and ``c10_val_examples``.
-
-  Returns:
-    The :class:`Data`.
-  """
-
-  def load(dataset: str, split: str, n: int | None) -> input_pipeline.Split:
-    return input_pipeline.take(
-      input_pipeline.load_split(dataset, split, config.data_dir), n
-    )
-
-  c100_train, c100_val = input_pipeline.holdout(
-    load("cifar100", "train", config.train_examples), config.val_examples
-  )
-  c10_train, c10_val = input_pipeline.holdout(
-    load("cifar10", "train", config.train_examples), config.c10_val_examples
-  )
-  return Data(
-    c10_train=c10_train,
-    c10_val=c10_val,
-    c10_test=load("cifar10", "test", config.test_examples),
-    c100_train=c100_train,
-    c100_val=c100_val,
-    c100_test=load("cifar100", "test", config.test_examples),
-  )
 
 
 # ----------------------------------------------------------------------------
 # Model functions.
 
 
-def _backbone(config: default.Config) -> nn.Module:
-  return models.create_backbone(config.model, cnn_width=config.cnn_width)
-
-
-@functools.lru_cache(maxsize=16)
-def _initializers(model: str, cnn_width: int, num_classes: int):
-  """Jitted ``key -> params`` of the backbone and of a head (cached)."""
-  backbone = models.create_backbone(model, cnn_width=cnn_width)
-  images = jnp.zeros((1, 32, 32, 3), jnp.float32)
-  init_backbone = jax.jit(lambda key: backbone.init(key, images)["params"])
-  features = jax.eval_shape(
-    lambda key: backbone.apply({"params": init_backbone(key)}, images),
-    jax.random.key(0),
-  )
-  head = models.Head(num_classes)
-  init_head = jax.jit(
-    lambda key: head.init(key, jnp.zeros(features.shape, features.dtype))["params"]
-  )
-  return init_backbone, init_head
-
-
-def init_params(config: default.Config, num_classes: int, key: jax.Array) -> Params:
-  """Fresh ``{"backbone": ..., "head": ...}`` params for ``num_classes``.
-
-  Args:
-    config: supplies the model.
-    num_classes: the head's classes.
-    key: the PRNG key.
-
-  Returns:
-    The params.
-  """
-  init_backbone, init_head = _initializers(config.model, config.cnn_width, num_classes)
-  key_backbone, key_head = jax.random.split(key)
-  return {"backbone": init_backbone(key_backbone), "head": init_head(key_head)}
-
-
-def init_head(config: default.Config, num_classes: int, key: jax.Array) -> Params:
-  """Fresh head params (as ``init_params(config, num_classes, key)["head"]``)."""
-  _, init = _initializers(config.model, config.cnn_width, num_classes)
-  return init(jax.random.split(key)[1])
-
-
-def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
-  """Logits of uint8 ``images`` under ``{"backbone", "head"}`` params.
-
-  Args:
-    backbone: the backbone module.
-    params: ``{"backbone": ..., "head": ...}``.
-    images: uint8 ``[batch, 32, 32, 3]``.
-
-  Returns:
-    Logits ``[batch, num_classes]``.
-  """
-  features = backbone.apply(
-    {"params": params["backbone"]}, models.normalize_images(images)
-  )
-  num_classes = params["head"]["Dense_0"]["kernel"].shape[-1]
-  return models.Head(num_classes).apply({"params": params["head"]}, features)
+_backbone = models.backbone
+init_params = models.init_params
+init_head = models.init_head
+logits_fn = models.logits_fn
 
 
 def make_loss_fn(config: default.Config, view=lambda p: p):
@@ -209,9 +92,7 @@ def make_loss_fn(config: default.Config, view=lambda p: p):
 
 
 @functools.lru_cache(maxsize=16)
-def _eval_step(model: str, cnn_width: int):
-  backbone = models.create_backbone(model, cnn_width=cnn_width)
-
+def _eval_step(backbone: nn.Module):
   @jax.jit
   def step(params: Params, batch: Metrics) -> tuple[jax.Array, jax.Array]:
     logits = logits_fn(backbone, params, batch["image"])
@@ -239,7 +120,7 @@ def evaluate(
   n = len(split.labels)
   if n == 0:
     return {"loss": float("nan"), "accuracy": float("nan")}
-  step = _eval_step(config.model, config.cnn_width)
+  step = _eval_step(_backbone(config))
   totals = [
     step(params, batch)
     for batch in input_pipeline.eval_dataset(split, min(config.eval_batch_size, n))
@@ -336,38 +217,24 @@ def pretrain(
     "history", "directory", "wall_s"}``.
   """
   directory = pathlib.Path(workdir) / "pretrain" / pretrain_name(config, data)
-  manager = runs.manager(directory)
-  key = jax.random.key(config.seed)
-  params = init_params(config, 10, key)
-  tx = optax.adam(config.pretrain_lr)
-  state = {"params": params, "opt_state": tx.init(params)}
-  history: list[Metrics] = []
-  start = 0
-  restored = runs.restore(manager, state)
-  wall = cpu = 0.0
-  if restored is not None:
-    start, state, history = restored
-    wall = history[-1]["wall_s"]
-    cpu = history[-1].get("cpu_s", 0.0)
-    if start >= config.pretrain_epochs:
-      _log(config, f"Loaded the pre-trained {config.model} from {directory}.")
-  if start == 0 and not history:
-    c10 = evaluate(config, state["params"], data.c10_test)
-    history.append(
-      {
-        "epoch": 0,
-        "c10_test_loss": c10["loss"],
-        "c10_test_accuracy": c10["accuracy"],
-        "wall_s": 0.0,
-        "cpu_s": 0.0,
-      }
-    )
-    runs.save(manager, 0, state, history)
-  step = _pretrain_step(config.model, config.cnn_width, config.pretrain_lr)
+  checkpoints = common_runs.Checkpoints(directory)
+  params = init_params(config, 10, jax.random.key(config.seed))
+  state = {"params": params, "opt_state": optax.adam(config.pretrain_lr).init(params)}
+
+  def c10_test(params: Params) -> Metrics:
+    c10 = evaluate(config, params, data.c10_test)
+    return {"c10_test_loss": c10["loss"], "c10_test_accuracy": c10["accuracy"]}
+
+  start, state, history, clock = common_runs.resume(
+    checkpoints, state, lambda: c10_test(state["params"])
+  )
+  if start and start >= config.pretrain_epochs:
+    _log(config, f"Loaded the pre-trained {config.model} from {directory}.")
+  step = _pretrain_step(config)
   params, opt_state = state["params"], state["opt_state"]
   batch_size = runs.pretrain_batch_size(config)
   for epoch in range(start, config.pretrain_epochs):
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0 = (time.perf_counter(), time.process_time())
     ds = input_pipeline.train_dataset(
       data.c10_train, batch_size, seed=config.seed, epoch=epoch
     )
@@ -380,32 +247,29 @@ def pretrain(
       config=config,
       desc=f"pre-train {config.model} {epoch + 1}/{config.pretrain_epochs}",
     )
-    c10 = evaluate(config, params, data.c10_test)
+    c10 = c10_test(params)
     history.append(
       {
         "epoch": epoch + 1,
         **train,
-        "c10_test_loss": c10["loss"],
-        "c10_test_accuracy": c10["accuracy"],
-        "wall_s": wall + time.perf_counter() - t0,
-        "cpu_s": cpu + time.process_time() - c0,
+        **c10,
+        "wall_s": clock[0] + time.perf_counter() - t0[0],
+        "cpu_s": clock[1] + time.process_time() - t0[1],
       }
     )
-    if runs.checkpoint_due(config, epoch + 1, config.pretrain_epochs):
-      runs.save(manager, epoch + 1, {"params": params, "opt_state": opt_state}, history)
-    wall += time.perf_counter() - t0
-    cpu += time.process_time() - c0
-    history[-1].update(wall_s=wall, cpu_s=cpu)  # now with the checkpoint
+    state = {"params": params, "opt_state": opt_state}
+    due = runs.checkpoint_due(config, epoch + 1, config.pretrain_epochs)
+    common_runs.end_epoch(checkpoints, epoch + 1, due, state, history, clock, t0)
     _log(
       config,
       f"pre-train epoch {epoch + 1}: train loss {train['train_loss']:.3f} "
       f"acc {train['train_accuracy']:.3f}, CIFAR-10 test acc "
-      f"{c10['accuracy']:.4f}",
+      f"{c10['c10_test_accuracy']:.4f}",
     )
   if start < config.pretrain_epochs or not (directory / "curves.png").exists():
-    runs.write_json(directory / "history.json", history)
+    common_runs.write_json(directory / "history.json", history)
     reporting.plot_pretraining(history, directory / "curves.png")
-  manager.close()
+  checkpoints.close()
   out = {
     "params": params,
     "c10_test_accuracy": history[-1]["c10_test_accuracy"],
@@ -413,8 +277,8 @@ def pretrain(
     "epochs": config.pretrain_epochs,
     "history": history,
     "directory": str(directory),
-    "wall_s": wall,
-    "cpu_s": cpu,
+    "wall_s": clock[0],
+    "cpu_s": clock[1],
   }
   if len(data.c10_val.labels):
     out["c10_val_accuracy"] = evaluate(config, params, data.c10_val)["accuracy"]
@@ -425,46 +289,10 @@ def pretrain(
 # Fine-tuning.
 
 
-# Runs with the same settings (a resumed run, the tests) reuse the compiled
-# step; its key is the config minus these fields, which the step does not read
-# (the optimizer and learning rate are the cache's other arguments).
-NOT_IN_STEP = (
-  "data_dir",
-  "train_examples",
-  "test_examples",
-  "val_examples",
-  "c10_val_examples",
-  "batch_size",
-  "pretrain_batch_size",
-  "eval_batch_size",
-  "pretrain_epochs",
-  "pretrain_lr",
-  "optimizer",
-  "lr",
-  "epochs",
-  "evals_per_epoch",
-  "wise_points",
-  "sweep",
-  "sweep_optimizers",
-  "sweep_lrs",
-  "sweep_epochs",
-  "frontier",
-  "frontier_lrs",
-  "frontier_ratios",
-  "frontier_head_lrs",
-  "l2sp_alphas",
-  "l2sp_lr",
-  "seeds",
-  "levels",
-  "batch_sizes",
-  "seed",
-  "checkpoint_every",
-  "data_threads",
-  "progress",
-)
+NOT_IN_STEP = default.NOT_IN_STEP
 
 
-@functools.lru_cache(maxsize=8)
+@compile_cache.cached(NOT_IN_STEP, maxsize=8)
 def _finetune_step(
   key: default.Config, optimizer: str, lr: float, steps_per_epoch: int
 ):
@@ -478,11 +306,14 @@ def _finetune_step(
   return opt, step
 
 
-@functools.lru_cache(maxsize=4)
-def _pretrain_step(model: str, cnn_width: int, lr: float):
-  config = dataclasses.replace(default.Config(), model=model, cnn_width=cnn_width)
+# Pre-training reads the fine-tuning step's fields and its learning rate.
+NOT_IN_PRETRAIN_STEP = tuple(f for f in NOT_IN_STEP if f != "pretrain_lr")
+
+
+@compile_cache.cached(NOT_IN_PRETRAIN_STEP, maxsize=4)
+def _pretrain_step(key: default.Config):
   return optax_profit.make_train_step(
-    make_loss_fn(config), optax.adam(lr), has_aux=True, cycle_length=1
+    make_loss_fn(key), optax.adam(key.pretrain_lr), has_aux=True, cycle_length=1
   )
 
 
@@ -551,6 +382,94 @@ def wise_curve(
   return curve
 
 
+def _main_steps(config: default.Config, optimizer: str, batches: int, warmup: int):
+  """Optimizer steps after ``batches``: one per cycle for PROFIT after warm-up."""
+  if optimizer != "profit":
+    return batches
+  cycles = max(batches - warmup, 0) // (config.n_ref + 1)
+  return min(batches, warmup) + cycles
+
+
+def _calls_per_epoch(config: default.Config, data: Data) -> int:
+  """Train-step calls per fine-tuning epoch (each ``n_ref + 1`` batches)."""
+  group = config.n_ref + 1
+  calls = (len(data.c100_train.labels) // config.batch_size) // group
+  if calls < config.evals_per_epoch:
+    raise ValueError(
+      f"`batch_size` * (`n_ref` + 1) * `evals_per_epoch` = "
+      f"{config.batch_size * group * config.evals_per_epoch} exceeds the "
+      f"{len(data.c100_train.labels)} CIFAR-100 training examples."
+    )
+  return calls
+
+
+def _initial_state(config, pretrained, optimizer: str, lr: float, steps_per_epoch: int):
+  """``(opt, compiled step, state)`` of a run: the pre-trained backbone, a new head."""
+  opt, step = _finetune_step(config, optimizer, lr, steps_per_epoch)
+  params = opt.wrap(
+    {
+      "backbone": pretrained["params"]["backbone"],
+      "head": init_head(config, 100, jax.random.key(config.seed + 1)),
+    }
+  )
+  state = {
+    "params": params,
+    "opt_state": opt.tx.init(params),
+    "frozen_head": pretrained["params"]["head"],
+  }
+  return opt, step, state
+
+
+def _finetune_epoch(config, data, opt, step, state, run, epoch, clock):
+  """One fine-tuning epoch, evaluated ``evals_per_epoch`` times.
+
+  Args:
+    config: the run's configuration.
+    data: the splits.
+    opt: the run's :class:`optimizers.Optimizer`.
+    step: its compiled train step.
+    state: ``(params, opt_state, frozen_head)``.
+    run: ``(name, optimizer, lr, epochs, train-step calls per epoch)``.
+    epoch: the epoch (0-based).
+    clock: the run's ``[wall_s, cpu_s]`` before the epoch and the epoch's
+      start ``(perf_counter, process_time)``.
+
+  Returns:
+    ``(params, opt_state, history entries)``; evaluation points split the
+    epoch's calls as evenly as possible.
+  """
+  _, optimizer, lr, epochs, calls = run
+  desc = f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}"
+  warmup = config.warmup_epochs * calls * (config.n_ref + 1)
+  params, opt_state, frozen_head = state
+  clock, start = clock
+  group = config.n_ref + 1
+  ds = input_pipeline.train_dataset(
+    data.c100_train, config.batch_size, seed=config.seed + 1, epoch=epoch, group=group
+  )
+  bounds = np.linspace(0, calls, config.evals_per_epoch + 1).astype(int)
+  entries = []
+  for part, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+    params, opt_state, train = _train_epoch(
+      step, params, opt_state, ds[int(lo) : int(hi)], config=config, desc=desc
+    )
+    metrics = _eval_all(config, opt.eval_view(params, opt_state), frozen_head, data)
+    batches = (epoch * calls + int(hi)) * group
+    entries.append(
+      {
+        "epoch": epoch + (part + 1) / config.evals_per_epoch,
+        **train,
+        **metrics,
+        "batches_seen": batches,
+        "main_steps": _main_steps(config, optimizer, batches, warmup),
+        "wall_s": clock[0] + time.perf_counter() - start[0],
+        "cpu_s": clock[1] + time.process_time() - start[1],
+      }
+    )
+  entries[-1]["epoch"] = epoch + 1
+  return params, opt_state, entries
+
+
 def finetune(
   config: default.Config,
   workdir: str | pathlib.Path,
@@ -592,156 +511,59 @@ def finetune(
     epochs,
   )
   directory = pathlib.Path(workdir) / "finetune" / name
-  result_path = directory / "result.json"
-  finished = runs.load_result(result_path)
+  finished = common_runs.load_result(directory / "result.json")
   if finished is not None:
-    _log(config, f"{name}: finished earlier, loading {result_path}.")
+    _log(config, f"{name}: finished earlier, loading {directory / 'result.json'}.")
     return finished
-
   group = config.n_ref + 1
-  calls_per_epoch = (len(data.c100_train.labels) // config.batch_size) // group
-  if calls_per_epoch < config.evals_per_epoch:
-    raise ValueError(
-      f"`batch_size` * (`n_ref` + 1) * `evals_per_epoch` = "
-      f"{config.batch_size * group * config.evals_per_epoch} exceeds the "
-      f"{len(data.c100_train.labels)} CIFAR-100 training examples."
-    )
-  steps_per_epoch = calls_per_epoch * group
-  model_params = {
-    "backbone": pretrained["params"]["backbone"],
-    "head": init_head(config, 100, jax.random.key(config.seed + 1)),
-  }
-  opt, step = _finetune_step(
-    compile_cache.step_key(config, NOT_IN_STEP), optimizer, lr, steps_per_epoch
+  calls_per_epoch = _calls_per_epoch(config, data)
+  opt, step, state = _initial_state(
+    config, pretrained, optimizer, lr, calls_per_epoch * group
   )
-  frozen_head = pretrained["params"]["head"]
-  params = opt.wrap(model_params)
-  state = {
-    "params": params,
-    "opt_state": opt.tx.init(params),
-    "frozen_head": frozen_head,
-  }
-  manager = runs.manager(directory)
-  history: list[Metrics] = []
-  start, wall, cpu = 0, 0.0, 0.0
-  restored = runs.restore(manager, state)
-  if restored is not None:
-    start, state, history = restored
-    wall, cpu = history[-1]["wall_s"], history[-1]["cpu_s"]
+  params, frozen_head = state["params"], state["frozen_head"]
+  checkpoints = common_runs.Checkpoints(directory)
+  view = opt.eval_view(params, state["opt_state"])
+  start, state, history, clock = common_runs.resume(
+    checkpoints,
+    state,
+    lambda: {
+      **_eval_all(config, view, frozen_head, data),
+      "batches_seen": 0,
+      "main_steps": 0,
+    },
+  )
+  if start:
     _log(config, f"{name}: resuming after epoch {start}.")
-  else:
-    metrics = _eval_all(
-      config, opt.eval_view(params, state["opt_state"]), frozen_head, data
-    )
-    history.append(
-      {
-        "epoch": 0,
-        **metrics,
-        "batches_seen": 0,
-        "main_steps": 0,
-        "wall_s": 0.0,
-        "cpu_s": 0.0,
-      }
-    )
-    runs.save(manager, 0, state, history)
   params, opt_state, frozen_head = (
     state["params"],
     state["opt_state"],
     state["frozen_head"],
   )
-  warmup_steps = config.warmup_epochs * steps_per_epoch if optimizer == "profit" else 0
-  # Evaluation points split an epoch's calls as evenly as possible.
-  bounds = np.linspace(0, calls_per_epoch, config.evals_per_epoch + 1).astype(int)
+  run = (name, optimizer, lr, epochs, calls_per_epoch)
   for epoch in range(start, epochs):
-    t0, c0 = time.perf_counter(), time.process_time()
-    ds = input_pipeline.train_dataset(
-      data.c100_train,
-      config.batch_size,
-      seed=config.seed + 1,
-      epoch=epoch,
-      group=group,
+    t0 = (time.perf_counter(), time.process_time())
+    params, opt_state, entries = _finetune_epoch(
+      config, data, opt, step, (params, opt_state, frozen_head), run, epoch, (clock, t0)
     )
-    for part, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-      params, opt_state, train = _train_epoch(
-        step,
-        params,
-        opt_state,
-        ds[int(lo) : int(hi)],
-        config=config,
-        desc=f"{optimizer} lr={lr:g} {epoch + 1}/{epochs}",
-      )
-      metrics = _eval_all(config, opt.eval_view(params, opt_state), frozen_head, data)
-      batches = (epoch * calls_per_epoch + int(hi)) * group
-      main_steps = batches
-      if optimizer == "profit":
-        cycles = max(batches - warmup_steps, 0) // group
-        main_steps = min(batches, warmup_steps) + cycles
-      history.append(
-        {
-          "epoch": epoch + (part + 1) / config.evals_per_epoch,
-          **train,
-          **metrics,
-          "batches_seen": batches,
-          "main_steps": main_steps,
-          "wall_s": wall + time.perf_counter() - t0,
-          "cpu_s": cpu + time.process_time() - c0,
-        }
-      )
-    history[-1]["epoch"] = epoch + 1
-    if runs.checkpoint_due(config, epoch + 1, epochs):
-      runs.save(
-        manager,
-        epoch + 1,
-        {"params": params, "opt_state": opt_state, "frozen_head": frozen_head},
-        history,
-      )
-    wall += time.perf_counter() - t0
-    cpu += time.process_time() - c0
-    history[-1].update(wall_s=wall, cpu_s=cpu)  # now with the checkpoint
+    history += entries
+    state = {"params": params, "opt_state": opt_state, "frozen_head": frozen_head}
+    due = runs.checkpoint_due(config, epoch + 1, epochs)
+    common_runs.end_epoch(checkpoints, epoch + 1, due, state, history, clock, t0)
     _log(
       config,
-      f"{name} epoch {epoch + 1}: train loss "
-      f"{train['train_loss']:.3f}, CIFAR-100 test "
-      f"{metrics['c100_test_accuracy']:.4f}, CIFAR-10 test "
-      f"{metrics['c10_test_accuracy']:.4f}",
+      f"{name} epoch {epoch + 1}: train loss {entries[-1]['train_loss']:.3f}, "
+      f"CIFAR-100 test {entries[-1]['c100_test_accuracy']:.4f}, CIFAR-10 test "
+      f"{entries[-1]['c10_test_accuracy']:.4f}",
     )
-  manager.close()
-  final = {
-    k: v
-    for k, v in history[-1].items()
-    if k.startswith(("c10_", "c100_", "train_", "projected_", "removed_", "cosine"))
-  }
-  result = {
-    "optimizer": optimizer,
-    "lr": lr,
-    "epochs": epochs,
-    "batch_size": config.batch_size,
-    "seed": config.seed,
-    "n_ref": config.n_ref,
-    "ratio": config.ratio if optimizer == "profit" else None,
-    "ref_lr": lr / config.ratio if optimizer == "profit" else None,
-    "warmup_epochs": config.warmup_epochs if optimizer == "profit" else 0,
-    "head_only": config.head_only,
-    "l2sp_alpha": config.l2sp_alpha,
-    "lp_epochs": config.lp_epochs,
-    "lp_lr": config.lp_lr if config.lp_epochs else None,
-    "batches_seen": history[-1]["batches_seen"],
-    "main_steps": history[-1]["main_steps"],
-    "final": final,
-    "history": history,
-    "wall_s": wall,
-    "cpu_s": cpu,
-    "directory": str(directory),
-  }
+  checkpoints.close()
+  result = runs.finetune_result(
+    config, optimizer, lr, epochs, history, clock, directory
+  )
   if config.wise_points:
-    result["wise"] = wise_curve(
-      config,
-      pretrained["params"]["backbone"],
-      opt.eval_view(params, opt_state),
-      frozen_head,
-      data,
-    )
-  runs.write_json(result_path, result)
+    finetuned = opt.eval_view(params, opt_state)
+    backbone = pretrained["params"]["backbone"]
+    result["wise"] = wise_curve(config, backbone, finetuned, frozen_head, data)
+  common_runs.write_json(directory / "result.json", result)
   reporting.plot_curves([result], directory / "curves.png", title=name)
   return result
 
@@ -768,20 +590,10 @@ def load_finetuned(
     ``{"backbone", "head" (CIFAR-100), "frozen_head" (CIFAR-10)}``.
   """
   del data  # The shapes come from the model; kept for the callers.
-  model_params = {
-    "backbone": pretrained["params"]["backbone"],
-    "head": init_head(config, 100, jax.random.key(config.seed + 1)),
-  }
-  opt = optimizers.create_optimizer(optimizer, lr, config, steps_per_epoch=1)
-  params = opt.wrap(model_params)
-  target = {
-    "params": params,
-    "opt_state": opt.tx.init(params),
-    "frozen_head": pretrained["params"]["head"],
-  }
-  manager = runs.manager(pathlib.Path(directory))
-  _, state, _ = runs.restore(manager, target)
-  manager.close()
+  opt, _, target = _initial_state(config, pretrained, optimizer, lr, 1)
+  checkpoints = common_runs.Checkpoints(pathlib.Path(directory))
+  _, state, _ = checkpoints.restore(target)
+  checkpoints.close()
   trained = opt.eval_view(state["params"], state["opt_state"])
   return {
     "backbone": trained["backbone"],
@@ -794,150 +606,29 @@ def load_finetuned(
 # The Table 2 sweep.
 
 
-def _select(config: default.Config, results: list[dict[str, Any]]) -> dict[str, Any]:
-  key = "c100_val_accuracy" if config.val_examples else "c100_test_accuracy"
-  best = max(results, key=lambda r: (r["final"][key], -r["lr"]))
-  best["selected"] = True
-  return best
-
-
-def _sweep(
-  config: default.Config, workdir: pathlib.Path, data: Data, pretrained: dict[str, Any]
-) -> dict[str, Any]:
-  """The Table 2 sweep (or one run): every optimizer over its learning rates."""
-  if config.sweep:
-    plan = [
-      (name, lr, config.epochs_for(name))
-      for name in config.sweep_optimizers
-      for lr in config.lrs_for(name)
-    ]
-  else:
-    plan = [(config.optimizer, config.lr, config.epochs)]
-  done = [
-    finetune(config, workdir, data, pretrained, optimizer=name, lr=lr, epochs=epochs)
-    for name, lr, epochs in plan
-  ]
-  selected = {}
-  for name in dict.fromkeys(name for name, _, _ in plan):
-    selected[name] = _select(config, [r for r in done if r["optimizer"] == name])
-  results = {
-    "runs": done,
-    "selected": selected,
-    "selection_metric": (
-      "CIFAR-100 validation accuracy"
-      if config.val_examples
-      else "CIFAR-100 test accuracy (no validation split)"
-    ),
-  }
-  return results
-
-
-# ----------------------------------------------------------------------------
-# The compute-matched frontier.
-
-
-def _families(
-  config: default.Config,
-  workdir: pathlib.Path,
-  data: Data,
-  pretrained: dict[str, Any],
-  seeds: tuple[int, ...],
-  only: tuple[str, ...] | None = None,
-) -> tuple[dict[str, dict[int, list]], list[dict[str, Any]]]:
-  """Runs the frontier plan per seed; ``{family: {seed: points}}`` and the runs."""
-  families: dict[str, dict[int, list]] = {}
-  done = []
-  for seed in seeds:
-    for family, run_config, optimizer, lr in frontier.plan(
-      dataclasses.replace(config, seed=seed)
-    ):
-      if only is not None and family not in only:
-        continue
-      result = finetune(
-        run_config,
-        workdir,
-        data,
-        pretrained,
-        optimizer=optimizer,
-        lr=lr,
-        epochs=config.epochs,
-      )
-      result["family"] = family
-      done.append(result)
-      families.setdefault(family, {}).setdefault(seed, []).extend(
-        frontier.run_points(result)
-      )
-      if "wise" in result:
-        wise = "WiSE-FT of PROFIT" if family == "PROFIT" else "WiSE-FT"
-        families.setdefault(wise, {}).setdefault(seed, []).extend(
-          frontier.wise_points(result)
-        )
-  return families, done
-
-
-_STUDY_FAMILIES = ("full FT", "PROFIT")
-
-
 def _frontier(
   config: default.Config, workdir: pathlib.Path, data: Data, pretrained: dict[str, Any]
 ) -> dict[str, Any]:
   """The frontier at ``batch_size`` over ``seeds``, then the batch-size study."""
   if "c10_val_accuracy" not in pretrained:
     raise ValueError("The frontier needs `c10_val_examples` > 0 (old-task validation).")
-  base = pretrained["c10_val_accuracy"]
-  families, done = _families(config, workdir, data, pretrained, config.seeds)
-  bases = dict.fromkeys(config.seeds, base)
-  rows = frontier.table(families, bases, config.levels)
-  by_batch_size = {
-    config.batch_size: {
-      "families": families,
-      "rows": rows,
-      "table": frontier.format_table(rows, config.levels),
-      "mechanism": frontier.mechanism(done),
-      "seeds": list(config.seeds),
-    }
-  }
-  study_seed = config.seeds[:1]
-  for batch_size in config.batch_sizes:
-    if batch_size == config.batch_size:
-      continue
-    sized = dataclasses.replace(config, batch_size=batch_size)
-    fams, sized_runs = _families(
-      sized, workdir, data, pretrained, study_seed, only=_STUDY_FAMILIES
+
+  def run(run_config: default.Config, optimizer: str, lr: float) -> dict[str, Any]:
+    return finetune(
+      run_config,
+      workdir,
+      data,
+      pretrained,
+      optimizer=optimizer,
+      lr=lr,
+      epochs=config.epochs,
     )
-    study_rows = frontier.table(fams, dict.fromkeys(study_seed, base), config.levels)
-    by_batch_size[batch_size] = {
-      "families": fams,
-      "rows": study_rows,
-      "table": frontier.format_table(study_rows, config.levels),
-      "mechanism": frontier.mechanism(sized_runs),
-      "seeds": list(study_seed),
-    }
-    done += sized_runs
-  # The main batch size restricted to the study's families and seed, so the
-  # batch-size rows compare like with like.
-  main = {
-    f: {s: pts for s, pts in by_seed.items() if s in study_seed}
-    for f, by_seed in families.items()
-    if f in (*_STUDY_FAMILIES, "WiSE-FT", "WiSE-FT of PROFIT")
-  }
-  study = []
-  for batch_size, entry in sorted(by_batch_size.items()):
-    fams = main if batch_size == config.batch_size else entry["families"]
-    for row in frontier.table(fams, dict.fromkeys(study_seed, base), config.levels):
-      study.append({"batch_size": batch_size, **row})
-  return {
-    "runs": done,
-    "base_c10_val_accuracy": base,
-    "frontier": by_batch_size,
-    "batch_size_study": study,
-    "table": by_batch_size[config.batch_size]["table"],
-    "study_table": reporting.format_study(study, config.levels, by_batch_size),
-    "selection_metric": (
-      "best CIFAR-100 validation accuracy with CIFAR-10 validation accuracy >= "
-      "level x the pre-trained model's; test accuracies reported"
-    ),
-  }
+
+  results = frontier.run(config, pretrained["c10_val_accuracy"], run)
+  results["study_table"] = reporting.format_study(
+    results["batch_size_study"], config.levels, results["frontier"]
+  )
+  return results
 
 
 # ----------------------------------------------------------------------------
@@ -973,7 +664,7 @@ def train_and_evaluate(
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   t0, c0, load_start = time.perf_counter(), time.process_time(), os.getloadavg()
-  data = load_data(config)
+  data = input_pipeline.load_data(config)
   load_s = time.perf_counter() - t0
   pretrained = pretrain(config, workdir, data)
   results = {
@@ -986,26 +677,18 @@ def train_and_evaluate(
   if config.frontier:
     results.update(_frontier(config, workdir, data, pretrained))
   else:
-    results.update(_sweep(config, workdir, data, pretrained))
+    results.update(
+      sweep.run(
+        config,
+        lambda name, lr, epochs: finetune(
+          config, workdir, data, pretrained, optimizer=name, lr=lr, epochs=epochs
+        ),
+      )
+    )
     results["table"] = reporting.format_table(results)
     results["runs_table"] = reporting.format_runs(results["runs"])
   results["wall_s"] = time.perf_counter() - t0
   results["cpu_s"] = time.process_time() - c0
   results["loadavg"] = {"start": load_start, "end": os.getloadavg()}
-  if config.frontier:
-    runs.write_json(workdir / "frontier.json", results)
-    (workdir / "frontier.md").write_text(
-      results["table"] + "\n\n" + results["study_table"] + "\n"
-    )
-    reporting.plot_frontier(results, workdir / "frontier.png")
-  else:
-    runs.write_json(workdir / "results.json", results)
-    (workdir / "table.md").write_text(
-      results["table"] + "\n\n" + results["runs_table"] + "\n"
-    )
-    reporting.plot_curves(
-      list(results["selected"].values()),
-      workdir / "curves.png",
-      title=f"{config.model}: CIFAR-10 -> CIFAR-100 fine-tuning",
-    )
+  reporting.write_results(config, workdir, results)
   return results

@@ -17,16 +17,22 @@ Example:
 """
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-# Tolerance of the comparison with a threshold computed as a product
-# (e.g. 0.9 * base accuracy), so that rounding cannot drop an exact tie.
-_EPS = 1e-9
+import numpy as np
+
+from examples.cifar_lt.configs import default
+from examples.common import frontier
 
 
 def lt_at_threshold(
   points: Iterable[tuple[float, float]], threshold: float
 ) -> float | None:
   """Best LT accuracy among points with base accuracy >= ``threshold``.
+
+  The rule of ``examples.common.frontier.select`` (with its tolerance, so that
+  a threshold computed as a product, e.g. 0.9 * base accuracy, cannot drop an
+  exact tie by rounding).
 
   Args:
     points: ``(base_accuracy, lt_accuracy)`` pairs.
@@ -35,8 +41,8 @@ def lt_at_threshold(
   Returns:
     The best LT accuracy, or None if no point reaches the threshold.
   """
-  reachable = [lt for base, lt in points if base >= threshold - _EPS]
-  return max(reachable) if reachable else None
+  best = frontier.select(points, threshold, old=lambda p: p[0], new=lambda p: p[1])
+  return None if best is None else best[1]
 
 
 def pareto_front(
@@ -48,14 +54,10 @@ def pareto_front(
     points: ``(base_accuracy, lt_accuracy)`` pairs.
 
   Returns:
-    The non-dominated points sorted by decreasing base accuracy (and so
-    increasing LT accuracy): the curve that :func:`lt_at_threshold` reads.
+    The distinct non-dominated points sorted by decreasing base accuracy (and
+    so increasing LT accuracy): the curve that :func:`lt_at_threshold` reads.
   """
-  front: list[tuple[float, float]] = []
-  for base, lt in sorted(set(points), key=lambda p: (-p[0], -p[1])):
-    if not front or lt > front[-1][1]:
-      front.append((base, lt))
-  return front
+  return frontier.pareto(set(points), x=lambda p: p[0], y=lambda p: p[1])
 
 
 def thresholds_for(
@@ -72,4 +74,63 @@ def thresholds_for(
   Returns:
     The levels, as accuracies.
   """
-  return [t * pretrained_base if relative else t for t in thresholds]
+  return frontier.levels(thresholds, pretrained_base, relative)
+
+
+# The families of the table and the plot: (label, method, WiSE-FT of it).
+FAMILIES = (
+  ("head, {opt}", "head", False),
+  ("head, PROFIT({opt})", "head_profit", False),
+  ("full, {opt}", "full", False),
+  ("full, PROFIT({opt})", "full_profit", False),
+  ("full, L2-SP", "l2sp", False),
+  ("WiSE-FT of full {opt}", "full", True),
+  ("WiSE-FT of full PROFIT", "full_profit", True),
+)
+
+
+def family_points(
+  results: list[dict[str, Any]], method: str, wise: bool, seed: int
+) -> list[tuple[float, float]]:
+  """``(base, lt)`` points of one family and seed (see ``frontier.py``)."""
+  points = []
+  for r in results:
+    if r["method"] != method or r["seed"] != seed:
+      continue
+    for p in (r["wise"] or []) if wise else r["curve"]:
+      points.append((p["base_accuracy"], p["lt_accuracy"]))
+  return points
+
+
+def summarize(
+  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
+) -> dict[str, Any]:
+  """The frontier table of one beta: LT accuracy per family and threshold.
+
+  Args:
+    config: supplies the thresholds, seeds and the main optimizer's name.
+    results: the stage 2 runs.
+    pretrained_base: the stage 1 model's base-class accuracy.
+
+  Returns:
+    ``{"thresholds" (absolute levels), "families": {label: {"per_seed",
+    "mean", "std"}}}``; a value is None where a family has no point at the
+    threshold.
+  """
+  levels = thresholds_for(
+    config.thresholds, pretrained_base, config.relative_thresholds
+  )
+  opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
+  families = {}
+  for label, method, wise in FAMILIES:
+    if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
+      continue
+    per_seed = []
+    for seed in config.seeds:
+      points = family_points(results, method, wise, seed)
+      per_seed.append([lt_at_threshold(points, t) for t in levels])
+    columns = list(zip(*per_seed, strict=True))
+    mean = [None if None in c else float(np.mean(c)) for c in columns]
+    std = [None if None in c else float(np.std(c)) for c in columns]
+    families[label.format(opt=opt)] = {"per_seed": per_seed, "mean": mean, "std": std}
+  return {"thresholds": levels, "families": families}

@@ -1,69 +1,39 @@
-"""CIFAR-100-LT input pipeline: ``tfds.data_source`` + grain, no TensorFlow.
+"""CIFAR-100-LT input pipeline: the CIFAR example's, plus the long tail.
 
-Copied in part from ``examples/cifar/input_pipeline.py`` (the examples are
-standalone). A split is read once through ``tfds.data_source`` into uint8
-arrays in memory. The long-tailed training set follows Cui et al. (2019):
-class ``i`` of ``C`` keeps ``floor(n_max * beta ** (-i / (C - 1)))`` images
-(:func:`long_tail_counts`), chosen by a fixed seeded permutation within the
-class. :func:`select_classes` splits it into the base classes (stage 1) and the
-held-out classes (stage 2). Training batches come from grain ``MapDataset``\\ s
+The splits, batches and augmentation are ``examples/cifar/input_pipeline.py``'s
+(re-exported here): a split is read once through ``tfds.data_source`` into
+uint8 arrays in memory, and training batches come from grain ``MapDataset``\\ s
 (seeded shuffle, batching, gather, batch-level random crop + flip in NumPy);
-an epoch is a pure function of ``(seed, epoch)``. :func:`batch_stream` chains
-epochs into an endless stream of batches, so that a budget of batches does
-not depend on how many images the (tiny) held-out set has.
+an epoch is a pure function of ``(seed, epoch)``. This module adds the
+long-tailed training set of Cui et al. (2019): class ``i`` of ``C`` keeps
+``floor(n_max * beta ** (-i / (C - 1)))`` images (:func:`long_tail_counts`),
+chosen by a fixed seeded permutation within the class. :func:`select_classes`
+splits it into the base classes (stage 1) and the held-out classes (stage 2).
+:func:`batch_stream` chains epochs into an endless stream of batches, so that
+a budget of batches does not depend on how many images the (tiny) held-out set
+has.
 
 Example:
   >>> long_tail_counts(100, 10.0, 100)[[0, 90, 99]]
   array([100,  12,  10])
 """
 
-import functools
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-import grain
 import numpy as np
 
-PAD = 4  # Pixels of zero padding before the random 32x32 crop.
-IMAGE_SHAPE = (32, 32, 3)
-
-
-class Split(NamedTuple):
-  """One split of a dataset, in memory.
-
-  Attributes:
-    images: uint8 ``[n, 32, 32, 3]``.
-    labels: int32 ``[n]``.
-  """
-
-  images: np.ndarray
-  labels: np.ndarray
-
-
-def _read_split(split: str, data_dir: str | None) -> Split:
-  """Reads and decodes a whole CIFAR-100 split through ``tfds.data_source``."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  source = tfds.data_source("cifar100", split=split, data_dir=data_dir)
-  n = len(source)
-  images = np.empty((n, *IMAGE_SHAPE), np.uint8)
-  labels = np.empty((n,), np.int32)
-  for i in range(n):
-    example = source[i]
-    images[i] = example["image"]
-    labels[i] = example["label"]
-  return Split(images, labels)
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_split(split: str, data_dir: str | None) -> Split:
-  return _read_split(split, data_dir)
-
-
-def clear_cache() -> None:
-  """Forgets the splits kept in memory by :func:`load_split`."""
-  _cached_split.cache_clear()
+from examples.cifar import input_pipeline as _cifar
+from examples.cifar.input_pipeline import (  # noqa: F401 (re-exported)
+  Split,
+  augment_batch,
+  clear_cache,
+  eval_dataset,
+  take,
+  train_dataset,
+)
 
 
 def load_split(split: str, data_dir: str | None = None) -> Split:
@@ -77,7 +47,7 @@ def load_split(split: str, data_dir: str | None = None) -> Split:
   Returns:
     A :class:`Split` of uint8 images and int32 labels.
   """
-  return _cached_split(split, data_dir)
+  return _cifar.load_split("cifar100", split, data_dir)
 
 
 def long_tail_counts(n_max: int, beta: float, num_classes: int) -> np.ndarray:
@@ -156,86 +126,6 @@ def select_classes(split: Split, classes: Sequence[int]) -> Split:
   return Split(split.images[keep], split.labels[keep])
 
 
-def take(split: Split, n: int | None) -> Split:
-  """The first ``n`` examples of ``split`` (all of them for ``None``)."""
-  if n is None or n >= len(split.labels):
-    return split
-  return Split(split.images[:n], split.labels[:n])
-
-
-def augment_batch(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Random 32x32 crop of the 4-pixel zero-padded images, then random flip.
-
-  Args:
-    images: uint8 ``[b, h, w, c]``.
-    rng: the random generator (one draw of offsets and flips per image).
-
-  Returns:
-    Augmented uint8 images of the same shape.
-  """
-  b, h, w, _ = images.shape
-  padded = np.pad(images, ((0, 0), (PAD, PAD), (PAD, PAD), (0, 0)))
-  dy = rng.integers(0, 2 * PAD + 1, size=b)
-  dx = rng.integers(0, 2 * PAD + 1, size=b)
-  flip = rng.random(b) < 0.5
-  rows = (dy[:, None] + np.arange(h))[:, :, None]
-  cols = np.where(
-    flip[:, None], dx[:, None] + np.arange(w)[::-1], dx[:, None] + np.arange(w)
-  )[:, None, :]
-  return padded[np.arange(b)[:, None, None], rows, cols]
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-  """A 32-bit seed for one epoch, derived from the run's seed."""
-  return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def train_dataset(
-  split: Split,
-  batch_size: int,
-  *,
-  seed: int,
-  epoch: int,
-  augment: bool = True,
-) -> grain.MapDataset:
-  """One epoch of shuffled (and augmented) training batches.
-
-  Args:
-    split: the training examples.
-    batch_size: examples per batch; the last partial batch is dropped.
-    seed: the run's seed.
-    epoch: the epoch (0-based); each epoch has its own order and augmentation.
-    augment: apply :func:`augment_batch` (random crop + flip).
-
-  Returns:
-    A grain ``MapDataset`` of dicts with ``image`` (uint8
-    ``[batch_size, 32, 32, 3]``) and ``label`` (int32 ``[batch_size]``).
-
-  Raises:
-    ValueError: naming ``batch_size`` if it is not positive or exceeds the
-      split.
-  """
-  n = len(split.labels)
-  if not 1 <= batch_size <= n:
-    raise ValueError(
-      f"`batch_size` must be in [1, {n}] (the training examples), got {batch_size}."
-    )
-  images, labels = split.images, split.labels
-  s = epoch_seed(seed, epoch)
-
-  def gather(indices: np.ndarray) -> dict[str, np.ndarray]:
-    return {"image": images[indices], "label": labels[indices]}
-
-  def augment_fn(batch: dict[str, np.ndarray], rng: np.random.Generator):
-    return {"image": augment_batch(batch["image"], rng), "label": batch["label"]}
-
-  ds = grain.MapDataset.range(n).shuffle(seed=s)
-  ds = ds.batch(batch_size, drop_remainder=True).map(gather)
-  if augment:
-    ds = ds.random_map(augment_fn, seed=s)
-  return ds
-
-
 def batch_stream(
   split: Split, batch_size: int, *, seed: int, augment: bool = True
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -275,30 +165,63 @@ def stacked(
     yield {k: np.stack([b[k] for b in items]) for k in items[0]}
 
 
-def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, Any]]:
-  """Evaluation batches in order, not augmented, the last one zero-padded.
+# The splits of one imbalance ratio.
+
+NUM_CLASSES = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The splits of one imbalance ratio.
+
+  Attributes:
+    beta: the imbalance ratio.
+    counts: training images per class of the long tail, ``[100]``.
+    base_train: long-tailed training images of the base classes (stage 1).
+    held_out_train: long-tailed training images of the held-out classes
+      (stage 2).
+    test: the balanced test images of all 100 classes.
+    num_base: the number of base classes (labels ``< num_base``).
+  """
+
+  beta: float
+  counts: np.ndarray
+  base_train: Split
+  held_out_train: Split
+  test: Split
+  num_base: int
+
+  def sizes(self) -> dict[str, int]:
+    """Number of images per split."""
+    return {
+      "base_train": len(self.base_train.labels),
+      "held_out_train": len(self.held_out_train.labels),
+      "test": len(self.test.labels),
+      "test_base": int(np.sum(self.test.labels < self.num_base)),
+      "test_held_out": int(np.sum(self.test.labels >= self.num_base)),
+    }
+
+
+def load_data(config: Any, beta: float) -> Data:
+  """The CIFAR-100-LT splits of ``beta`` (``config.data_dir``).
 
   Args:
-    split: the examples.
-    batch_size: examples per batch.
+    config: supplies ``data_dir``, ``n_max``, ``lt_seed``,
+      ``held_out_classes`` and ``test_examples``.
+    beta: the imbalance ratio.
 
-  Yields:
-    Dicts with ``image`` (uint8 ``[batch_size, 32, 32, 3]``), ``label`` and
-    ``mask`` (bool, False on padding).
-
-  Raises:
-    ValueError: naming ``batch_size`` if it is not positive.
+  Returns:
+    The :class:`Data`.
   """
-  if batch_size < 1:
-    raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-  n = len(split.labels)
-  for start in range(0, n, batch_size):
-    image = split.images[start : start + batch_size]
-    label = split.labels[start : start + batch_size]
-    pad = batch_size - len(label)
-    mask = np.ones(len(label), bool)
-    if pad:
-      image = np.concatenate([image, np.zeros((pad, *image.shape[1:]), np.uint8)])
-      label = np.concatenate([label, np.zeros(pad, label.dtype)])
-      mask = np.concatenate([mask, np.zeros(pad, bool)])
-    yield {"image": image, "label": label, "mask": mask}
+  train = load_split("train", config.data_dir)
+  test = take(load_split("test", config.data_dir), config.test_examples)
+  lt = long_tail(train, beta, n_max=config.n_max, seed=config.lt_seed)
+  num_base = NUM_CLASSES - config.held_out_classes
+  return Data(
+    beta=beta,
+    counts=np.bincount(lt.labels, minlength=NUM_CLASSES),
+    base_train=select_classes(lt, range(num_base)),
+    held_out_train=select_classes(lt, range(num_base, NUM_CLASSES)),
+    test=test,
+    num_base=num_base,
+  )

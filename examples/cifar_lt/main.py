@@ -22,9 +22,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from examples import overrides
 from examples.cifar_lt import configs, train
 from examples.cifar_lt.configs import default
+from examples.common import overrides
 
 DEFAULT_WORKDIR = "results/cifar_lt"
 

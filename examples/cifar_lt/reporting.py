@@ -116,13 +116,12 @@ def plot_tradeoff(
     entry: one beta's results.
     path: the PNG to write.
   """
-  from examples.cifar_lt import train  # pylint: disable=g-import-not-at-top
 
   opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
   seed = config.seeds[0]
   fig, ax = plt.subplots(figsize=(7, 5))
-  for i, (label, method, wise) in enumerate(train.FAMILIES):
-    points = train.family_points(entry["runs"], method, wise, seed)
+  for i, (label, method, wise) in enumerate(frontier.FAMILIES):
+    points = frontier.family_points(entry["runs"], method, wise, seed)
     if not points:
       continue
     color = f"C{i}"

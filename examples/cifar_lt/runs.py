@@ -1,86 +1,60 @@
-"""Run names, cached results and orbax checkpoints of the stage 1 models.
+"""Run names of the CIFAR-100-LT example: a readable prefix and a digest.
 
-A run's folder is named by a readable prefix and a digest of every setting its
-result depends on, so a changed setting gets a new folder and an unchanged one
-is found again: stage 1 resumes from its latest orbax checkpoint, and a
-finished stage 2 run (its ``result.json``) is loaded instead of run again, so
-an interrupted sweep continues where it stopped.
+Every setting a run's result depends on goes into the digest, so a changed
+setting gets a new folder and an unchanged one is found again (stage 1 resumes
+from its orbax checkpoint, a finished stage 2 run's ``result.json`` is loaded):
+``examples/common/runs.py``.
 """
 
-import hashlib
-import json
-import pathlib
 from typing import Any
 
-import orbax.checkpoint as ocp
+from examples.cifar_lt import methods
+from examples.cifar_lt.configs import default
+from examples.common.runs import run_name
+
+#: The stage 2 methods whose final weights get a WiSE-FT curve.
+WISE_METHODS = ("full", "full_profit")
 
 
-def digest(settings: Any) -> str:
-  """A 10-character digest of JSON-serializable ``settings``."""
-  text = json.dumps(settings, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
+def stage1_name(config: default.Config, data: Any) -> str:
+  """Folder name of stage 1: the model, beta and a digest of its settings."""
+  settings = {
+    "model": config.model,
+    "cnn_width": config.cnn_width if config.model == "cnn" else None,
+    "counts": data.counts.tolist(),
+    "lt_seed": config.lt_seed,
+    "held_out": config.held_out_classes,
+    "augment": config.augment,
+    "optimizer": config.pretrain_optimizer,
+    "lr": config.pretrain_lr,
+    "weight_decay": config.pretrain_weight_decay,
+    "epochs": config.pretrain_epochs,
+    "batch_size": config.pretrain_batch_size,
+    "seed": config.pretrain_seed,
+  }
+  return run_name(f"{config.model}-beta{data.beta:g}", settings)
 
 
-def run_name(prefix: str, settings: Any) -> str:
-  """``<prefix>-<digest(settings)>``."""
-  return f"{prefix}-{digest(settings)}"
-
-
-def write_json(path: pathlib.Path, payload: Any) -> None:
-  """Writes ``payload`` as JSON atomically (a crash leaves no partial file)."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text(json.dumps(payload, indent=1, default=str))
-  tmp.replace(path)
-
-
-def load_result(path: pathlib.Path) -> dict[str, Any] | None:
-  """The cached result at ``path``, or None if the run has not finished."""
-  return json.loads(path.read_text()) if path.exists() else None
-
-
-class Checkpoints:
-  """Orbax checkpoints of one run: ``state`` pytree plus a JSON ``history``.
-
-  Args:
-    directory: the run's folder; checkpoints go to ``<directory>/checkpoints``.
-  """
-
-  def __init__(self, directory: pathlib.Path):
-    self._manager = ocp.CheckpointManager(
-      directory.absolute() / "checkpoints",
-      options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, create=True, enable_async_checkpointing=False
-      ),
-    )
-
-  def save(self, step: int, state: Any, history: list[dict[str, Any]]) -> None:
-    """Saves ``state`` and ``history`` as checkpoint ``step``."""
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), history=ocp.args.JsonSave(history)
-      ),
-    )
-    self._manager.wait_until_finished()
-
-  def restore(self, target: Any) -> tuple[int, Any, list[dict[str, Any]]] | None:
-    """``(step, state, history)`` of the latest checkpoint, or None.
-
-    Args:
-      target: a pytree with the state's structure, shapes and dtypes.
-    """
-    step = self._manager.latest_step()
-    if step is None:
-      return None
-    restored = self._manager.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), history=ocp.args.JsonRestore()
-      ),
-    )
-    return step, restored["state"], list(restored["history"])
-
-  def close(self) -> None:
-    """Releases the manager."""
-    self._manager.close()
+def finetune_name(
+  config: default.Config, stage1: str, method: str, lr: float, alpha: float, seed: int
+) -> str:
+  """Folder name of a stage 2 run: readable prefix + digest of its settings."""
+  _, profit, l2sp = methods.METHODS[method]
+  settings = {
+    "stage1": stage1,
+    "method": method,
+    "lr": lr,
+    "alpha": alpha if l2sp else None,
+    "seed": seed,
+    "main_optimizer": config.main_optimizer,
+    "momentum": config.momentum if config.main_optimizer == "sgd" else None,
+    "batch_size": config.batch_size,
+    "budget_batches": config.budget_batches,
+    "eval_points": list(config.eval_points),
+    "cycle_length": config.cycle_length,
+    "ratio": config.ratio if profit else None,
+    "augment": config.augment,
+    "wise_points": config.wise_points if method in WISE_METHODS else None,
+  }
+  prefix = f"{method}_lr{lr:g}" + (f"_a{alpha:g}" if l2sp else "") + f"_s{seed}"
+  return run_name(prefix, settings)

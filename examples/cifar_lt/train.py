@@ -13,7 +13,6 @@ interpolates each full-model run's final weights with the pre-trained ones.
 """
 
 import dataclasses
-import functools
 import os
 import pathlib
 import time
@@ -27,83 +26,16 @@ import optax
 import tqdm
 
 import optax_profit
-from examples.cifar_lt import frontier, input_pipeline, methods, models, reporting, runs
+from examples.cifar import models
+from examples.cifar_lt import frontier, input_pipeline, methods, reporting, runs
 from examples.cifar_lt.configs import default
-from examples.common import compile_cache
+from examples.common import baselines, compile_cache
+from examples.common import runs as common_runs
 
 Params = Any
-NUM_CLASSES = 100
+NUM_CLASSES = input_pipeline.NUM_CLASSES
 
-# The families of the table and the plot: (label, method, WiSE-FT of it).
-FAMILIES = (
-  ("head, {opt}", "head", False),
-  ("head, PROFIT({opt})", "head_profit", False),
-  ("full, {opt}", "full", False),
-  ("full, PROFIT({opt})", "full_profit", False),
-  ("full, L2-SP", "l2sp", False),
-  ("WiSE-FT of full {opt}", "full", True),
-  ("WiSE-FT of full PROFIT", "full_profit", True),
-)
-WISE_METHODS = ("full", "full_profit")
-
-
-@dataclasses.dataclass(frozen=True)
-class Data:
-  """The splits of one imbalance ratio.
-
-  Attributes:
-    beta: the imbalance ratio.
-    counts: training images per class of the long tail, ``[100]``.
-    base_train: long-tailed training images of the base classes (stage 1).
-    held_out_train: long-tailed training images of the held-out classes
-      (stage 2).
-    test: the balanced test images of all 100 classes.
-    num_base: the number of base classes (labels ``< num_base``).
-  """
-
-  beta: float
-  counts: np.ndarray
-  base_train: input_pipeline.Split
-  held_out_train: input_pipeline.Split
-  test: input_pipeline.Split
-  num_base: int
-
-  def sizes(self) -> dict[str, int]:
-    """Number of images per split."""
-    return {
-      "base_train": len(self.base_train.labels),
-      "held_out_train": len(self.held_out_train.labels),
-      "test": len(self.test.labels),
-      "test_base": int(np.sum(self.test.labels < self.num_base)),
-      "test_held_out": int(np.sum(self.test.labels >= self.num_base)),
-    }
-
-
-def load_data(config: default.Config, beta: float) -> Data:
-  """The CIFAR-100-LT splits of ``beta`` (``config.data_dir``).
-
-  Args:
-    config: supplies ``data_dir``, ``n_max``, ``lt_seed``,
-      ``held_out_classes`` and ``test_examples``.
-    beta: the imbalance ratio.
-
-  Returns:
-    The :class:`Data`.
-  """
-  train = input_pipeline.load_split("train", config.data_dir)
-  test = input_pipeline.take(
-    input_pipeline.load_split("test", config.data_dir), config.test_examples
-  )
-  lt = input_pipeline.long_tail(train, beta, n_max=config.n_max, seed=config.lt_seed)
-  num_base = NUM_CLASSES - config.held_out_classes
-  return Data(
-    beta=beta,
-    counts=np.bincount(lt.labels, minlength=NUM_CLASSES),
-    base_train=input_pipeline.select_classes(lt, range(num_base)),
-    held_out_train=input_pipeline.select_classes(lt, range(num_base, NUM_CLASSES)),
-    test=test,
-    num_base=num_base,
-  )
+WISE_METHODS = runs.WISE_METHODS
 
 
 # ----------------------------------------------------------------------------
@@ -111,7 +43,13 @@ def load_data(config: default.Config, beta: float) -> Data:
 
 
 def _backbone(config: default.Config) -> nn.Module:
-  return models.create_backbone(config.model, cnn_width=config.cnn_width)
+  """The backbone (``examples/cifar/models.py``; the small CNN's flat layout)."""
+  return models.create_backbone(config.model, cnn_width=config.cnn_width, cnn_flat=True)
+
+
+def _normalize(images: jax.Array) -> jax.Array:
+  """Images normalized with the CIFAR-100 statistics."""
+  return models.normalize_images(images, models.CIFAR100_MEAN, models.CIFAR100_STD)
 
 
 def init_params(config: default.Config, key: jax.Array) -> Params:
@@ -135,9 +73,7 @@ def init_params(config: default.Config, key: jax.Array) -> Params:
 
 def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
   """100-way logits of uint8 ``images`` under ``{"backbone", "head"}``."""
-  features = backbone.apply(
-    {"params": params["backbone"]}, models.normalize_images(images)
-  )
+  features = backbone.apply({"params": params["backbone"]}, _normalize(images))
   return models.Head(NUM_CLASSES).apply({"params": params["head"]}, features)
 
 
@@ -165,13 +101,13 @@ class Evaluator:
     data: supplies the test split and ``num_base``.
   """
 
-  def __init__(self, config: default.Config, data: Data):
+  def __init__(self, config: default.Config, data: input_pipeline.Data):
     backbone = _backbone(config)
     self._test = data.test
     self._is_base = data.test.labels < data.num_base
     self._batch = min(config.eval_batch_size, len(data.test.labels))
     self._features = jax.jit(
-      lambda p, images: backbone.apply({"params": p}, models.normalize_images(images))
+      lambda p, images: backbone.apply({"params": p}, _normalize(images))
     )
     self._predict = jax.jit(
       lambda p, f: jnp.argmax(models.Head(NUM_CLASSES).apply({"params": p}, f), -1)
@@ -182,7 +118,7 @@ class Evaluator:
     n = len(self._test.labels)
     parts = [
       np.asarray(self._features(backbone_params, b["image"]))
-      for b in input_pipeline.eval_batches(self._test, self._batch)
+      for b in input_pipeline.eval_dataset(self._test, self._batch)
     ]
     return np.concatenate(parts)[:n]
 
@@ -220,25 +156,6 @@ def _copy(tree: Params) -> Params:
 # Stage 1.
 
 
-def stage1_name(config: default.Config, data: Data) -> str:
-  """Folder name of stage 1: the model, beta and a digest of its settings."""
-  settings = {
-    "model": config.model,
-    "cnn_width": config.cnn_width if config.model == "cnn" else None,
-    "counts": data.counts.tolist(),
-    "lt_seed": config.lt_seed,
-    "held_out": config.held_out_classes,
-    "augment": config.augment,
-    "optimizer": config.pretrain_optimizer,
-    "lr": config.pretrain_lr,
-    "weight_decay": config.pretrain_weight_decay,
-    "epochs": config.pretrain_epochs,
-    "batch_size": config.pretrain_batch_size,
-    "seed": config.pretrain_seed,
-  }
-  return runs.run_name(f"{config.model}-beta{data.beta:g}", settings)
-
-
 def _stage1_optimizer(
   config: default.Config, steps: int
 ) -> optax.GradientTransformation:
@@ -252,7 +169,10 @@ def _stage1_optimizer(
 
 
 def pretrain(
-  config: default.Config, workdir: pathlib.Path, data: Data, evaluator: Evaluator
+  config: default.Config,
+  workdir: pathlib.Path,
+  data: input_pipeline.Data,
+  evaluator: Evaluator,
 ) -> dict[str, Any]:
   """Stage 1: trains on the base classes, or loads the checkpoint.
 
@@ -267,13 +187,13 @@ def pretrain(
     ``{"params", "name", "history", "base_accuracy", "lt_accuracy",
     "wall_s"}``.
   """
-  name = stage1_name(config, data)
+  name = runs.stage1_name(config, data)
   directory = workdir / "stage1" / name
   batches_per_epoch = len(data.base_train.labels) // config.pretrain_batch_size
   tx = _stage1_optimizer(config, config.pretrain_epochs * batches_per_epoch)
   params = init_params(config, jax.random.key(config.pretrain_seed))
   state = {"params": params, "opt_state": tx.init(params)}
-  checkpoints = runs.Checkpoints(directory)
+  checkpoints = common_runs.Checkpoints(directory)
   restored = checkpoints.restore(state)
   history: list[dict[str, Any]] = []
   start = 0
@@ -329,42 +249,10 @@ def pretrain(
 # ----------------------------------------------------------------------------
 # Stage 2.
 
-# Runs reuse a compiled stage 2 step; its key is the config minus these
-# fields, which the step does not read (learning rates, PROFIT's ratio and
-# L2-SP's alpha are optimizer state, see ``methods.create_optimizer``).
-NOT_IN_STEP = (
-  "data_dir",
-  "test_examples",
-  "betas",
-  "held_out_classes",
-  "n_max",
-  "lt_seed",
-  "augment",
-  "eval_batch_size",
-  "pretrain_optimizer",
-  "pretrain_lr",
-  "pretrain_weight_decay",
-  "pretrain_epochs",
-  "pretrain_batch_size",
-  "pretrain_seed",
-  "batch_size",
-  "budget_batches",
-  "eval_points",
-  "full_lrs",
-  "head_lrs",
-  "ratio",
-  "l2sp_alphas",
-  "l2sp_lrs",
-  "wise_points",
-  "thresholds",
-  "relative_thresholds",
-  "seeds",
-  "checkpoint_every",
-  "progress",
-)
+NOT_IN_STEP = default.NOT_IN_STEP
 
 
-@functools.lru_cache(maxsize=16)
+@compile_cache.cached(NOT_IN_STEP)
 def _train_step(key: default.Config, method: str):
   """The compiled stage 2 step of ``method`` (any lr, alpha), built once."""
   tx = methods.create_optimizer(
@@ -380,35 +268,104 @@ def _train_step(key: default.Config, method: str):
   )
 
 
-def finetune_name(
-  config: default.Config, stage1: str, method: str, lr: float, alpha: float, seed: int
-) -> str:
-  """Folder name of a stage 2 run: readable prefix + digest of its settings."""
-  _, profit, l2sp = methods.METHODS[method]
-  settings = {
-    "stage1": stage1,
-    "method": method,
-    "lr": lr,
-    "alpha": alpha if l2sp else None,
-    "seed": seed,
-    "main_optimizer": config.main_optimizer,
-    "momentum": config.momentum if config.main_optimizer == "sgd" else None,
-    "batch_size": config.batch_size,
-    "budget_batches": config.budget_batches,
-    "eval_points": list(config.eval_points),
-    "cycle_length": config.cycle_length,
-    "ratio": config.ratio if profit else None,
-    "augment": config.augment,
-    "wise_points": config.wise_points if method in WISE_METHODS else None,
-  }
-  prefix = f"{method}_lr{lr:g}" + (f"_a{alpha:g}" if l2sp else "") + f"_s{seed}"
-  return runs.run_name(prefix, settings)
+_KEYS = ("base_accuracy", "lt_accuracy", "accuracy")
+
+
+def wise_curve(
+  config: default.Config,
+  evaluator: Evaluator,
+  pretrained: dict[str, Any],
+  tuned: Params,
+  last: dict[str, Any],
+) -> list[dict[str, Any]]:
+  """WiSE-FT: the evaluations of ``(1 - a) * pretrained + a * tuned``.
+
+  Args:
+    config: supplies ``wise_points`` (evenly spaced ``a`` in [0, 1]).
+    evaluator: the test evaluator.
+    pretrained: the stage 1 result (its params and accuracies: ``a = 0``).
+    tuned: the fine-tuned params.
+    last: the run's last evaluation (``a = 1``).
+
+  Returns:
+    ``{"a", "base_accuracy", "lt_accuracy", "accuracy"}`` per ``a``.
+  """
+  wise = []
+  for a in np.linspace(0.0, 1.0, config.wise_points):
+    if a == 0.0:
+      point = {k: pretrained[k] for k in _KEYS}
+    elif a == 1.0:
+      point = {k: last[k] for k in _KEYS}
+    else:
+      point = evaluator.evaluate(
+        baselines.interpolate(pretrained["params"], tuned, float(a))
+      )
+    wise.append({"a": float(a), **point})
+  return wise
+
+
+def _optimizer(config: default.Config, method: str, lr: float, alpha: float):
+  """The stage 2 optimizer of ``method`` (``methods.create_optimizer``)."""
+  return methods.create_optimizer(
+    method,
+    lr,
+    main_optimizer=config.main_optimizer,
+    momentum=config.momentum,
+    n_ref=config.n_ref,
+    ratio=config.ratio,
+    alpha=alpha,
+  )
+
+
+def _train(config, step, state, stream, evaluate, curve, desc):
+  """Stage 2's train-step calls, evaluated at ``eval_points`` into ``curve``.
+
+  Args:
+    config: supplies ``budget_batches``, ``cycle_length``, ``eval_points``.
+    step: the compiled train step.
+    state: ``(params, opt_state)``.
+    stream: the stacked batches.
+    evaluate: ``(params, opt_state) -> point`` (PROFIT's weights to evaluate:
+      theta_ref if the call ended mid-cycle).
+    curve: the points so far; the new ones are appended.
+    desc: the progress bar's label.
+
+  Returns:
+    ``(params, opt_state, {diagnostic: values per call})``.
+  """
+  params, opt_state = state
+  group = config.cycle_length
+  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
+  eval_points = set(config.eval_points)
+  last = 0
+  bar = tqdm.tqdm(
+    range(config.budget_batches // group),
+    desc=desc,
+    disable=not config.progress,
+    leave=False,
+  )
+  for call in bar:
+    params, opt_state, metrics = step(params, opt_state, next(stream))
+    losses.append(metrics["loss"])
+    for key, values in diagnostics.items():
+      if key in metrics:
+        values.append(metrics[key])
+    seen = (call + 1) * group
+    if seen in eval_points:
+      point = evaluate(params, opt_state)
+      loss = float(np.mean(jax.device_get(losses[last // group :])))
+      last = seen
+      curve.append({"batches_seen": seen, **point, "train_loss": loss})
+      bar.set_postfix(
+        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
+      )
+  return params, opt_state, diagnostics
 
 
 def finetune(
   config: default.Config,
   workdir: pathlib.Path,
-  data: Data,
+  data: input_pipeline.Data,
   pretrained: dict[str, Any],
   evaluator: Evaluator,
   *,
@@ -447,24 +404,16 @@ def finetune(
     ``wise`` (WiSE-FT points, full-model methods), ``main_steps``,
     ``diagnostics`` (PROFIT's, averaged over its main steps) and ``wall_s``.
   """
-  name = finetune_name(config, pretrained["name"], method, lr, alpha, seed)
+  name = runs.finetune_name(config, pretrained["name"], method, lr, alpha, seed)
   path = workdir / "stage2" / name / "result.json"
-  cached = runs.load_result(path)
+  cached = common_runs.load_result(path)
   if cached is not None:
     return cached
   t0 = time.perf_counter()
   full, profit, _ = methods.METHODS[method]
-  tx = methods.create_optimizer(
-    method,
-    lr,
-    main_optimizer=config.main_optimizer,
-    momentum=config.momentum,
-    n_ref=config.n_ref,
-    ratio=config.ratio,
-    alpha=alpha,
-  )
+  tx = _optimizer(config, method, lr, alpha)
   group = config.cycle_length
-  step = _train_step(compile_cache.step_key(config, NOT_IN_STEP), method)
+  step = _train_step(config, method)
   params = _copy(pretrained["params"])  # The step donates its params.
   opt_state = tx.init(params)
   stream = input_pipeline.stacked(
@@ -473,47 +422,24 @@ def finetune(
     ),
     group,
   )
-  features = None if full else pretrained_features
-  keys = ("base_accuracy", "lt_accuracy", "accuracy")
-  curve = [{"batches_seen": 0, **{k: pretrained[k] for k in keys}}]
-  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
+  curve = [{"batches_seen": 0, **{k: pretrained[k] for k in _KEYS}}]
   calls = config.budget_batches // group
-  eval_points = set(config.eval_points)
-  last = 0
-  bar = tqdm.tqdm(
-    range(calls), desc=name.split("-")[0], disable=not config.progress, leave=False
+  params, opt_state, diagnostics = _train(
+    config,
+    step,
+    (params, opt_state),
+    stream,
+    lambda p, s: evaluator.evaluate(
+      optax_profit.eval_params(p, s) if profit else p,
+      None if full else pretrained_features,
+    ),
+    curve,
+    name.split("-")[0],
   )
-  for call in bar:
-    params, opt_state, metrics = step(params, opt_state, next(stream))
-    losses.append(metrics["loss"])
-    for key, values in diagnostics.items():
-      if key in metrics:
-        values.append(metrics[key])
-    seen = (call + 1) * group
-    if seen in eval_points:
-      # PROFIT's weights to evaluate: theta_ref if the call ended mid-cycle.
-      weights = optax_profit.eval_params(params, opt_state) if profit else params
-      point = evaluator.evaluate(weights, features)
-      loss = float(np.mean(jax.device_get(losses[last // group :])))
-      last = seen
-      curve.append({"batches_seen": seen, **point, "train_loss": loss})
-      bar.set_postfix(
-        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
-      )
   wise = None
   if method in WISE_METHODS and config.wise_points:
-    wise = []
-    for a in np.linspace(0.0, 1.0, config.wise_points):
-      if a == 0.0:
-        point = {k: pretrained[k] for k in keys}
-      elif a == 1.0:
-        point = {k: curve[-1][k] for k in keys}
-      else:
-        tuned = optax_profit.eval_params(params, opt_state) if profit else params
-        point = evaluator.evaluate(
-          methods.wise_ft(pretrained["params"], tuned, float(a))
-        )
-      wise.append({"a": float(a), **point})
+    tuned = optax_profit.eval_params(params, opt_state) if profit else params
+    wise = wise_curve(config, evaluator, pretrained, tuned, curve[-1])
   result = {
     "name": name,
     "method": method,
@@ -531,7 +457,7 @@ def finetune(
     },
     "wall_s": time.perf_counter() - t0,
   }
-  runs.write_json(path, result)
+  common_runs.write_json(path, result)
   return result
 
 
@@ -545,53 +471,6 @@ def plan(config: default.Config) -> list[tuple[str, float, float]]:
   items += [(m, lr, 0.0) for m in ("full", "full_profit") for lr in config.full_lrs]
   items += [("l2sp", lr, a) for lr in config.l2sp_lrs for a in config.l2sp_alphas]
   return items
-
-
-def family_points(
-  results: list[dict[str, Any]], method: str, wise: bool, seed: int
-) -> list[tuple[float, float]]:
-  """``(base, lt)`` points of one family and seed (see ``frontier.py``)."""
-  points = []
-  for r in results:
-    if r["method"] != method or r["seed"] != seed:
-      continue
-    for p in (r["wise"] or []) if wise else r["curve"]:
-      points.append((p["base_accuracy"], p["lt_accuracy"]))
-  return points
-
-
-def summarize(
-  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
-) -> dict[str, Any]:
-  """The frontier table of one beta: LT accuracy per family and threshold.
-
-  Args:
-    config: supplies the thresholds, seeds and the main optimizer's name.
-    results: the stage 2 runs.
-    pretrained_base: the stage 1 model's base-class accuracy.
-
-  Returns:
-    ``{"thresholds" (absolute levels), "families": {label: {"per_seed",
-    "mean", "std"}}}``; a value is None where a family has no point at the
-    threshold.
-  """
-  levels = frontier.thresholds_for(
-    config.thresholds, pretrained_base, config.relative_thresholds
-  )
-  opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
-  families = {}
-  for label, method, wise in FAMILIES:
-    if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
-      continue
-    per_seed = []
-    for seed in config.seeds:
-      points = family_points(results, method, wise, seed)
-      per_seed.append([frontier.lt_at_threshold(points, t) for t in levels])
-    columns = list(zip(*per_seed, strict=True))
-    mean = [None if None in c else float(np.mean(c)) for c in columns]
-    std = [None if None in c else float(np.std(c)) for c in columns]
-    families[label.format(opt=opt)] = {"per_seed": per_seed, "mean": mean, "std": std}
-  return {"thresholds": levels, "families": families}
 
 
 def train_and_evaluate(
@@ -616,7 +495,7 @@ def train_and_evaluate(
   load_start = os.getloadavg()
   per_beta = {}
   for beta in config.betas:
-    data = load_data(config, beta)
+    data = input_pipeline.load_data(config, beta)
     if len(data.held_out_train.labels) < config.batch_size:
       raise ValueError(
         f"`batch_size` = {config.batch_size} exceeds the "
@@ -643,7 +522,7 @@ def train_and_evaluate(
           pretrained_features=features,
         )
       )
-    summary = summarize(config, results, pretrained["base_accuracy"])
+    summary = frontier.summarize(config, results, pretrained["base_accuracy"])
     per_beta[f"{beta:g}"] = {
       "beta": beta,
       "counts": data.counts.tolist(),
@@ -664,6 +543,6 @@ def train_and_evaluate(
   out["wall_s"] = time.perf_counter() - t0
   out["cpu_s"] = time.process_time() - c0
   out["loadavg"] = {"start": load_start, "end": os.getloadavg()}
-  runs.write_json(workdir / "results.json", out)
+  common_runs.write_json(workdir / "results.json", out)
   (workdir / "table.md").write_text(out["table"] + "\n")
   return out

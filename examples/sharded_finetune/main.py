@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from examples import overrides
+from examples.common import overrides
 from examples.sharded_finetune.configs import default, quick
 
 DEFAULT_WORKDIR = "results/sharded_finetune"

@@ -7,11 +7,16 @@ and named by *logical* axes (``embed``, ``mlp``, ``heads``, ``vocab``,
 be split along the batch (``data``) only.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from examples.sharded_finetune import sharding
+
+Params = Any
 
 #: Logical axis -> mesh axis. ``embed`` on ``data`` is the FSDP part (every
 #: weight matrix is split along its model-width dimension over the data-parallel
@@ -166,3 +171,51 @@ class TransformerLM(nn.Module):
       name="ln_final",
     )(x)
     return embed.attend(x).astype(jnp.float32)
+
+
+# Initialisation on the mesh.
+
+
+def init_fn(model: TransformerLM) -> Callable[[jax.Array], Params]:
+  """``rng -> boxed params`` of ``model`` (with their logical axes)."""
+  tokens = jnp.zeros((1, model.max_len), jnp.int32)
+  return lambda rng: model.init(rng, tokens)["params"]
+
+
+def params_layout(
+  model: TransformerLM, mesh: jax.sharding.Mesh
+) -> tuple[Params, Params]:
+  """The params' shardings and abstract values, without initialising them.
+
+  Args:
+    model: the language model.
+    mesh: the device mesh.
+
+  Returns:
+    ``(shardings, abstract_params)``: trees of ``NamedSharding`` and of
+    ``jax.ShapeDtypeStruct``.
+  """
+  boxed = jax.eval_shape(init_fn(model), jax.random.key(0))
+  shardings = sharding.param_shardings(boxed, mesh, LOGICAL_AXIS_RULES)
+  return shardings, nn.meta.unbox(boxed)
+
+
+def init_params(
+  model: TransformerLM, mesh: jax.sharding.Mesh, seed: int
+) -> tuple[Params, Params]:
+  """Initialises the params directly on their shardings.
+
+  Args:
+    model: the language model.
+    mesh: the device mesh.
+    seed: the initialisation seed.
+
+  Returns:
+    ``(params, shardings)``; no device ever holds the unsharded params.
+  """
+  shardings, _ = params_layout(model, mesh)
+  init = init_fn(model)
+  params = jax.jit(lambda rng: nn.meta.unbox(init(rng)), out_shardings=shardings)(
+    jax.random.key(seed)
+  )
+  return params, shardings

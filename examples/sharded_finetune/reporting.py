@@ -5,7 +5,6 @@
 command line also prints.
 """
 
-import json
 import pathlib
 import platform
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from typing import Any
 
 import jax
 
+from examples.common import runs
 from examples.sharded_finetune import input_pipeline, plotting
 
 
@@ -82,6 +82,6 @@ def write(results: Mapping[str, Any], workdir: pathlib.Path) -> None:
     workdir: the output folder (created if missing).
   """
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  runs.write_json(workdir / "results.json", results)
   (workdir / "table.md").write_text(format_table(results))
   plotting.plot_tradeoff(results, workdir / "tradeoff.png")

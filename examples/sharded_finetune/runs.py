@@ -11,8 +11,6 @@ its digest, so no run continues from a stale checkpoint.
 """
 
 import dataclasses
-import hashlib
-import json
 import pathlib
 from typing import Any
 
@@ -21,6 +19,7 @@ import jax.numpy as jnp
 import optax
 import orbax.checkpoint as ocp
 
+from examples.common.runs import digest
 from examples.sharded_finetune import checkpointing, sharding
 from examples.sharded_finetune.configs import default
 
@@ -75,12 +74,6 @@ def finetune_specs(config: Config) -> list[RunSpec]:
     + [RunSpec("profit", lr) for lr in config.profit_lrs]
     + [RunSpec("profit_sgd", lr) for lr in config.profit_sgd_lrs]
   )
-
-
-def digest(payload: dict[str, Any]) -> str:
-  """A 10-hex-digit SHA-256 digest of a JSON-serialisable dict."""
-  text = json.dumps(payload, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
 def pretrain_key(config: Config) -> dict[str, Any]:

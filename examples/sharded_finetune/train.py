@@ -101,48 +101,8 @@ def make_loss_fn(model: models.TransformerLM, mesh: jax.sharding.Mesh) -> LossFn
   return loss_fn
 
 
-def _init_fn(model: models.TransformerLM) -> Callable[[jax.Array], Params]:
-  tokens = jnp.zeros((1, model.max_len), jnp.int32)
-  return lambda rng: model.init(rng, tokens)["params"]
-
-
-def params_layout(
-  model: models.TransformerLM, mesh: jax.sharding.Mesh
-) -> tuple[Params, Params]:
-  """The params' shardings and abstract values, without initialising them.
-
-  Args:
-    model: the language model.
-    mesh: the device mesh.
-
-  Returns:
-    ``(shardings, abstract_params)``: trees of ``NamedSharding`` and of
-    ``jax.ShapeDtypeStruct``.
-  """
-  boxed = jax.eval_shape(_init_fn(model), jax.random.key(0))
-  shardings = sharding.param_shardings(boxed, mesh, models.LOGICAL_AXIS_RULES)
-  return shardings, nn.meta.unbox(boxed)
-
-
-def init_params(
-  model: models.TransformerLM, mesh: jax.sharding.Mesh, seed: int
-) -> tuple[Params, Params]:
-  """Initialises the params directly on their shardings.
-
-  Args:
-    model: the language model.
-    mesh: the device mesh.
-    seed: the initialisation seed.
-
-  Returns:
-    ``(params, shardings)``; no device ever holds the unsharded params.
-  """
-  shardings, _ = params_layout(model, mesh)
-  init = _init_fn(model)
-  params = jax.jit(lambda rng: nn.meta.unbox(init(rng)), out_shardings=shardings)(
-    jax.random.key(seed)
-  )
-  return params, shardings
+params_layout = models.params_layout
+init_params = models.init_params
 
 
 def make_optimizer(
@@ -353,7 +313,7 @@ class Experiment:
     self.model = make_model(config)
     self.loss_fn = make_loss_fn(self.model, self.mesh)
     self.param_shardings, self.abstract_params = params_layout(self.model, self.mesh)
-    init = _init_fn(self.model)
+    init = models.init_fn(self.model)
     self._init = jax.jit(
       lambda rng: nn.meta.unbox(init(rng)), out_shardings=self.param_shardings
     )
@@ -419,6 +379,55 @@ class Experiment:
     )
     return sharding.global_array(local, sharding.batch_sharding(self.mesh))
 
+  def _record(self, spec, num_batches, history, timing, diagnostics) -> dict[str, Any]:
+    """A run's record: its settings, eval history, final losses and timings."""
+    record = {
+      "name": spec.name,
+      "method": spec.method,
+      "lr": spec.lr,
+      "batches": num_batches,
+      "optimizer_steps": (
+        num_batches // self.cycle_length
+        if spec.method.startswith("profit")
+        else num_batches
+      ),
+      "final": {name: history[-1][name] for name in ("old", "new")},
+      "history": history,
+      **timing,
+    }
+    if spec.method.startswith("profit"):
+      record["ref_lr"] = spec.lr / self.config.profit_ratio
+      record["diagnostics"] = [
+        dict(
+          zip(("step", "omega", "delta_norm", "projected"), _diagnostic(d), strict=True)
+        )
+        for d in jax.device_get(diagnostics)
+      ]
+    return record
+
+  def _start(self, mngr, spec, params, initial_eval):
+    """A run's starting point: its latest checkpoint, or ``params`` afresh.
+
+    Returns:
+      ``(params, opt_state, step, history, records)``; ``records`` is None
+      for a fresh run, else the checkpointed ``(projected since the last
+      evaluation, diagnostics)`` of PROFIT's main steps, so that a resumed
+      run reports what an uninterrupted one does.
+    """
+    tx, state_shardings, init_fn, _ = self.optimizer(spec)
+    target = runs.restore_target(
+      tx, self.abstract_params, self.param_shardings, state_shardings, self.mesh
+    )
+    resumed = runs.resume(mngr, target, discard=params)
+    if resumed is None:
+      history = [{"step": 0, **(initial_eval or self.evaluate(params))}]
+      return params, init_fn(params), 0, history, None
+    state, extra = resumed
+    projected = list(extra.get("projected_since_eval", []))
+    diagnostics = [tuple(d) for d in extra.get("diagnostics", [])]
+    records = (projected, diagnostics)
+    return state.params, state.opt_state, int(state.step), extra["history"], records
+
   def train(
     self,
     spec: runs.RunSpec,
@@ -458,30 +467,15 @@ class Experiment:
     num_batches = self._whole_calls(num_batches)
     eval_every = self._whole_calls(config.eval_every)
     checkpoint_every = self._whole_calls(config.checkpoint_every)
-    tx, state_shardings, init_fn, step_fn = self.optimizer(spec)
+    step_fn = self.optimizer(spec)[3]
     text = self.domains[domain].train
     start_time = time.perf_counter()
     with checkpointing.manager(checkpoint_dir, max_to_keep=1) as mngr:
-      target = runs.restore_target(
-        tx, self.abstract_params, self.param_shardings, state_shardings, mesh
+      params, opt_state, step, history, records = self._start(
+        mngr, spec, params, initial_eval
       )
-      resumed = runs.resume(mngr, target, discard=params)
-      # PROFIT: whether each main step since the last evaluation projected
-      # its gradient, and every main step's omega, ||delta|| and projection;
-      # both checkpointed, so that a resumed run reports what an
-      # uninterrupted one does.
-      projected, diagnostics = [], []
-      if resumed is None:
-        opt_state = init_fn(params)
-        step, resumed_from = 0, None
-        history = [{"step": 0, **(initial_eval or self.evaluate(params))}]
-      else:
-        state, extra = resumed
-        history = extra["history"]
-        projected = list(extra.get("projected_since_eval", []))
-        diagnostics = [tuple(d) for d in extra.get("diagnostics", [])]
-        params, opt_state, step = state.params, state.opt_state, int(state.step)
-        resumed_from = step
+      resumed_from = step if records is not None else None
+      projected, diagnostics = records or ([], [])
       bar = tqdm.tqdm(
         total=num_batches,
         initial=step,
@@ -507,61 +501,52 @@ class Experiment:
             (step, *(metrics[m] for m in ("omega", "delta_norm", "projected")))
           )
         if step % eval_every == 0 or step == num_batches:
-          train_loss = float(jnp.mean(metrics["loss"]))
-          entry = {"step": step, "train": train_loss}
+          entry = {"step": step, "train": float(jnp.mean(metrics["loss"]))}
           if projected:
             entry["projected_fraction"] = float(np.mean(jax.device_get(projected)))
             projected = []
           # PROFIT's weights to evaluate: theta_ref if a call ends mid-cycle.
-          weights = (
-            optax_profit.eval_params(params, opt_state)
-            if spec.method == "profit"
-            else params
-          )
+          profit = spec.method == "profit"
+          weights = optax_profit.eval_params(params, opt_state) if profit else params
           history.append({**entry, **self.evaluate(weights)})
-          bar.set_postfix(
-            train=f"{train_loss:.3f}",
-            old=f"{history[-1]['old']:.3f}",
-            new=f"{history[-1]['new']:.3f}",
-          )
+          bar.set_postfix({k: f"{history[-1][k]:.3f}" for k in ("train", "old", "new")})
         if step % checkpoint_every == 0 or step == num_batches:
-          step_array = jax.device_put(jnp.int32(step), sharding.replicated(mesh))
-          state = checkpointing.TrainState(step_array, params, opt_state)
           projected, diagnostics = jax.device_get((projected, diagnostics))
-          extra = {
-            "history": history,
-            "projected_since_eval": [bool(p) for p in projected],
-            "diagnostics": [_diagnostic(d) for d in diagnostics],
-          }
-          checkpointing.save(mngr, state, extra=extra)
+          state = (step, params, opt_state)
+          _checkpoint(mngr, mesh, state, history, projected, diagnostics)
           if stop_after_step is not None and step >= stop_after_step:
             _stop_abruptly(step)
       bar.close()
-    record = {
-      "name": spec.name,
-      "method": spec.method,
-      "lr": spec.lr,
-      "batches": num_batches,
-      "optimizer_steps": (
-        num_batches // self.cycle_length
-        if spec.method.startswith("profit")
-        else num_batches
-      ),
-      "final": {name: history[-1][name] for name in ("old", "new")},
-      "history": history,
+    timing = {
       "resumed_from_step": resumed_from,
       "wall_s": time.perf_counter() - start_time,
       "first_call_s": first_call_s,
     }
-    if spec.method.startswith("profit"):
-      record["ref_lr"] = spec.lr / config.profit_ratio
-      record["diagnostics"] = [
-        dict(
-          zip(("step", "omega", "delta_norm", "projected"), _diagnostic(d), strict=True)
-        )
-        for d in jax.device_get(diagnostics)
-      ]
+    record = self._record(spec, num_batches, history, timing, diagnostics)
     return params, record
+
+
+def _checkpoint(mngr, mesh, state, history, projected, diagnostics) -> None:
+  """Saves ``(step, params, opt_state)`` with the history and PROFIT's records.
+
+  Args:
+    mngr: the run's checkpoint manager.
+    mesh: the device mesh (the step is replicated on it).
+    state: ``(step, params, opt_state)``.
+    history: the evaluations so far.
+    projected: per main step since the last evaluation, whether it projected.
+    diagnostics: every main step's ``(step, omega, delta_norm, projected)``.
+  """
+  step, params, opt_state = state
+  step_array = jax.device_put(jnp.int32(step), sharding.replicated(mesh))
+  extra = {
+    "history": history,
+    "projected_since_eval": [bool(p) for p in projected],
+    "diagnostics": [_diagnostic(d) for d in diagnostics],
+  }
+  checkpointing.save(
+    mngr, checkpointing.TrainState(step_array, params, opt_state), extra=extra
+  )
 
 
 def _diagnostic(d: tuple[Any, ...]) -> list[Any]:

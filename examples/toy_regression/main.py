@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from examples import overrides
+from examples.common import overrides
 from examples.toy_regression import reporting, train
 from examples.toy_regression.configs import default
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from examples.common import frontier as common_frontier
+
 #: Paper, Table 1: (original-data error, new-data error).
 PAPER_TABLE1 = {
   "baseline": (0.0054, 1.907),
@@ -211,10 +213,11 @@ def select_frontier(
 ) -> list[dict]:
   """The best new-data error of each family at each old-data level.
 
-  The rule, the same for every family: among the family's points whose
-  held-out original-data MSE, as a multiple of the base model's (per seed,
-  then averaged over seeds), is at most the level, take the one with the
-  lowest held-out new-data MSE (mean over seeds); report its *test* errors,
+  The rule of ``examples.common.frontier``, the same for every family: among
+  the family's points whose held-out original-data MSE, as a multiple of the
+  base model's (per seed, then averaged over seeds), is at most the level,
+  take the one with the lowest held-out new-data MSE (mean over seeds; ties:
+  the lower ratio, then the fewer batches); report its *test* errors,
   mean and standard error over seeds. One point (setting, stopping time,
   mixing coefficient) serves all seeds, as a practitioner's choice would.
 
@@ -235,18 +238,17 @@ def select_frontier(
   for level in levels:
     row: dict[str, Any] = {"level": float(level)}
     for family in FAMILIES:
-      best = None
-      for point in points:
-        if point["family"] != family:
-          continue
-        ratio = float(np.mean(np.asarray(point["old_val"]) / base_val))
-        score = float(np.mean(point["new_val"]))
-        if ratio <= level and (best is None or score < best[0]):
-          best = (score, point)
-      if best is None:
+      # The common rule on scores (higher is better): the negated errors.
+      point = common_frontier.select(
+        [p for p in points if p["family"] == family],
+        -float(level),
+        old=lambda p: -float(np.mean(np.asarray(p["old_val"]) / base_val)),
+        new=lambda p: -float(np.mean(p["new_val"])),
+        batches=lambda p: p.get("batches", 0),
+      )
+      if point is None:
         row[family] = None
         continue
-      point = best[1]
       row[family] = {
         "point": point["point"],
         "batches": point["batches"],

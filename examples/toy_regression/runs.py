@@ -9,7 +9,6 @@ sweep reruns only what is missing.
 """
 
 import dataclasses
-import hashlib
 import json
 import pathlib
 from typing import Any
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from examples.common.runs import digest
 from examples.toy_regression.configs import default
 
 Config = default.Config
@@ -102,8 +102,7 @@ class RunSpec:
 
 
 def _digest(key: dict) -> str:
-  blob = json.dumps(key, sort_keys=True)
-  return hashlib.sha256(blob.encode()).hexdigest()[:12]
+  return digest(key, 12)
 
 
 def base_cache_key(config: Config, seed: int) -> dict:
@@ -202,3 +201,74 @@ def save_run(
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(record))
   tmp.replace(path)
+
+
+# The runs of an experiment.
+
+
+def conventions(config: Config) -> tuple[str, ...]:
+  """The PROFIT step conventions the table reports."""
+  if config.step_convention == "both":
+    return ("cycles", "batches")
+  return (config.step_convention,)
+
+
+def sweep_convention(config: Config) -> str:
+  """PROFIT's convention in the sweep: compute-matched whenever it is run."""
+  return "batches" if "batches" in conventions(config) else conventions(config)[0]
+
+
+def table_specs(config: Config) -> dict[str, RunSpec]:
+  """The fine-tuning runs of the table, keyed by table row."""
+  bs = config.batch_size
+  specs = {
+    "full": RunSpec("full", config.ft_lr, bs),
+    "head": RunSpec("head", config.ft_lr, bs),
+  }
+  for convention in conventions(config):
+    specs[f"profit_{convention}"] = RunSpec(
+      "profit", config.ft_lr, bs, ratio=config.ratio, convention=convention
+    )
+  return specs
+
+
+def sweep_specs(config: Config) -> list[RunSpec]:
+  """The runs of the frontier: every family, at every sweep batch size."""
+  if not config.sweep:
+    return []
+  convention = sweep_convention(config)
+  specs = []
+  for bs in default.finetune_batch_sizes(config):
+    specs += [RunSpec("full", lr, bs) for lr in config.sweep_lrs]
+    specs += [RunSpec("head", lr, bs) for lr in config.head_lrs]
+    specs += [
+      RunSpec("l2sp", lr, bs, alpha=alpha)
+      for lr in config.l2sp_lrs
+      for alpha in config.l2sp_alphas
+    ]
+    specs += [
+      RunSpec("profit", lr, bs, ratio=ratio, convention=convention)
+      for lr in config.sweep_profit_lrs
+      for ratio in config.sweep_ratios
+    ]
+  return specs
+
+
+def all_specs(config: Config) -> list[RunSpec]:
+  """Table and sweep runs, without duplicates, in a stable order."""
+  seen: dict[str, RunSpec] = {}
+  for spec in [*table_specs(config).values(), *sweep_specs(config)]:
+    seen.setdefault(spec.name, spec)
+  return list(seen.values())
+
+
+def cycle_length(spec: RunSpec, config: Config) -> int:
+  """Batches consumed by one call of the train step."""
+  return config.n_ref + 1 if spec.method == "profit" else 1
+
+
+def num_calls(spec: RunSpec, config: Config) -> int:
+  """Train-step calls of a run: batches, or PROFIT cycles."""
+  if spec.method == "profit" and spec.convention == "batches":
+    return config.ft_steps // (config.n_ref + 1)
+  return config.ft_steps

@@ -32,7 +32,16 @@ import optax
 import tqdm
 
 import optax_profit
-from examples.toy_regression import input_pipeline, models, plotting, reporting, runs
+from examples.common import baselines, compile_cache
+from examples.common import runs as common_runs
+from examples.toy_regression import (
+  input_pipeline,
+  models,
+  optimizers,
+  plotting,
+  reporting,
+  runs,
+)
 from examples.toy_regression.configs import default
 
 Config = default.Config
@@ -42,156 +51,6 @@ RunSpec = runs.RunSpec
 EVAL_SETS = ("old_error", "new_error", "old_val", "new_val")
 #: PROFIT's diagnostics logged along training (see ``profit_diagnostics``).
 DIAGNOSTICS = ("removed_fraction", "cosine", "projected", "delta_norm")
-
-
-def conventions(config: Config) -> tuple[str, ...]:
-  """The PROFIT step conventions the table reports."""
-  if config.step_convention == "both":
-    return ("cycles", "batches")
-  return (config.step_convention,)
-
-
-def sweep_convention(config: Config) -> str:
-  """PROFIT's convention in the sweep: compute-matched whenever it is run."""
-  return "batches" if "batches" in conventions(config) else conventions(config)[0]
-
-
-def table_specs(config: Config) -> dict[str, RunSpec]:
-  """The fine-tuning runs of the table, keyed by table row."""
-  bs = config.batch_size
-  specs = {
-    "full": RunSpec("full", config.ft_lr, bs),
-    "head": RunSpec("head", config.ft_lr, bs),
-  }
-  for convention in conventions(config):
-    specs[f"profit_{convention}"] = RunSpec(
-      "profit", config.ft_lr, bs, ratio=config.ratio, convention=convention
-    )
-  return specs
-
-
-def sweep_specs(config: Config) -> list[RunSpec]:
-  """The runs of the frontier: every family, at every sweep batch size."""
-  if not config.sweep:
-    return []
-  convention = sweep_convention(config)
-  specs = []
-  for bs in default.finetune_batch_sizes(config):
-    specs += [RunSpec("full", lr, bs) for lr in config.sweep_lrs]
-    specs += [RunSpec("head", lr, bs) for lr in config.head_lrs]
-    specs += [
-      RunSpec("l2sp", lr, bs, alpha=alpha)
-      for lr in config.l2sp_lrs
-      for alpha in config.l2sp_alphas
-    ]
-    specs += [
-      RunSpec("profit", lr, bs, ratio=ratio, convention=convention)
-      for lr in config.sweep_profit_lrs
-      for ratio in config.sweep_ratios
-    ]
-  return specs
-
-
-def all_specs(config: Config) -> list[RunSpec]:
-  """Table and sweep runs, without duplicates, in a stable order."""
-  seen: dict[str, RunSpec] = {}
-  for spec in [*table_specs(config).values(), *sweep_specs(config)]:
-    seen.setdefault(spec.name, spec)
-  return list(seen.values())
-
-
-def cycle_length(spec: RunSpec, config: Config) -> int:
-  """Batches consumed by one call of the train step."""
-  return config.n_ref + 1 if spec.method == "profit" else 1
-
-
-def num_calls(spec: RunSpec, config: Config) -> int:
-  """Train-step calls of a run: batches, or PROFIT cycles."""
-  if spec.method == "profit" and spec.convention == "batches":
-    return config.ft_steps // (config.n_ref + 1)
-  return config.ft_steps
-
-
-def _staircase(init: float, every: float, rate: float) -> optax.Schedule:
-  return optax.exponential_decay(
-    init_value=init,
-    transition_steps=max(1, round(every)),
-    decay_rate=rate,
-    staircase=True,
-  )
-
-
-def rmsprop(config: Config, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
-  """RMSProp with PyTorch's semantics (eps outside the square root)."""
-  return optax.rmsprop(
-    lr, decay=config.rmsprop_decay, eps=config.rmsprop_eps, eps_in_sqrt=False
-  )
-
-
-def base_optimizer(config: Config) -> optax.GradientTransformation:
-  """RMSProp at ``base_lr``, decayed by ``base_decay_rate`` (staircase)."""
-  return rmsprop(
-    config,
-    _staircase(config.base_lr, config.base_decay_every, config.base_decay_rate),
-  )
-
-
-def head_labels(params: Params) -> Params:
-  """``"train"`` for the last Dense layer's leaves, ``"freeze"`` elsewhere."""
-  flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict(
-    {k: "train" if models.HEAD in k else "freeze" for k in flat}
-  )
-
-
-def finetune_optimizer(
-  spec: RunSpec,
-  config: Config,
-  lr: jax.typing.ArrayLike | None = None,
-  ratio: jax.typing.ArrayLike | None = None,
-) -> optax.GradientTransformation:
-  """The optimizer of one fine-tuning run.
-
-  Args:
-    spec: the run.
-    config: the configuration.
-    lr: overrides ``spec.lr`` (may be a traced scalar: runs that differ only
-      in ``lr`` and ``ratio`` then share one compiled step).
-    ratio: overrides ``spec.ratio`` (may be traced).
-
-  Returns:
-    RMSProp at ``lr`` with the staircase decay (``full`` and ``l2sp``, whose
-    penalty is in the loss); the same on the head only, ``optax.set_to_zero()``
-    elsewhere (``head``); or ``optax_profit.profit`` around it with SGD
-    reference steps at ``lr / ratio`` following the same schedule
-    (``profit``).
-  """
-  lr = spec.lr if lr is None else lr
-  ratio = spec.ratio if ratio is None else ratio
-  every = config.ft_decay_every
-  if spec.method == "profit" and spec.convention == "batches":
-    every = config.ft_decay_every / (config.n_ref + 1)  # in main steps
-  schedule = _staircase(lr, every, config.ft_decay_rate)
-  main = rmsprop(config, schedule)
-  if spec.method in ("full", "l2sp"):
-    return main
-  if spec.method == "head":
-    return optax.multi_transform(
-      {"train": main, "freeze": optax.set_to_zero()}, head_labels
-    )
-  n_ref = config.n_ref
-
-  def ref_schedule(ref_count: jax.Array) -> jax.Array:
-    # ref_count counts reference steps (n_ref per cycle): keep lr/ratio fixed.
-    return schedule(ref_count // n_ref) / ratio
-
-  return optax_profit.profit(
-    main,
-    ref=ref_schedule,
-    n_ref=n_ref,
-    storage=config.storage,
-    delta_dtype=config.delta_dtype,
-  )
 
 
 def make_loss_fn(model: models.MLP) -> Callable[[Params, dict], jax.Array]:
@@ -207,7 +66,8 @@ def l2sp_penalty(params: Params, pre: Params, alpha: jax.typing.ArrayLike) -> ja
   """L2-SP's ``alpha / 2 * ||theta - theta_pre||^2`` over the backbone.
 
   The backbone is every layer but the head (the last Dense), which L2-SP
-  (Li et al., 2018) leaves unpenalized.
+  (Li et al., 2018) leaves unpenalized; the penalty is
+  ``examples.common.baselines.l2sp_penalty``.
 
   Args:
     params: the current parameters.
@@ -217,11 +77,12 @@ def l2sp_penalty(params: Params, pre: Params, alpha: jax.typing.ArrayLike) -> ja
   Returns:
     The scalar penalty.
   """
-  flat, flat_pre = (flax.traverse_util.flatten_dict(t) for t in (params, pre))
-  squares = [
-    jnp.sum((flat[k] - flat_pre[k]) ** 2) for k in flat if models.HEAD not in k
-  ]
-  return 0.5 * alpha * sum(squares)
+
+  def backbone(tree: Params) -> dict:
+    flat = flax.traverse_util.flatten_dict(tree)
+    return {"/".join(k): v for k, v in flat.items() if models.HEAD not in k}
+
+  return baselines.l2sp_penalty(backbone(params), backbone(pre), alpha)
 
 
 def make_l2sp_loss_fn(
@@ -230,30 +91,6 @@ def make_l2sp_loss_fn(
   """The new-data MSE plus :func:`l2sp_penalty` towards ``pre``."""
   mse = make_loss_fn(model)
   return lambda params, batch: mse(params, batch) + l2sp_penalty(params, pre, alpha)
-
-
-def wise_interpolate(pre: Params, tuned: Params, a: float) -> Params:
-  """WiSE-FT's ``(1 - a) * theta_pre + a * theta_ft`` (Wortsman et al., 2022).
-
-  Args:
-    pre: the pre-trained parameters.
-    tuned: the fine-tuned parameters (same structure).
-    a: the mixing coefficient in [0, 1].
-
-  Returns:
-    The interpolated parameters; ``a = 0`` and ``a = 1`` return copies of the
-    end points themselves (the formula would turn ``-0.0`` into ``+0.0``).
-
-  Raises:
-    ValueError: if ``a`` is outside [0, 1].
-  """
-  if not 0.0 <= a <= 1.0:
-    raise ValueError(f"`a` must be in [0, 1], got {a!r}.")
-  if a == 0.0:
-    return jax.tree.map(jnp.copy, pre)
-  if a == 1.0:
-    return jax.tree.map(jnp.copy, tuned)
-  return jax.tree.map(lambda p, t: (1.0 - a) * p + a * t, pre, tuned)
 
 
 def make_chunk_fn(
@@ -304,9 +141,9 @@ def compile_key(spec: RunSpec) -> tuple[str, str | None]:
   return spec.method, spec.convention
 
 
-@functools.lru_cache(maxsize=16)
+@compile_cache.cached()  # keyed on the whole config
 def _finetune_chunk_fn(
-  model: models.MLP, config: Config, method: str, convention: str | None
+  config: Config, model: models.MLP, method: str, convention: str | None
 ) -> Callable[..., Any]:
   """The compiled chunk of a fine-tuning method, shared by runs and calls."""
   spec = RunSpec(
@@ -319,8 +156,8 @@ def _finetune_chunk_fn(
   )  # lr, ratio and alpha come traced.
   return make_chunk_fn(
     model,
-    functools.partial(finetune_optimizer, spec, config),
-    cycle_length(spec, config),
+    functools.partial(optimizers.finetune_optimizer, spec, config),
+    runs.cycle_length(spec, config),
     l2sp=method == "l2sp",
   )
 
@@ -352,10 +189,10 @@ def evaluate(errors_fn: Callable[..., jax.Array], params: Params, sets: tuple) -
   return dict(zip(EVAL_SETS, values.tolist(), strict=True))
 
 
-@functools.lru_cache(maxsize=4)
-def _base_chunk_fn(model: models.MLP, config: Config) -> Callable[..., Any]:
+@compile_cache.cached(maxsize=4)  # keyed on the whole config
+def _base_chunk_fn(config: Config, model: models.MLP) -> Callable[..., Any]:
   """One compiled base-training chunk per (model, config), shared by seeds."""
-  tx = base_optimizer(config)
+  tx = optimizers.base_optimizer(config)
   return make_chunk_fn(model, lambda lr, ratio: tx, 1)
 
 
@@ -383,8 +220,8 @@ def train_base(
   Returns:
     The trained parameters.
   """
-  opt_state = base_optimizer(config).init(params)
-  chunk_fn = _base_chunk_fn(model, config)
+  opt_state = optimizers.base_optimizer(config).init(params)
+  chunk_fn = _base_chunk_fn(config, model)
   unused = jnp.zeros((), jnp.float32)
   sampler = input_pipeline.EpochSampler(
     config.n_train, config.batch_size, seed=_child_seed(seed, "base")
@@ -463,6 +300,28 @@ def _summarize_diagnostics(values: dict[str, np.ndarray]) -> dict[str, float]:
   }
 
 
+def _eval_due(config: Config, batches: int, last_eval: int, final: bool) -> bool:
+  """Evaluate after ``batches``: every chunk up to ``eval_every``, then every
+  ``eval_every`` batches, and at the end."""
+  every = config.eval_every
+  return batches <= every or batches // every > last_eval // every or final
+
+
+def _append_eval(curve, diag_curve, diagnostics, pending, position, errors) -> None:
+  """Adds an evaluation to ``curve`` and the last ``pending`` main steps'
+  mean diagnostics to ``diag_curve`` (``position``: batches, main steps)."""
+  batches, done = position
+  curve["batches"].append(batches)
+  curve["main_steps"].append(done)
+  for key, value in errors.items():
+    curve[key].append(value)
+  if pending:
+    diag_curve["batches"].append(batches)
+    for key in DIAGNOSTICS:
+      recent = np.concatenate(diagnostics[key])[-pending:]
+      diag_curve[key].append(float(np.mean(recent)))
+
+
 def finetune(
   spec: RunSpec,
   chunk_fn: Callable[..., Any],
@@ -495,14 +354,14 @@ def finetune(
     fraction of main steps whose gradient was projected) and ``diag_curve``
     (their means between two evaluations).
   """
-  tx = finetune_optimizer(spec, config)
+  tx = optimizers.finetune_optimizer(spec, config)
   lr = jnp.asarray(spec.lr, jnp.float32)
   ratio = jnp.asarray(spec.ratio or 1.0, jnp.float32)
   alpha = jnp.asarray(spec.alpha or 0.0, jnp.float32)
   params = jax.tree.map(jnp.copy, base_params)
   opt_state = tx.init(params)
-  length = cycle_length(spec, config)
-  calls = num_calls(spec, config)
+  length = runs.cycle_length(spec, config)
+  calls = runs.num_calls(spec, config)
   # Chunks of about `eval_early` batches: evaluate after each chunk during
   # the first `eval_every` batches (the fast early phase), then every
   # `eval_every` batches, and at the end.
@@ -540,24 +399,12 @@ def finetune(
         pending += k
       bar.update(k * length)
       batches = done * length
-      if not (
-        batches <= config.eval_every
-        or batches // config.eval_every > last_eval // config.eval_every
-        or done == calls
-      ):
+      if not _eval_due(config, batches, last_eval, done == calls):
         continue
       last_eval = batches
       errors = evaluate(errors_fn, eval_weights(params, opt_state), sets)
-      curve["batches"].append(batches)
-      curve["main_steps"].append(done)
-      for key, value in errors.items():
-        curve[key].append(value)
-      if pending:
-        diag_curve["batches"].append(batches)
-        for key in DIAGNOSTICS:
-          recent = np.concatenate(diagnostics[key])[-pending:]
-          diag_curve[key].append(float(np.mean(recent)))
-        pending = 0
+      _append_eval(curve, diag_curve, diagnostics, pending, (batches, done), errors)
+      pending = 0
       bar.set_postfix(
         old=f"{errors['old_error']:.3f}", new=f"{errors['new_error']:.3f}"
       )
@@ -609,7 +456,7 @@ def wise_curve(
   sets = _eval_sets(data)
   out: dict[str, list] = {"a": [], **{k: [] for k in EVAL_SETS}}
   for a in np.linspace(0.0, 1.0, points).tolist():
-    errors = evaluate(errors_fn, wise_interpolate(base_params, tuned, a), sets)
+    errors = evaluate(errors_fn, baselines.interpolate(base_params, tuned, a), sets)
     out["a"].append(a)
     for key, value in errors.items():
       out[key].append(value)
@@ -651,13 +498,13 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
   start = time.perf_counter()
   model = models.MLP(hidden=config.hidden)
   errors_fn = make_errors_fn(model)
-  specs = all_specs(config)
+  specs = runs.all_specs(config)
   predict = make_predict_fn(model)
   grid = plotting.make_grid(config)
 
   base_info, records = [], {s.name: [] for s in specs}
   predictions: dict[str, np.ndarray] = {}
-  table_runs = {row: s.name for row, s in table_specs(config).items()}
+  table_runs = {row: s.name for row, s in runs.table_specs(config).items()}
   table_rows = {name: row for row, name in table_runs.items()}
   resumed = 0
   for i, seed in enumerate(config.seeds):
@@ -677,7 +524,7 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
         resumed += 1
         prediction = record.pop("predictions", None)
       else:
-        chunk_fn = _finetune_chunk_fn(model, config, *compile_key(spec))
+        chunk_fn = _finetune_chunk_fn(config, model, *compile_key(spec))
         params, record = finetune(
           spec, chunk_fn, errors_fn, base_params, data, config, seed
         )
@@ -708,7 +555,7 @@ def train_and_evaluate(config: Config, workdir: str | pathlib.Path) -> dict:
   results["device"] = str(jax.devices()[0].device_kind)
   np.savez_compressed(workdir / "predictions.npz", grid=grid, **predictions)
   results["figures"] = plotting.save_all(results, predictions, grid, config, workdir)
-  (workdir / "results.json").write_text(json.dumps(results, indent=1))
+  common_runs.write_json(workdir / "results.json", results)
   (workdir / "table.md").write_text(reporting.markdown_report(results) + "\n")
   return results
 

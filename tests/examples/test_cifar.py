@@ -20,7 +20,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from examples.cifar import (
-  baselines,
   frontier,
   input_pipeline,
   main,
@@ -336,7 +335,7 @@ def test_finetune_each_optimizer(mock_cifar, workdir, optimizer):
   assert [h["epoch"] for h in run["history"]] == [0, 1]
 
   pretrained = _restore_pretrained(results)
-  data = train.load_data(config)
+  data = input_pipeline.load_data(config)
   finetuned = train.load_finetuned(
     config, directory, data, {"params": pretrained}, optimizer, 1e-2
   )
@@ -375,7 +374,7 @@ def test_head_only_keeps_the_backbone(mock_cifar, workdir):
   finetuned = train.load_finetuned(
     config,
     run["directory"],
-    train.load_data(config),
+    input_pipeline.load_data(config),
     {"params": pretrained},
     "profit",
     1e-2,
@@ -383,7 +382,7 @@ def test_head_only_keeps_the_backbone(mock_cifar, workdir):
   chex.assert_trees_all_equal(
     _bits(finetuned["backbone"]), _bits(pretrained["backbone"])
   )
-  fresh_head = train.init_head(config, 100, jax.random.key(config.seed + 1))
+  fresh_head = models.init_head(config, 100, jax.random.key(config.seed + 1))
   assert not np.array_equal(
     finetuned["head"]["Dense_0"]["kernel"], fresh_head["Dense_0"]["kernel"]
   )
@@ -436,7 +435,7 @@ def test_interrupted_profit_run_resumes_to_the_same_result(
   assert without_times(resumed["history"]) == without_times(uninterrupted["history"])
   config = _config(*flags)
   pretrained = {"params": _restore_pretrained(first)}
-  data = train.load_data(config)
+  data = input_pipeline.load_data(config)
   a = train.load_finetuned(
     config, uninterrupted["directory"], data, pretrained, "profit", 1e-2
   )
@@ -481,7 +480,7 @@ def test_bad_flags_name_the_argument(flags, name, capsys):
 
 def test_optimizers_only_see_trainable_params():
   config = _config("--set", "optimizer=profit")
-  params = train.init_params(config, 100, jax.random.key(0))
+  params = models.init_params(config, 100, jax.random.key(0))
   opt = optimizers.create_optimizer("profit", 1e-2, config, steps_per_epoch=4)
   state = opt.tx.init(opt.wrap(params))
   (profit_state,) = [
@@ -497,135 +496,6 @@ def test_optimizers_only_see_trainable_params():
   updates, _ = jax.jit(opt.tx.update)(grads, opt.tx.init(wrapped), wrapped)
   assert all(not np.any(u) for u in jax.tree.leaves(updates["backbone"]))
   assert optax.tree.norm(updates["head"]) > 0
-
-
-# ----------------------------------------------------------------------------
-# Forgetting remedies: L2-SP, LP-FT, WiSE-FT.
-
-
-def _random_tree(seed, scale=1.0):
-  rng = np.random.default_rng(seed)
-  return {
-    "backbone": {
-      "conv": {
-        "kernel": jnp.asarray(scale * rng.normal(size=(3, 3, 2, 4)), jnp.float32)
-      },
-      "norm": {"scale": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
-    },
-    "head": {
-      "Dense_0": {
-        "kernel": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
-        "bias": jnp.asarray(rng.normal(size=(5,)), jnp.float32),
-      }
-    },
-  }
-
-
-def test_l2sp_penalty_and_gradient_match_a_direct_computation():
-  anchor, params, grads = _random_tree(0), _random_tree(1), _random_tree(2)
-  alpha = 0.37
-  # Direct: alpha / 2 * sum of squared differences over the backbone leaves, in
-  # float64 NumPy; its gradient is alpha * (theta - theta_pre) on the backbone.
-  diffs = [
-    np.asarray(p, np.float64) - np.asarray(a, np.float64)
-    for p, a in zip(
-      jax.tree.leaves(params["backbone"]),
-      jax.tree.leaves(anchor["backbone"]),
-      strict=True,
-    )
-  ]
-  expected = 0.5 * alpha * sum(np.sum(d * d) for d in diffs)
-  penalty = baselines.l2sp_penalty(params["backbone"], anchor["backbone"], alpha)
-  np.testing.assert_allclose(float(penalty), expected, rtol=1e-6)
-
-  tx = baselines.l2sp(alpha)
-  state = tx.init(anchor)  # the anchor is the params at init
-  updates, _ = jax.jit(tx.update)(grads, state, params)
-  # The head gets the loss gradient unchanged (it has no pre-trained value).
-  chex.assert_trees_all_equal(updates["head"], grads["head"])
-  for u, g, d in zip(
-    jax.tree.leaves(updates["backbone"]),
-    jax.tree.leaves(grads["backbone"]),
-    diffs,
-    strict=True,
-  ):
-    np.testing.assert_allclose(
-      np.asarray(u), np.asarray(g) + alpha * d, rtol=1e-5, atol=1e-6
-    )
-
-  # And it is the gradient of loss + penalty, as autodiff of the direct formula.
-  def penalized(p):
-    return sum(
-      jnp.sum(g * x)
-      for g, x in zip(jax.tree.leaves(grads), jax.tree.leaves(p), strict=True)
-    ) + (
-      0.5
-      * alpha
-      * sum(
-        jnp.sum((x - a) ** 2)
-        for x, a in zip(
-          jax.tree.leaves(p["backbone"]),
-          jax.tree.leaves(anchor["backbone"]),
-          strict=True,
-        )
-      )
-    )
-
-  chex.assert_trees_all_close(
-    updates, jax.grad(penalized)(params), rtol=1e-5, atol=1e-6
-  )
-
-
-def test_l2sp_rejects_negative_alpha():
-  with pytest.raises(ValueError, match="`alpha`"):
-    baselines.l2sp(-1.0)
-
-
-def test_wise_ft_end_points_are_bit_identical():
-  pretrained, finetuned = _random_tree(0), _random_tree(1)
-  pretrained["backbone"]["norm"]["scale"] = (
-    pretrained["backbone"]["norm"]["scale"].at[0].set(-0.0)
-  )  # (1 - a) * p + a * f would turn -0.0 into 0.0
-  chex.assert_trees_all_equal(
-    _bits(baselines.interpolate(pretrained, finetuned, 0.0)), _bits(pretrained)
-  )
-  chex.assert_trees_all_equal(
-    _bits(baselines.interpolate(pretrained, finetuned, 1.0)), _bits(finetuned)
-  )
-  middle = baselines.interpolate(pretrained, finetuned, 0.25)
-  for m, p, f in zip(
-    jax.tree.leaves(middle),
-    jax.tree.leaves(pretrained),
-    jax.tree.leaves(finetuned),
-    strict=True,
-  ):
-    np.testing.assert_allclose(
-      m, 0.75 * np.asarray(p) + 0.25 * np.asarray(f), rtol=1e-6, atol=1e-7
-    )
-  with pytest.raises(ValueError, match="`a`"):
-    baselines.interpolate(pretrained, finetuned, 1.5)
-
-
-def test_switch_runs_the_head_first_then_a_fresh_optimizer():
-  params, grads = _random_tree(0), _random_tree(1)
-  probe = optax.multi_transform(
-    {"trainable": optax.sgd(0.5), "frozen": optax.set_to_zero()},
-    optimizers.head_only_labels,
-  )
-  tx = baselines.switch(probe, optax.adam(0.1), steps=2)
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  fresh_adam = optax.adam(0.1)
-  for i in range(4):
-    updates, state = update(grads, state, params)
-    if i < 2:  # LP: SGD on the head only
-      assert all(not np.any(u) for u in jax.tree.leaves(updates["backbone"]))
-      chex.assert_trees_all_close(
-        updates["head"], jax.tree.map(lambda g: -0.5 * g, grads["head"])
-      )
-    elif i == 2:  # FT: Adam's very first step (its state untouched so far)
-      expected, _ = fresh_adam.update(grads, fresh_adam.init(params), params)
-      chex.assert_trees_all_close(updates, expected, rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optax_profit
-from examples.cifar_lt import configs, frontier, input_pipeline, main, methods, train
+from examples.cifar_lt import configs, frontier, input_pipeline, main, methods
 from examples.cifar_lt.configs import default
 
 # ----------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def test_summarize_pools_a_family_and_averages_seeds():
     _fake_run("head", 0, [(0.5, 0.0), (0.2, 0.6)]),
     _fake_run("head", 1, [(0.5, 0.0), (0.2, 0.6)]),
   ]
-  table = train.summarize(config, results, pretrained_base=0.5)
+  table = frontier.summarize(config, results, pretrained_base=0.5)
   assert table["thresholds"] == pytest.approx([0.45, 0.25])
   full = table["families"]["full, SGD-m"]
   assert full["per_seed"] == [[0.4, 0.5], [0.1, 0.7]]
@@ -178,19 +178,6 @@ def _tree(seed, scale=1.0):
   }
 
 
-def test_l2_sp_penalty_and_gradient_against_a_direct_computation():
-  anchor, params = _tree(0), _tree(1)
-  alpha = 0.3
-  flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
-  direct = 0.5 * alpha * np.sum((flat(params) - flat(anchor)) ** 2)
-  got = methods.l2_sp_penalty(params, anchor, alpha)
-  np.testing.assert_allclose(got, direct, rtol=1e-6)
-  grad = jax.grad(methods.l2_sp_penalty)(params, anchor, alpha)
-  chex.assert_trees_all_close(
-    grad, jax.tree.map(lambda p, a: alpha * (p - a), params, anchor), rtol=1e-6
-  )
-
-
 def test_l2sp_optimizer_penalizes_the_backbone_only():
   anchor, params, grads = _tree(0), _tree(1), _tree(2)
   lr, alpha = 0.1, 0.7
@@ -208,21 +195,6 @@ def test_l2sp_optimizer_penalizes_the_backbone_only():
     "head": jax.tree.map(lambda g: -lr * g, grads["head"]),
   }
   chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-7)
-
-
-def test_wise_ft_end_points_are_bit_identical_and_the_middle_interpolates():
-  pre, ft = _tree(0), _tree(1, scale=3.0)
-  chex.assert_trees_all_equal(methods.wise_ft(pre, ft, 0.0), pre)
-  chex.assert_trees_all_equal(methods.wise_ft(pre, ft, 1.0), ft)
-  mixed = methods.wise_ft(pre, ft, 0.3)
-  expected = jax.tree.map(
-    lambda p, f: 0.7 * np.asarray(p, np.float64) + 0.3 * np.asarray(f, np.float64),
-    pre,
-    ft,
-  )
-  chex.assert_trees_all_close(mixed, expected, rtol=1e-6, atol=1e-6)
-  with pytest.raises(ValueError, match="`a`"):
-    methods.wise_ft(pre, ft, 1.5)
 
 
 @pytest.mark.parametrize("method", ["head", "head_profit"])

@@ -15,6 +15,10 @@ from examples.cifar_lt import methods as lt_methods
 from examples.cifar_lt import train as lt_train
 from examples.cifar_lt.configs import default as lt_default
 from examples.common import compile_cache
+from examples.toy_regression import models as toy_models
+from examples.toy_regression import runs as toy_runs
+from examples.toy_regression import train as toy_train
+from examples.toy_regression.configs import default as toy_default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,3 +105,52 @@ def test_cifar_lt_step_is_reused_or_rebuilt_by_its_key():
   assert build(dataclasses.replace(base, ratio=100.0, budget_batches=5)) is step
   assert build(dataclasses.replace(base, n_ref=3)) is not step
   assert build(dataclasses.replace(base, momentum=0.0)) is not step
+
+
+def test_cached_builds_once_per_key_and_again_for_any_other_field():
+  built = []
+
+  @compile_cache.cached(("lr",))
+  def build(key, extra):
+    built.append((key, extra))
+    return object()
+
+  base = _Config()
+  step = build(base, 1)
+  assert build(dataclasses.replace(base, lr=0.5), 1) is step  # a listed field
+  assert len(built) == 1 and built[0][0] == base
+  assert build(base, 2) is not step  # another argument
+  assert build(dataclasses.replace(base, n_ref=2), 1) is not step
+  assert build(dataclasses.replace(base, added_later="b"), 1) is not step
+  assert len(built) == 4
+  assert build.__wrapped__(base, 1) is not step  # the builder itself
+  build.cache_clear()
+  assert build(base, 1) is not step
+
+
+def test_cifar_pretrain_step_is_keyed_on_its_learning_rate():
+  base = cifar_default.Config(model="cnn", cnn_width=4)
+  step = cifar_train._pretrain_step(base)
+  assert cifar_train._pretrain_step(dataclasses.replace(base, epochs=3)) is step
+  assert (
+    cifar_train._pretrain_step(dataclasses.replace(base, pretrain_lr=0.5)) is not step
+  )
+  assert cifar_train._pretrain_step(dataclasses.replace(base, cnn_width=8)) is not step
+
+
+def test_toy_regression_chunks_are_keyed_on_the_whole_config():
+  config = dataclasses.replace(toy_default.get_config(), hidden=8)
+  model = toy_models.MLP(hidden=8)
+  spec = lambda lr: toy_runs.RunSpec("profit", lr, 32, ratio=10.0, convention="cycles")
+  build = lambda c, s: toy_train._finetune_chunk_fn(c, model, *toy_train.compile_key(s))
+  chunk = build(config, spec(1e-3))
+  assert build(config, spec(0.5)) is chunk  # lr and ratio are traced
+  # Every config field is step-relevant here: a change recompiles.
+  assert build(dataclasses.replace(config, n_ref=2), spec(1e-3)) is not chunk
+  assert build(dataclasses.replace(config, ft_steps=7), spec(1e-3)) is not chunk
+  base = toy_train._base_chunk_fn(config, model)
+  assert toy_train._base_chunk_fn(config, model) is base
+  assert (
+    toy_train._base_chunk_fn(dataclasses.replace(config, base_lr=0.5), model)
+    is not base
+  )

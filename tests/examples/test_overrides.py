@@ -1,10 +1,10 @@
-"""`examples/overrides.py`: the `--set FIELD=VALUE` parser every example uses."""
+"""`examples/common/overrides.py`: the `--set FIELD=VALUE` parser every example uses."""
 
 import dataclasses
 
 import pytest
 
-from examples import overrides
+from examples.common import overrides
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,15 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from examples.toy_regression import input_pipeline, main, models, reporting, runs, train
+from examples.toy_regression import (
+  input_pipeline,
+  main,
+  models,
+  optimizers,
+  reporting,
+  runs,
+  train,
+)
 from examples.toy_regression.configs import default, quick, study
 
 OLD, NEW = (-1.0, 1.0), (0.8, 1.5)
@@ -203,7 +211,7 @@ def _finetune_params(method: str, steps: int = 5, **overrides):
   data = input_pipeline.make_datasets(
     3, n_train=256, n_test=64, n_val=64, old_domain=OLD, new_domain=NEW, noise_std=1.0
   )
-  chunk = train._finetune_chunk_fn(model, config, *train.compile_key(spec))
+  chunk = train._finetune_chunk_fn(config, model, *train.compile_key(spec))
   config = dataclasses.replace(config, ft_steps=steps, **overrides)
   params, record = train.finetune(
     spec, chunk, train.make_errors_fn(model), base, data, config, seed=0
@@ -248,7 +256,7 @@ def test_profit_reference_step_is_sgd_at_lr_over_ratio():
   config = default.get_config()
   for convention in ("cycles", "batches"):
     spec = _spec("profit", 5e-4, ratio=100.0, convention=convention)
-    tx = train.finetune_optimizer(spec, config)
+    tx = optimizers.finetune_optimizer(spec, config)
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([0.5, 0.25, -4.0])}
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -264,7 +272,7 @@ def test_rmsprop_has_pytorch_semantics():
   # PyTorch RMSprop (alpha=0.99, eps=1e-8, no centering, no momentum):
   # v = 0.99 v + 0.01 g^2; p -= lr * g / (sqrt(v) + eps).
   config = default.get_config()
-  tx = train.rmsprop(config, 0.1)
+  tx = optimizers.rmsprop(config, 0.1)
   p = np.array([1.0, 2.0])
   v = np.zeros(2)
   params = {"w": jnp.asarray(p, jnp.float32)}
@@ -377,31 +385,6 @@ def test_l2sp_with_a_large_alpha_stays_nearer_the_base_than_full_fine_tuning():
     return float(optax.tree.norm(jax.tree.map(jnp.subtract, backbone, base_backbone)))
 
   assert distance(l2sp) < 0.9 * distance(full)
-
-
-def test_wise_ends_are_bit_identical_and_the_middle_is_the_interpolation():
-  pre = models.init_params(models.MLP(hidden=8), jax.random.key(0))
-  tuned = _perturbed(pre, 0.05, 3)
-  # Negative zeros: `(1 - a) * pre + a * tuned` would turn them into +0.0.
-  pre["params"]["head"]["bias"] = jnp.array([-0.0], jnp.float32)
-  tuned["params"]["dense_1"]["bias"] = -jnp.zeros((8,), jnp.float32)
-  chex.assert_trees_all_equal(
-    _bits(train.wise_interpolate(pre, tuned, 0.0)), _bits(pre)
-  )
-  chex.assert_trees_all_equal(
-    _bits(train.wise_interpolate(pre, tuned, 1.0)), _bits(tuned)
-  )
-  middle = train.wise_interpolate(pre, tuned, 0.3)
-  expected = jax.tree.map(
-    lambda p, t: 0.7 * np.asarray(p, np.float64) + 0.3 * np.asarray(t, np.float64),
-    pre,
-    tuned,
-  )
-  chex.assert_trees_all_close(
-    jax.tree.map(lambda t: np.asarray(t, np.float64), middle), expected, atol=1e-7
-  )
-  with pytest.raises(ValueError, match="`a`"):
-    train.wise_interpolate(pre, tuned, 1.5)
 
 
 # The frontier metric.
@@ -687,7 +670,7 @@ def test_cpu_configs_keep_the_paper_recipe(module):
 
 def test_study_config_runs_every_family_at_three_batch_sizes():
   config = study.get_config()
-  specs = train.sweep_specs(config)
+  specs = runs.sweep_specs(config)
   assert {s.batch_size for s in specs} == {32, 128, 512}
   for bs in (32, 128, 512):
     methods = [s.method for s in specs if s.batch_size == bs]
@@ -696,8 +679,8 @@ def test_study_config_runs_every_family_at_three_batch_sizes():
   alphas = sorted({s.alpha for s in specs if s.method == "l2sp"})
   assert alphas[-1] / alphas[0] >= 100  # At least two decades.
   # Compute-matched: PROFIT counts batches, every run gets ft_steps of them.
-  assert all(train.num_calls(s, config) * train.cycle_length(s, config) ==
-             config.ft_steps for s in train.all_specs(config))  # fmt: skip
+  assert all(runs.num_calls(s, config) * runs.cycle_length(s, config) ==
+             config.ft_steps for s in runs.all_specs(config))  # fmt: skip
   assert config.wise_points >= 11
 
 
@@ -708,7 +691,7 @@ def test_every_swept_setting_gets_its_own_run():
     sweep_ratios=(10.0, 12.5),
     batch_sizes=(64, 256),
   )
-  specs = train.all_specs(config)
+  specs = runs.all_specs(config)
   names = [s.name for s in specs]
   assert len(names) == len(set(names))
   assert {"full_lr2e-04_bs64", "full_lr2.5e-04_bs256"} <= set(names)

@@ -156,6 +156,46 @@ class Config:
     return dict(self.sweep_epochs).get(optimizer, self.epochs)
 
 
+#: The fields the fine-tuning step does not read: runs that differ only in
+#: them (a resumed run, the tests) reuse one compiled step, keyed on the rest
+#: (``examples/common/compile_cache.py``; the optimizer and learning rate are
+#: the step cache's other arguments).
+NOT_IN_STEP = (
+  "data_dir",
+  "train_examples",
+  "test_examples",
+  "val_examples",
+  "c10_val_examples",
+  "batch_size",
+  "pretrain_batch_size",
+  "eval_batch_size",
+  "pretrain_epochs",
+  "pretrain_lr",
+  "optimizer",
+  "lr",
+  "epochs",
+  "evals_per_epoch",
+  "wise_points",
+  "sweep",
+  "sweep_optimizers",
+  "sweep_lrs",
+  "sweep_epochs",
+  "frontier",
+  "frontier_lrs",
+  "frontier_ratios",
+  "frontier_head_lrs",
+  "l2sp_alphas",
+  "l2sp_lr",
+  "seeds",
+  "levels",
+  "batch_sizes",
+  "seed",
+  "checkpoint_every",
+  "data_threads",
+  "progress",
+)
+
+
 def validate(config: Config) -> None:
   """Raises ``ValueError`` naming the field for an invalid value.
 

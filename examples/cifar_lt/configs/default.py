@@ -107,19 +107,58 @@ class Config:
     return self.n_ref + 1
 
 
+#: The fields the stage 2 step does not read: runs reuse a compiled step keyed
+#: on the config minus these (``examples/common/compile_cache.py``; learning
+#: rates, PROFIT's ratio and L2-SP's alpha are optimizer state, see
+#: ``methods.create_optimizer``).
+NOT_IN_STEP = (
+  "data_dir",
+  "test_examples",
+  "betas",
+  "held_out_classes",
+  "n_max",
+  "lt_seed",
+  "augment",
+  "eval_batch_size",
+  "pretrain_optimizer",
+  "pretrain_lr",
+  "pretrain_weight_decay",
+  "pretrain_epochs",
+  "pretrain_batch_size",
+  "pretrain_seed",
+  "batch_size",
+  "budget_batches",
+  "eval_points",
+  "full_lrs",
+  "head_lrs",
+  "ratio",
+  "l2sp_alphas",
+  "l2sp_lrs",
+  "wise_points",
+  "thresholds",
+  "relative_thresholds",
+  "seeds",
+  "checkpoint_every",
+  "progress",
+)
+
+
+#: The backbones of ``examples/cifar/models.py`` this example runs.
+MODELS = ("cnn", "resnet18", "resnet34")
+
+
 def validate(config: Config) -> None:
   """Raises ``ValueError`` naming the field of an invalid value.
 
   Args:
     config: the configuration to check.
   """
-  from examples.cifar_lt import models  # pylint: disable=g-import-not-at-top
 
   def check(name: str, ok: bool, what: str) -> None:
     if not ok:
       raise ValueError(f"`{name}` must be {what}, got {getattr(config, name)!r}.")
 
-  check("model", config.model in models.MODELS, f"one of {models.MODELS}")
+  check("model", config.model in MODELS, f"one of {MODELS}")
   for name in ("pretrain_optimizer", "main_optimizer"):
     check(name, getattr(config, name) in MAIN_OPTIMIZERS, f"one of {MAIN_OPTIMIZERS}")
   for name in (

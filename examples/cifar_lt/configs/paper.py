@@ -6,7 +6,7 @@ consistency loss, a re-balanced head; 72.89 % at ``beta = 10``); we pre-train
 with plain SGD-momentum and cross-entropy instead (lr 0.1, cosine decay,
 weight decay 5e-4, 200 epochs, the usual CIFAR-LT recipe) so that the
 experiment isolates the fine-tuning optimizers and needs no second method's
-code. GroupNorm replaces BatchNorm (see ``models.py``). Stage 2 is not
+code. GroupNorm replaces BatchNorm (see ``examples/cifar/models.py``). Stage 2 is not
 specified in GOODFIT beyond "SGD with momentum"; our budget is 2,000 batches
 of 64 (about 230 epochs of the 552 held-out images at ``beta = 10``), with
 three learning rates per family, three seeds, and the table read at base-class

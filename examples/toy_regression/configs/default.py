@@ -224,6 +224,11 @@ def validate(config: Config) -> None:
     f"must be >= n_ref + 1 = {config.n_ref + 1} for the compute-matched "
     "(batches) convention",
   )
+  _validate_lists(config, check)
+
+
+def _validate_lists(config: Config, check) -> None:
+  """The checks of :func:`validate` on the seeds, grids and domains."""
   check(len(config.seeds) >= 1, "seeds", "must name at least one seed")
   check(len(set(config.seeds)) == len(config.seeds), "seeds", "must be distinct")
   check(all(_is_int(v, 0) for v in config.seeds), "seeds", "must be ints >= 0")
