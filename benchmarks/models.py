@@ -117,7 +117,7 @@ def resnet18(
   batch_size: int = 128, *, stage_sizes: tuple[int, ...] = (2, 2, 2, 2), width: int = 64
 ) -> Workload:
   """The CIFAR example's ResNet-18 (smaller with other ``stage_sizes``/``width``)."""
-  backbone = models.ResNet18(stage_sizes=stage_sizes, width=width)
+  backbone = models.ResNet(stage_sizes=stage_sizes, width=width)
   return _classifier(backbone, "resnet18", batch_size)
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_profit import _xla_cpu
+from optax_profit import _storage, _xla_cpu
 
 
 class Diagnostics(NamedTuple):
@@ -157,13 +157,9 @@ def _default_sums(updates, delta, dtype, *_) -> tuple:
 
 def _check_real(updates, delta) -> None:
   for name, tree in (("updates", updates), ("delta", delta)):
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-      if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
-        raise TypeError(
-          f"Leaf {jax.tree_util.keystr(path) or '<root>'} of `{name}` is complex "
-          f"({jnp.result_type(leaf)}): project_conflicting supports real "
-          "floating leaves only."
-        )
+    _storage.check_real(
+      tree, f"`{name}`", "project_conflicting supports real floating leaves only."
+    )
 
 
 def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Projection:

@@ -80,14 +80,20 @@ def acc_dtype(*dtypes: Any) -> Any:
   return jnp.result_type(jnp.float32, *dtypes)
 
 
-def check_real(params: optax.Params, what: str = "params") -> None:
-  """Raises ``TypeError`` naming the first complex leaf of ``params``."""
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+def check_real(
+  tree: Any,
+  what: str = "params",
+  supported: str = (
+    "PROFIT supports real floating params only (split a complex weight into "
+    "its real and imaginary parts)."
+  ),
+) -> None:
+  """Raises ``TypeError`` naming the first complex leaf of ``tree``."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     if jnp.issubdtype(jnp.result_type(leaf), jnp.complexfloating):
       raise TypeError(
         f"Leaf {jax.tree_util.keystr(path) or '<root>'} of {what} is complex "
-        f"({jnp.result_type(leaf)}): PROFIT supports real floating params only "
-        "(split a complex weight into its real and imaginary parts)."
+        f"({jnp.result_type(leaf)}): {supported}"
       )
 
 

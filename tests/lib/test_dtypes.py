@@ -129,11 +129,20 @@ def test_one_cycle_equals_float64_algorithm(dtype_name, n_ref, path, data):
   omega = rec.omegas[-1]
   if abs(omega) < 1e36:  # the float32 diagnostic saturates beyond
     tiny = float(jnp.finfo(jnp.float32).tiny)  # XLA flushes subnormals
-    # 16-bit params: the bfloat16 residual is rounded once per reference
-    # step (2^-9 relative each).
     rtol = 2e-2 if n_ref <= 3 or eps < 1e-3 else 8e-2
+    atol = 4 * tiny
+    if eps > 1e-3:
+      # 16-bit params: the bfloat16 residual is rounded once per reference
+      # step, by up to 2^-8 of its value then, which can be far larger than
+      # its final value (a random walk of the updates below the weights'
+      # resolution). Those roundings are independent: omega's error has a
+      # standard deviation of sigma below (the residual's path bounded by
+      # the partial sums of the updates); 1,125 draws gave at most 4.5 sigma.
+      partial = np.cumsum(-REF * grads[:-1], axis=0)
+      per_weight = 2.0**-8 * np.sqrt((partial**2).sum(0) / 3)
+      atol += 8 * np.sqrt(((grads[-1] * per_weight) ** 2).sum())
     np.testing.assert_allclose(
-      float(state.diagnostics.omega), omega, rtol=rtol, atol=4 * tiny
+      float(state.diagnostics.omega), omega, rtol=rtol, atol=atol
     )
 
 
