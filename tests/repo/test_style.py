@@ -75,7 +75,10 @@ def test_ci_runs_the_readme_test_command(tmp_path):
   assert readme.count("<!-- test-command -->") == 1
   assert "<!-- test-command -->" in (ROOT / ".ci" / "run").read_text()
   command = _readme_test_command(readme)
-  assert command.endswith("python -m pytest"), command
+  # The whole suite (no file or -k selection), optionally in worker processes.
+  assert re.search(r"&& python -m pytest(?: -n \d+ --dist loadfile)?$", command), (
+    command
+  )
   (tmp_path / ".ci").mkdir()
   shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
   stand_in = tmp_path / "bin" / "bash"
