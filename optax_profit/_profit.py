@@ -72,11 +72,8 @@ def main_step(
     ``theta_ref + O(theta_ref, g')``.
   """
 
-  delta = jax.tree.map(  # line 12
-    lambda d: _where(in_cycle, d, jnp.zeros_like(d)),
-    spec.storage.displacement(stored, params),
-  )
-  proj = _projection.project_conflicting(grads, delta)  # lines 13-17
+  delta = spec.storage.displacement(stored, params)  # line 12
+  proj = _projection.project_if(grads, delta, in_cycle)  # lines 13-17
   theta_ref = jax.tree.map(  # line 18
     lambda r, p: _where(in_cycle, r, p), spec.storage.restore(stored, params), params
   )

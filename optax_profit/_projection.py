@@ -197,6 +197,19 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
     >>> project_conflicting(g, delta).updates["w"]
     Array([0., 1.], dtype=float32)
   """
+  return project_if(updates, delta, True)
+
+
+def project_if(
+  updates: optax.Updates, delta: optax.Updates, active: jax.typing.ArrayLike
+) -> Projection:
+  """:func:`project_conflicting`, with ``delta`` counted as zero unless ``active``.
+
+  ``active`` (a boolean scalar, PROFIT's warm-up) masks the sums, not
+  ``delta``: a masked copy of ``delta`` would be read by the reductions and
+  by the projection, and XLA:CPU materializes a value that a reduction shares
+  with another loop (+1 params copy).
+  """
   _check_real(updates, delta)
   dtype = accumulation_dtype((updates, delta))
   n = sum(int(jnp.size(x)) for x in jax.tree.leaves(delta))
@@ -209,6 +222,7 @@ def project_conflicting(updates: optax.Updates, delta: optax.Updates) -> Project
     cpu=lambda u, v: _xla_cpu.projection_sums(u, v, dtype, max(n, 1), _rescaled_sums),
     default=lambda u, v: _default_sums(u, v, dtype),
   )
+  dg, dd = _storage._where(active, dg, 0), _storage._where(active, dd, 0)
   norm_d, norm_g = jnp.sqrt(dd), jnp.sqrt(gg)
   # ~never(...): orders the reduction of g before the updates written into
   # g's buffer (see `_xla_cpu.never`).

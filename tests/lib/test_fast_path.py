@@ -298,9 +298,11 @@ def test_bfloat16_delta_costs_half_a_params_copy():
 
 
 @functools.cache
-def _update_memory(delta_dtype):
+def _update_memory(delta_dtype, warmup_steps=0):
   params = {"w": jnp.zeros((512, 512), jnp.float32)}
-  tx = optax_profit.profit(optax.adamw(1e-3), ref=1e-4, delta_dtype=delta_dtype)
+  tx = optax_profit.profit(
+    optax.adamw(1e-3), ref=1e-4, delta_dtype=delta_dtype, warmup_steps=warmup_steps
+  )
 
   def step(params, state, batch):
     grads = jax.grad(lambda p: jnp.mean((batch @ p["w"]) ** 2))(params)
@@ -313,15 +315,17 @@ def _update_memory(delta_dtype):
   return compiled.memory_analysis()
 
 
-def test_per_call_update_builds_updates_in_the_gradient_buffer():
+@pytest.mark.parametrize("warmup_steps", [0, 5])
+def test_per_call_update_builds_updates_in_the_gradient_buffer(warmup_steps):
   """Per-call `update` inside a train step: one params-sized temporary.
 
   The gradient is the only params-sized temporary: the updates are written
   into its buffer (no zero-filled updates buffer, no copy of untouched state).
-  The remaining slack holds the activations (8 x 512 floats).
+  The remaining slack holds the activations (8 x 512 floats). With a warm-up
+  too: a displacement zeroed by a traced `where` was a second one.
   """
   with jax.enable_x64(False):
-    mem = _update_memory(None)
+    mem = _update_memory(None, warmup_steps)
   param_bytes = 512 * 512 * 4
   assert mem.temp_size_in_bytes <= param_bytes + param_bytes // 16, (
     mem.temp_size_in_bytes
