@@ -172,3 +172,18 @@ def run_profit(
       rec.delta_norms.append(np.sqrt(dn2))
     rec.params.append(theta)
   return rec
+
+
+def run_on_batches(batches, n_ref: int, wd: float = 0.0, run=run_profit, **kwargs):
+  """``run`` in the tests' common scenario: from :func:`init_params`, call
+  ``i`` on batch ``i``, ``Adam(0.05, wd)`` as the main optimizer and
+  ``SGD(0.05)`` as the reference one; ``kwargs`` go to ``run``."""
+  return run(
+    init_params(),
+    lambda th, i: grad(th, batches[i]),
+    len(batches),
+    main=Adam(0.05, wd=wd),
+    ref=SGD(0.05),
+    n_ref=n_ref,
+    **kwargs,
+  )

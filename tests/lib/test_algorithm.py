@@ -35,15 +35,20 @@ MAINS = {
 }
 
 
-def run_library(tx, batches, params0, jit=True):
-  """Per-call loop with the library; returns params after every call."""
+def run_library(tx, batches, params0, jit=True, grad_at=None):
+  """Per-call loop with the library: params and states after every call.
+
+  ``grad_at(params, i)`` gives the i-th gradient (default: ``jax_loss``'s
+  on ``batches[i]``).
+  """
   params = jax.tree.map(jnp.asarray, params0)
   state = tx.init(params)
   update = jax.jit(tx.update) if jit else tx.update
   grad_fn = jax.jit(jax.grad(jax_loss)) if jit else jax.grad(jax_loss)
+  grad_at = grad_at or (lambda params, i: grad_fn(params, batches[i]))
   trajectory, states = [], []
-  for batch in batches:
-    grads = grad_fn(params, batch)
+  for i in range(len(batches)):
+    grads = grad_at(params, i)
     updates, state = update(grads, state, params)
     params = optax.apply_updates(params, updates)
     trajectory.append(params)

@@ -9,7 +9,7 @@ import pytest
 
 import optax_profit
 from tests import numpy_reference as ref_impl
-from tests.lib.test_algorithm import assert_trajectories_close, jax_loss
+from tests.lib.test_algorithm import assert_trajectories_close, jax_loss, run_library
 
 N_REF = 2
 NUM_CALLS = 5 * (N_REF + 1)
@@ -24,21 +24,6 @@ def _x64():
 def np_clip(g, max_norm):
   norm = np.sqrt(sum(np.sum(x**2) for x in g.values()))
   return {k: x * min(1.0, max_norm / norm) for k, x in g.items()}
-
-
-def loop(tx, batches_or_grads, params0, grad_fn=None):
-  """Per-call loop; `grad_fn(params, i)` gives the i-th gradient."""
-  params = jax.tree.map(jnp.asarray, params0)
-  state = tx.init(params)
-  update = jax.jit(tx.update)
-  traj, states = [], []
-  for i in range(len(batches_or_grads)):
-    grads = grad_fn(params, i)
-    updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-    traj.append(params)
-    states.append(state)
-  return traj, states
 
 
 def jax_grad_at(batches):
@@ -61,7 +46,7 @@ def test_chain_clip_then_profit():
     optax.clip_by_global_norm(0.1),
     optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
   )
-  traj, _ = loop(tx, batches, p0, jax_grad_at(batches))
+  traj, _ = run_library(tx, batches, p0)
   assert_trajectories_close(traj, rec)
 
 
@@ -109,7 +94,7 @@ def test_multisteps_accumulates_before_profit():
     k,
     accumulator_dtype=jnp.float64,
   )
-  traj, _ = loop(tx, batches, p0, jax_grad_at(batches))
+  traj, _ = run_library(tx, batches, p0)
   assert_trajectories_close(traj[k - 1 :: k], rec)
 
 
@@ -117,15 +102,7 @@ def test_multisteps_accumulates_before_profit():
 def test_head_only_profit(how):
   batches = ref_impl.make_batches(NUM_CALLS, seed=14)
   p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    NUM_CALLS,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-    trainable=("b",),
-  )
+  rec = ref_impl.run_on_batches(batches, N_REF, trainable=("b",))
   inner = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF)
   if how == "multi_transform":
     tx = optax.multi_transform(
@@ -137,7 +114,7 @@ def test_head_only_profit(how):
       optax.masked(inner, {"W": False, "b": True}),
       optax.masked(optax.set_to_zero(), {"W": True, "b": False}),
     )
-  traj, states = loop(tx, batches, p0, jax_grad_at(batches))
+  traj, states = run_library(tx, batches, p0)
   assert_trajectories_close(traj, rec)
   for params in traj:
     np.testing.assert_array_equal(np.asarray(params["W"]), p0["W"])
@@ -167,14 +144,7 @@ def test_apply_if_finite_skips_a_nan_step(nan_call):
   p0 = ref_impl.init_params()
   # The reference never sees the NaN batch: it simply skips that call.
   kept = [b for i, b in enumerate(batches) if i != nan_call]
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, kept[i]),
-    len(kept),
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-  )
+  rec = ref_impl.run_on_batches(kept, N_REF)
   tx = optax.apply_if_finite(
     optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
     max_consecutive_errors=3,
@@ -185,7 +155,7 @@ def test_apply_if_finite_skips_a_nan_step(nan_call):
     g = grad_at(params, i)
     return jax.tree.map(lambda x: x * jnp.nan, g) if i == nan_call else g
 
-  traj, states = loop(tx, batches, p0, poisoned)
+  traj, states = run_library(tx, batches, p0, grad_at=poisoned)
   assert not bool(states[nan_call].last_finite)
   np.testing.assert_array_equal(
     np.asarray(states[nan_call].inner_state.count), nan_call
@@ -206,14 +176,7 @@ def test_flax_train_state_apply_gradients():
 
   batches = ref_impl.make_batches(NUM_CALLS, seed=16)
   p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    NUM_CALLS,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-  )
+  rec = ref_impl.run_on_batches(batches, N_REF)
   model = Model()
   variables = {"params": {"Dense_0": {"kernel": p0["W"], "bias": p0["b"]}}}
   variables = jax.tree.map(jnp.asarray, variables)
@@ -244,14 +207,7 @@ def test_flax_nnx_optimizer():
 
   batches = ref_impl.make_batches(NUM_CALLS, seed=17)
   p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    NUM_CALLS,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-  )
+  rec = ref_impl.run_on_batches(batches, N_REF)
   model = nnx.Linear(3, 2, param_dtype=jnp.float64, rngs=nnx.Rngs(0))
   model.kernel[...] = jnp.asarray(p0["W"])
   model.bias[...] = jnp.asarray(p0["b"])

@@ -45,17 +45,8 @@ def loss(model, batch):
   return 0.5 * jnp.mean(jnp.sum((model(batch["x"]) - batch["y"]) ** 2, axis=-1))
 
 
-def numpy_run(batches, n=NUM_CALLS):
-  p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    n,
-    main=ref_impl.Adam(0.05, wd=0.1),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-  )
-  return p0, rec
+def numpy_run(batches):
+  return ref_impl.init_params(), ref_impl.run_on_batches(batches, N_REF, wd=0.1)
 
 
 def as_dict(model):
@@ -126,7 +117,7 @@ def test_make_train_step_equinox_partition_recipe():
   """partition/combine; partition shares the model's buffers, so copy the
   params before a donating step or the model's arrays are deleted."""
   batches = ref_impl.make_batches(NUM_CALLS - NUM_CALLS % (N_REF + 1), seed=61)
-  p0, rec = numpy_run(batches, n=len(batches))
+  p0, rec = numpy_run(batches)
   model = Model(jnp.asarray(p0["W"]), jnp.asarray(p0["b"]))
   params, static = eqx.partition(model, eqx.is_array)
   assert params.W is model.W  # shared: what donation would delete

@@ -41,19 +41,9 @@ def expected(rec, p0, n_ref=N_REF, warmup=WARMUP):
   return ref_impl.Record(params=weights), ended
 
 
-def numpy_run(batches, n=NUM_CALLS, n_ref=N_REF, warmup=WARMUP, **kwargs):
-  p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    n,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=n_ref,
-    warmup_steps=warmup,
-    **kwargs,
-  )
-  return p0, rec
+def numpy_run(batches, n_ref=N_REF, warmup=WARMUP, **kwargs):
+  rec = ref_impl.run_on_batches(batches, n_ref, warmup_steps=warmup, **kwargs)
+  return ref_impl.init_params(), rec
 
 
 def run(tx, batches, n=NUM_CALLS):
@@ -150,7 +140,7 @@ def test_eval_params_flax_train_state_mnist_epoch_end():
   from flax.training import train_state
 
   batches = ref_impl.make_batches(7, seed=53)
-  p0, rec = numpy_run(batches, n=7, n_ref=1, warmup=0)
+  p0, rec = numpy_run(batches, n_ref=1, warmup=0)
   state = train_state.TrainState.create(
     apply_fn=None,
     params=jax.tree.map(jnp.asarray, p0),

@@ -34,15 +34,7 @@ def stack(batches):
 
 
 def numpy_record(batches, n_ref, warmup_steps=0):
-  return ref_impl.run_profit(
-    ref_impl.init_params(),
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    len(batches),
-    main=ref_impl.Adam(0.05, wd=0.3),
-    ref=ref_impl.SGD(0.05),
-    n_ref=n_ref,
-    warmup_steps=warmup_steps,
-  )
+  return ref_impl.run_on_batches(batches, n_ref, wd=0.3, warmup_steps=warmup_steps)
 
 
 def make_tx(n_ref, warmup_steps=0, storage="delta"):

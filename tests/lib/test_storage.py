@@ -85,23 +85,10 @@ def test_equals_numpy_delta_storage(n_ref, path, delta_dtype, round_delta):
   with jax.enable_x64(True):
     length = n_ref + 1
     batches = ref_impl.make_batches(8 * length, seed=80 + n_ref)
-    want = run_profit_delta_storage(
-      ref_impl.init_params(),
-      lambda th, i: ref_impl.grad(th, batches[i]),
-      len(batches),
-      main=ref_impl.Adam(0.05, wd=0.3),
-      ref=ref_impl.SGD(0.05),
-      n_ref=n_ref,
-      round_delta=round_delta,
+    want = ref_impl.run_on_batches(
+      batches, n_ref, wd=0.3, run=run_profit_delta_storage, round_delta=round_delta
     )
-    exact = ref_impl.run_profit(
-      ref_impl.init_params(),
-      lambda th, i: ref_impl.grad(th, batches[i]),
-      len(batches),
-      main=ref_impl.Adam(0.05, wd=0.3),
-      ref=ref_impl.SGD(0.05),
-      n_ref=n_ref,
-    ).params
+    exact = ref_impl.run_on_batches(batches, n_ref, wd=0.3).params
     tx = optax_profit.profit(
       optax.adamw(0.05, weight_decay=0.3),
       ref=0.05,

@@ -30,15 +30,7 @@ def test_equals_numpy_algorithm_and_per_batch_loop(n_ref, warmup_steps):
   num_calls = 5
   batches = ref_impl.make_batches(num_calls * cycle, seed=21 + n_ref)
   p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    len(batches),
-    main=ref_impl.Adam(0.05, wd=0.3),
-    ref=ref_impl.SGD(0.05),
-    n_ref=n_ref,
-    warmup_steps=warmup_steps,
-  )
+  rec = ref_impl.run_on_batches(batches, n_ref, wd=0.3, warmup_steps=warmup_steps)
   tx = optax_profit.profit(
     optax.adamw(0.05, weight_decay=0.3),
     ref=0.05,
@@ -76,15 +68,7 @@ def test_odd_warmup_then_every_call_takes_the_static_cycle():
   of 20 calls; now every call that starts past the warm-up takes it."""
   batches = ref_impl.make_batches(40, seed=41)
   p0 = ref_impl.init_params()
-  rec = ref_impl.run_profit(
-    p0,
-    lambda th, i: ref_impl.grad(th, batches[i]),
-    40,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=1,
-    warmup_steps=3,
-  )
+  rec = ref_impl.run_on_batches(batches, 1, warmup_steps=3)
   tx = optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=1, warmup_steps=3)
   step = optax_profit.make_train_step(jax_loss, tx)
   params = jax.tree.map(jnp.asarray, p0)
