@@ -1,9 +1,5 @@
-"""The trade-off curves, GOODFIT's metric, the tables and the trade-off plots.
-
-A family's curve pools the ``(base_accuracy, lt_accuracy)`` points of every
-evaluation of its runs (or of their WiSE-FT points); the table reads the best LT
-accuracy among points with base accuracy >= a threshold (README.md).
-"""
+"""Family curves, GOODFIT's metric (the best LT accuracy among points with base
+accuracy >= a threshold), the tables and the trade-off plots (README.md)."""
 
 import pathlib
 from collections.abc import Iterable
@@ -19,6 +15,7 @@ from examples.cifar_lt.configs import default
 from examples.common import frontier
 
 Point = tuple[float, float]  # (base_accuracy, lt_accuracy)
+Run = dict[str, Any]  # a stage 2 run's result
 
 
 def lt_at_threshold(points: Iterable[Point], threshold: float) -> float | None:
@@ -49,7 +46,7 @@ def optimizer_name(config: default.Config) -> str:
 
 
 def family_points(
-  results: list[dict[str, Any]], method: str, wise: bool, seed: int
+  results: list[Run], method: str, wise: bool, seed: int
 ) -> list[Point]:
   """The points of one family and seed."""
   return [
@@ -60,14 +57,11 @@ def family_points(
   ]
 
 
-def summarize(
-  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
-) -> dict[str, Any]:
+def summarize(config: default.Config, results: list[Run], pretrained_base: float):
   """The table of one beta: ``{"thresholds" (absolute), "families": {label:
   {"per_seed", "mean", "std"}}}``, None where a family has no point."""
-  levels = frontier.levels(
-    config.thresholds, pretrained_base, config.relative_thresholds
-  )
+  relative = config.relative_thresholds
+  levels = frontier.levels(config.thresholds, pretrained_base, relative)
   families = {}
   for label, method, wise in FAMILIES:
     if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
@@ -84,28 +78,22 @@ def summarize(
   return {"thresholds": levels, "families": families}
 
 
-# GOODFIT Table 2 (ResNet-34, GLMC stage 1, full CIFAR-100-LT): LT accuracy (%)
-# at base-class accuracy 40 / 35 / 30 %.
-GOODFIT_TABLE2 = {
-  2.0: {
-    ("Baseline", "Head Only"): (16.99, 35.62, 54.26),
-    ("GOODFIT", "Head Only"): (34.69, 48.06, 61.45),
-    ("Baseline", "Full Model"): (27.49, 38.24, 49.19),
-    ("GOODFIT", "Full Model"): (29.54, 43.76, 57.98),
-  },
-  5.0: {
-    ("Baseline", "Head Only"): (20.02, 35.19, 50.36),
-    ("GOODFIT", "Head Only"): (24.22, 37.43, 50.64),
-    ("Baseline", "Full Model"): (20.89, 33.97, 47.03),
-    ("GOODFIT", "Full Model"): (24.36, 35.72, 47.08),
-  },
-  10.0: {
-    ("Baseline", "Head Only"): (9.56, 24.52, 39.48),
-    ("GOODFIT", "Head Only"): (18.19, 33.33, 48.47),
-    ("Baseline", "Full Model"): (6.47, 22.05, 37.63),
-    ("GOODFIT", "Full Model"): (19.5, 30.14, 40.78),
-  },
-}
+# GOODFIT Table 2 (ResNet-34, GLMC stage 1, full CIFAR-100-LT): per beta and row,
+# LT accuracy (%) at base-class accuracy 40 / 35 / 30 %.
+GOODFIT_TABLE2 = """
+  2  | Baseline, Head Only  | 16.99 35.62 54.26
+  2  | GOODFIT, Head Only   | 34.69 48.06 61.45
+  2  | Baseline, Full Model | 27.49 38.24 49.19
+  2  | GOODFIT, Full Model  | 29.54 43.76 57.98
+  5  | Baseline, Head Only  | 20.02 35.19 50.36
+  5  | GOODFIT, Head Only   | 24.22 37.43 50.64
+  5  | Baseline, Full Model | 20.89 33.97 47.03
+  5  | GOODFIT, Full Model  | 24.36 35.72 47.08
+  10 | Baseline, Head Only  |  9.56 24.52 39.48
+  10 | GOODFIT, Head Only   | 18.19 33.33 48.47
+  10 | Baseline, Full Model |  6.47 22.05 37.63
+  10 | GOODFIT, Full Model  | 19.50 30.14 40.78
+"""
 
 
 def _cell(mean: float | None, std: float | None, seeds: int) -> str:
@@ -145,12 +133,14 @@ def format_table(config: default.Config, entry: dict[str, Any]) -> str:
   for label, row in table["families"].items():
     values = zip(row["mean"], row["std"], strict=True)
     lines.append(_row([label, *(_cell(m, s, len(seeds)) for m, s in values)]))
-  if goodfit := GOODFIT_TABLE2.get(float(entry["beta"])):
+  rows = [line.split("|") for line in GOODFIT_TABLE2.strip().splitlines()]
+  goodfit = [(r[1].strip(), r[2].split()) for r in rows if float(r[0]) == entry["beta"]]
+  if goodfit:
     title = "*GOODFIT Table 2 (ResNet-34, GLMC, full data), LT Acc @ 40 / 35 / 30*"
     lines.append(f"| {title} |" + " |" * len(heads))
-    for (method, weights), values in goodfit.items():
-      cells = [f"*{v:.2f}*" for v in values] + [""] * (len(heads) - len(values))
-      lines.append(_row([f"*{method}, {weights}*", *cells[: len(heads)]]))
+    for row, values in goodfit:
+      cells = [f"*{float(v):.2f}*" for v in values] + [""] * (len(heads) - len(values))
+      lines.append(_row([f"*{row}*", *cells[: len(heads)]]))
   return "\n".join(lines)
 
 

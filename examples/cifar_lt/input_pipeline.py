@@ -1,9 +1,5 @@
-"""CIFAR-100-LT: the CIFAR example's pipeline (re-exported) plus the long tail.
-
-Class ``i`` of ``C`` keeps ``floor(n_max * beta ** (-i / (C - 1)))`` training
-images (Cui et al., 2019), e.g. ``long_tail_counts(100, 10.0, 100)[[0, 90, 99]]``
-is ``[100, 12, 10]``.
-"""
+"""CIFAR-100-LT: the CIFAR example's pipeline (re-exported) plus the long tail,
+``floor(n_max * beta ** (-i / (C - 1)))`` images of class ``i`` (Cui et al.)."""
 
 import dataclasses
 import itertools
@@ -39,9 +35,7 @@ def long_tail_counts(n_max: int, beta: float, num_classes: int) -> np.ndarray:
   return np.asarray(counts, np.int64)
 
 
-def long_tail(
-  split: Split, beta: float, *, n_max: int | None = None, seed: int = 0
-) -> Split:
+def long_tail(split: Split, beta: float, *, n_max=None, seed: int = 0) -> Split:
   """The long-tailed subset of a balanced split, classes in increasing order.
 
   Each class's images are picked by a ``seed``-ed permutation; ``n_max`` (images

@@ -1,8 +1,4 @@
-"""Command line of the CIFAR-100-LT held-out-class example (GOODFIT Sec. 4.2).
-
-``python -m examples.cifar_lt.main --config cpu [--set FIELD=VALUE ...]``; the
-commands and outputs are in README.md.
-"""
+"""Command line of the CIFAR-100-LT held-out-class example (GOODFIT Sec. 4.2)."""
 
 import argparse
 import dataclasses
@@ -15,28 +11,16 @@ from examples.cifar_lt import configs, train
 from examples.cifar_lt.configs import default
 from examples.common import overrides
 
-DEFAULT_WORKDIR = "results/cifar_lt"
-
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the example and prints the tables beside GOODFIT's Table 2."""
   parser = argparse.ArgumentParser(
     prog="python -m examples.cifar_lt.main", description=__doc__.split("\n\n")[0]
   )
-  parser.add_argument(
-    "--config",
-    default="cpu",
-    choices=configs.CONFIGS,
-    help="configuration in examples/cifar_lt/configs (default cpu)",
-  )
-  parser.add_argument(
-    "--workdir",
-    default=DEFAULT_WORKDIR,
-    help=f"output folder (default {DEFAULT_WORKDIR})",
-  )
-  parser.add_argument(
-    "--no-progress", action="store_true", help="no tqdm progress bars"
-  )
+  add = parser.add_argument
+  add("--config", default="cpu", choices=configs.CONFIGS, help="config (default cpu)")
+  add("--workdir", default="results/cifar_lt", help="output folder (%(default)s)")
+  add("--no-progress", action="store_true", help="no tqdm progress bars")
   overrides.add_set_flag(parser)
   args = parser.parse_args(argv)
   try:

@@ -34,7 +34,7 @@ def create_optimizer(
   ratio: float = 10.0,
   alpha: float = 0.0,
 ) -> optax.GradientTransformation:
-  """The optimizer of ``method``, for ``make_train_step(..., n_ref + 1)``.
+  """The optimizer of ``method``, for train steps of ``cycle_length = n_ref + 1``.
 
   ``lr``, ``lr / ratio`` and ``alpha`` live in its state (``inject_hyperparams``):
   a train step built for one value runs any other unchanged.

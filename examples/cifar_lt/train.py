@@ -1,7 +1,4 @@
-"""Stage 1 on the base classes, stage 2 on the held-out classes, the sweep.
-
-GOODFIT's held-out-class experiment (Sec. 4.2) on CIFAR-100-LT; README.md.
-"""
+"""GOODFIT Sec. 4.2 on CIFAR-100-LT: stage 1, stage 2 and the sweep (README.md)."""
 
 import dataclasses
 import os
@@ -23,7 +20,6 @@ from examples.cifar_lt.configs import default
 from examples.common import baselines, compile_cache, runs
 
 Params = Any
-NUM_CLASSES = input_pipeline.NUM_CLASSES
 NOT_IN_STEP = default.NOT_IN_STEP
 #: The stage 2 methods whose final weights get a WiSE-FT curve.
 WISE_METHODS = ("full", "full_profit")
@@ -42,18 +38,17 @@ def _features(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Arr
 
 
 def _head(params: Params, features: jax.Array) -> jax.Array:
-  return models.Head(NUM_CLASSES).apply({"params": params}, features)
+  return models.Head(input_pipeline.NUM_CLASSES).apply({"params": params}, features)
 
 
 def init_params(config: default.Config, key: jax.Array) -> Params:
   """Fresh ``{"backbone", "head"}`` params (a 100-way head)."""
-  backbone = _backbone(config)
+  backbone, head = _backbone(config), models.Head(input_pipeline.NUM_CLASSES)
   images = jnp.zeros((1, 32, 32, 3), jnp.float32)
   key_backbone, key_head = jax.random.split(key)
   backbone_params = jax.jit(backbone.init)(key_backbone, images)["params"]
   features = backbone.apply({"params": backbone_params}, images)
-  head_params = models.Head(NUM_CLASSES).init(key_head, features)["params"]
-  return {"backbone": backbone_params, "head": head_params}
+  return {"backbone": backbone_params, "head": head.init(key_head, features)["params"]}
 
 
 def make_loss_fn(config: default.Config):
@@ -61,10 +56,8 @@ def make_loss_fn(config: default.Config):
   backbone = _backbone(config)
 
   def loss_fn(params: Params, batch: dict[str, jax.Array]):
-    logits = _head(
-      params["head"], _features(backbone, params["backbone"], batch["image"])
-    )
-    labels = batch["label"]
+    features = _features(backbone, params["backbone"], batch["image"])
+    logits, labels = _head(params["head"], features), batch["label"]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
@@ -101,9 +94,12 @@ def _bar(config: default.Config, items, desc: str, **kwargs) -> tqdm.tqdm:
   return tqdm.tqdm(items, desc=desc, disable=not config.progress, **kwargs)
 
 
-def stage1_name(config: default.Config, data: input_pipeline.Data) -> str:
-  """Folder name of stage 1: the model, beta and a digest of its settings."""
-  settings = {
+def pretrain(config, workdir, data, evaluator) -> dict[str, Any]:
+  """Stage 1 on the base classes in ``<workdir>/stage1/<name>``, resumed or loaded.
+
+  Returns ``{"params", "name", "history", "wall_s", **evaluator.evaluate}``.
+  """
+  settings = {  # every setting the result depends on: its folder's digest
     "model": config.model,
     "cnn_width": config.cnn_width if config.model == "cnn" else None,
     "counts": data.counts.tolist(),
@@ -117,27 +113,15 @@ def stage1_name(config: default.Config, data: input_pipeline.Data) -> str:
     "batch_size": config.pretrain_batch_size,
     "seed": config.pretrain_seed,
   }
-  return runs.run_name(f"{config.model}-beta{data.beta:g}", settings)
-
-
-def _stage1_optimizer(config: default.Config, steps: int):
+  name = runs.run_name(f"{config.model}-beta{data.beta:g}", settings)
+  epochs = config.pretrain_epochs
   if config.pretrain_optimizer == "adam":
-    return optax.adam(config.pretrain_lr)
-  schedule = optax.cosine_decay_schedule(config.pretrain_lr, max(steps, 1))
-  return optax.chain(
-    optax.add_decayed_weights(config.pretrain_weight_decay),
-    optax.sgd(schedule, momentum=0.9),
-  )
-
-
-def pretrain(config, workdir, data, evaluator) -> dict[str, Any]:
-  """Stage 1 on the base classes in ``<workdir>/stage1/<name>``, resumed or loaded.
-
-  Returns ``{"params", "name", "history", "wall_s", **evaluator.evaluate}``.
-  """
-  name, epochs = stage1_name(config, data), config.pretrain_epochs
-  steps = epochs * (len(data.base_train.labels) // config.pretrain_batch_size)
-  tx = _stage1_optimizer(config, steps)
+    tx = optax.adam(config.pretrain_lr)
+  else:
+    steps = epochs * (len(data.base_train.labels) // config.pretrain_batch_size)
+    schedule = optax.cosine_decay_schedule(config.pretrain_lr, max(steps, 1))
+    decay = optax.add_decayed_weights(config.pretrain_weight_decay)
+    tx = optax.chain(decay, optax.sgd(schedule, momentum=0.9))
   params = init_params(config, jax.random.key(config.pretrain_seed))
   state = {"params": params, "opt_state": tx.init(params)}
   checkpoints = runs.Checkpoints(workdir / "stage1" / name)
@@ -236,9 +220,8 @@ def wise_curve(config, evaluator, pretrained, tuned, last) -> list[dict[str, Any
     if a in (0.0, 1.0):
       point = pretrained if a == 0.0 else last
     else:
-      point = evaluator.evaluate(
-        baselines.interpolate(pretrained["params"], tuned, float(a))
-      )
+      mixed = baselines.interpolate(pretrained["params"], tuned, float(a))
+      point = evaluator.evaluate(mixed)
     wise.append({"a": float(a), **{k: point[k] for k in _KEYS}})
   return wise
 
@@ -312,9 +295,7 @@ def finetune(
   return result
 
 
-def train_and_evaluate(
-  config: default.Config, workdir: str | pathlib.Path
-) -> dict[str, Any]:
+def train_and_evaluate(config: default.Config, workdir: str | pathlib.Path) -> dict:
   """Stage 1 and the stage 2 sweep of every beta; writes and returns the results."""
   default.validate(config)
   workdir = pathlib.Path(workdir)

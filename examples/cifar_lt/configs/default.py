@@ -83,8 +83,7 @@ def validate(config: Config) -> None:
   for name in ("pretrain_epochs", "pretrain_weight_decay", "wise_points"):
     check(name, getattr(config, name) >= 0, ">= 0")
   for name in ("test_examples", "n_max"):
-    value = getattr(config, name)
-    check(name, value is None or value > 0, "None or > 0")
+    check(name, (v := getattr(config, name)) is None or v > 0, "None or > 0")
   check("momentum", 0 <= config.momentum < 1, "in [0, 1)")
   check("held_out_classes", 1 <= config.held_out_classes < 100, "in [1, 99]")
   check("betas", bool(config.betas) and min(config.betas) >= 1, "non-empty, each >= 1")
