@@ -1,80 +1,32 @@
-"""The trade-off curve and GOODFIT's metric: held-out accuracy at a base level.
+"""Family curves, GOODFIT's metric (the best LT accuracy among points with base
+accuracy >= a threshold), the tables and the trade-off plots (README.md)."""
 
-A *point* is one evaluated model: its base-class accuracy (classes 0-89) and
-its held-out-class ("LT") accuracy (classes 90-99). A method family's curve
-is the union of its points: every evaluation along training (every
-``eval_points`` of batches seen, batch 0 included) of every run of the family
-(its learning rates, its L2-SP strengths), or every mixing coefficient of
-WiSE-FT over the family's fine-tuned runs. GOODFIT's Table 2 reads LT accuracy
-"when the base class accuracy is 40 %": here the **best LT accuracy among the
-family's points whose base accuracy is at least the threshold** (no
-interpolation), the same rule for every family.
-
-Example:
-  >>> points = [(0.5, 0.0), (0.45, 0.2), (0.3, 0.6)]
-  >>> lt_at_threshold(points, 0.4)
-  0.2
-"""
-
-from collections.abc import Iterable, Sequence
+import pathlib
+from collections.abc import Iterable
 from typing import Any
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 import numpy as np
 
 from examples.cifar_lt.configs import default
 from examples.common import frontier
 
+Point = tuple[float, float]  # (base_accuracy, lt_accuracy)
+Run = dict[str, Any]  # a stage 2 run's result
 
-def lt_at_threshold(
-  points: Iterable[tuple[float, float]], threshold: float
-) -> float | None:
-  """Best LT accuracy among points with base accuracy >= ``threshold``.
 
-  The rule of ``examples.common.frontier.select`` (with its tolerance, so that
-  a threshold computed as a product, e.g. 0.9 * base accuracy, cannot drop an
-  exact tie by rounding).
-
-  Args:
-    points: ``(base_accuracy, lt_accuracy)`` pairs.
-    threshold: the base-accuracy level.
-
-  Returns:
-    The best LT accuracy, or None if no point reaches the threshold.
-  """
+def lt_at_threshold(points: Iterable[Point], threshold: float) -> float | None:
+  """Best LT accuracy of points with base accuracy >= ``threshold`` (or None)."""
   best = frontier.select(points, threshold, old=lambda p: p[0], new=lambda p: p[1])
   return None if best is None else best[1]
 
 
-def pareto_front(
-  points: Iterable[tuple[float, float]],
-) -> list[tuple[float, float]]:
-  """The points no other point beats on both accuracies, by falling base.
-
-  Args:
-    points: ``(base_accuracy, lt_accuracy)`` pairs.
-
-  Returns:
-    The distinct non-dominated points sorted by decreasing base accuracy (and
-    so increasing LT accuracy): the curve that :func:`lt_at_threshold` reads.
-  """
+def pareto_front(points: Iterable[Point]) -> list[Point]:
+  """The distinct non-dominated points by decreasing base accuracy."""
   return frontier.pareto(set(points), x=lambda p: p[0], y=lambda p: p[1])
-
-
-def thresholds_for(
-  thresholds: Sequence[float], pretrained_base: float, relative: bool
-) -> list[float]:
-  """The absolute base-accuracy levels of a table.
-
-  Args:
-    thresholds: fractions (GOODFIT's 0.40 / 0.35 / 0.30, or 0.9 / 0.8 / 0.7
-      of the pre-trained base accuracy).
-    pretrained_base: the pre-trained model's base-class accuracy.
-    relative: whether ``thresholds`` are fractions of ``pretrained_base``.
-
-  Returns:
-    The levels, as accuracies.
-  """
-  return frontier.levels(thresholds, pretrained_base, relative)
 
 
 # The families of the table and the plot: (label, method, WiSE-FT of it).
@@ -89,48 +41,137 @@ FAMILIES = (
 )
 
 
+def optimizer_name(config: default.Config) -> str:
+  return "SGD-m" if config.main_optimizer == "sgd" else "Adam"
+
+
 def family_points(
-  results: list[dict[str, Any]], method: str, wise: bool, seed: int
-) -> list[tuple[float, float]]:
-  """``(base, lt)`` points of one family and seed (see ``frontier.py``)."""
-  points = []
-  for r in results:
-    if r["method"] != method or r["seed"] != seed:
-      continue
-    for p in (r["wise"] or []) if wise else r["curve"]:
-      points.append((p["base_accuracy"], p["lt_accuracy"]))
-  return points
+  results: list[Run], method: str, wise: bool, seed: int
+) -> list[Point]:
+  """The points of one family and seed."""
+  return [
+    (p["base_accuracy"], p["lt_accuracy"])
+    for r in results
+    if r["method"] == method and r["seed"] == seed
+    for p in ((r["wise"] or []) if wise else r["curve"])
+  ]
 
 
-def summarize(
-  config: default.Config, results: list[dict[str, Any]], pretrained_base: float
-) -> dict[str, Any]:
-  """The frontier table of one beta: LT accuracy per family and threshold.
-
-  Args:
-    config: supplies the thresholds, seeds and the main optimizer's name.
-    results: the stage 2 runs.
-    pretrained_base: the stage 1 model's base-class accuracy.
-
-  Returns:
-    ``{"thresholds" (absolute levels), "families": {label: {"per_seed",
-    "mean", "std"}}}``; a value is None where a family has no point at the
-    threshold.
-  """
-  levels = thresholds_for(
-    config.thresholds, pretrained_base, config.relative_thresholds
-  )
-  opt = "SGD-m" if config.main_optimizer == "sgd" else "Adam"
+def summarize(config: default.Config, results: list[Run], pretrained_base: float):
+  """The table of one beta: ``{"thresholds" (absolute), "families": {label:
+  {"per_seed", "mean", "std"}}}``, None where a family has no point."""
+  relative = config.relative_thresholds
+  levels = frontier.levels(config.thresholds, pretrained_base, relative)
   families = {}
   for label, method, wise in FAMILIES:
     if not any(r["method"] == method and (r["wise"] or not wise) for r in results):
       continue
-    per_seed = []
-    for seed in config.seeds:
-      points = family_points(results, method, wise, seed)
-      per_seed.append([lt_at_threshold(points, t) for t in levels])
+    per_seed = [
+      [lt_at_threshold(family_points(results, method, wise, seed), t) for t in levels]
+      for seed in config.seeds
+    ]
     columns = list(zip(*per_seed, strict=True))
     mean = [None if None in c else float(np.mean(c)) for c in columns]
     std = [None if None in c else float(np.std(c)) for c in columns]
-    families[label.format(opt=opt)] = {"per_seed": per_seed, "mean": mean, "std": std}
+    label = label.format(opt=optimizer_name(config))
+    families[label] = {"per_seed": per_seed, "mean": mean, "std": std}
   return {"thresholds": levels, "families": families}
+
+
+# GOODFIT Table 2 (ResNet-34, GLMC stage 1, full CIFAR-100-LT): per beta and row,
+# LT accuracy (%) at base-class accuracy 40 / 35 / 30 %.
+GOODFIT_TABLE2 = """
+  2  | Baseline, Head Only  | 16.99 35.62 54.26
+  2  | GOODFIT, Head Only   | 34.69 48.06 61.45
+  2  | Baseline, Full Model | 27.49 38.24 49.19
+  2  | GOODFIT, Full Model  | 29.54 43.76 57.98
+  5  | Baseline, Head Only  | 20.02 35.19 50.36
+  5  | GOODFIT, Head Only   | 24.22 37.43 50.64
+  5  | Baseline, Full Model | 20.89 33.97 47.03
+  5  | GOODFIT, Full Model  | 24.36 35.72 47.08
+  10 | Baseline, Head Only  |  9.56 24.52 39.48
+  10 | GOODFIT, Head Only   | 18.19 33.33 48.47
+  10 | Baseline, Full Model |  6.47 22.05 37.63
+  10 | GOODFIT, Full Model  | 19.50 30.14 40.78
+"""
+
+
+def _cell(mean: float | None, std: float | None, seeds: int) -> str:
+  if mean is None:
+    return "—"
+  return f"{100 * mean:.1f} ± {100 * std:.1f}" if seeds > 1 else f"{100 * mean:.1f}"
+
+
+def _row(cells: list[str]) -> str:
+  return "| " + " | ".join(cells) + " |"
+
+
+def format_table(config: default.Config, entry: dict[str, Any]) -> str:
+  """The markdown table of one beta's results, GOODFIT's rows below ours."""
+  table, sizes, seeds = entry["table"], entry["sizes"], config.seeds
+  if config.relative_thresholds:
+    heads = [
+      f"LT @ base ≥ {100 * t:.0f}% of pre-trained ({100 * a:.1f}%)"
+      for t, a in zip(config.thresholds, table["thresholds"], strict=True)
+    ]
+  else:
+    heads = [f"LT Acc @ {100 * a:.0f}" for a in table["thresholds"]]
+  num_base = 100 - config.held_out_classes
+  lines = [
+    f"beta = {entry['beta']:g}: stage 1 on {sizes['base_train']} images of classes "
+    f"0-{num_base - 1}, pre-trained base-class accuracy "
+    f"{100 * entry['stage1']['base_accuracy']:.1f}%; stage 2 on "
+    f"{sizes['held_out_train']} images of classes {num_base}-99, "
+    f"{config.budget_batches} batches of {config.batch_size} per run; held-out "
+    f"(LT) test accuracy in %"
+    + (f", mean ± std over seeds {list(seeds)}" if len(seeds) > 1 else "")
+    + ".",
+    "",
+    _row(["family", *heads]),
+    "|---" * (len(heads) + 1) + "|",
+  ]
+  for label, row in table["families"].items():
+    values = zip(row["mean"], row["std"], strict=True)
+    lines.append(_row([label, *(_cell(m, s, len(seeds)) for m, s in values)]))
+  rows = [line.split("|") for line in GOODFIT_TABLE2.strip().splitlines()]
+  goodfit = [(r[1].strip(), r[2].split()) for r in rows if float(r[0]) == entry["beta"]]
+  if goodfit:
+    title = "*GOODFIT Table 2 (ResNet-34, GLMC, full data), LT Acc @ 40 / 35 / 30*"
+    lines.append(f"| {title} |" + " |" * len(heads))
+    for row, values in goodfit:
+      cells = [f"*{float(v):.2f}*" for v in values] + [""] * (len(heads) - len(values))
+      lines.append(_row([f"*{row}*", *cells[: len(heads)]]))
+  return "\n".join(lines)
+
+
+def plot_tradeoff(config: default.Config, entry: dict[str, Any], path: pathlib.Path):
+  """Base vs held-out accuracy per family (GOODFIT Fig. 3a's form), seed 0.
+
+  Each family's points are faint; its Pareto front is the staircase whose height
+  at a base level is what the table reads there. Dotted: the thresholds.
+  """
+  seed = config.seeds[0]
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for i, (label, method, wise) in enumerate(FAMILIES):
+    points = family_points(entry["runs"], method, wise, seed)
+    if not points:
+      continue
+    ax.scatter(*100 * np.array(points).T, s=6, alpha=0.25, color=f"C{i}")
+    # The staircase is what lt_at_threshold reads at each level.
+    line = dict(marker="o", ms=3, drawstyle="steps-post", color=f"C{i}")
+    label = label.format(opt=optimizer_name(config))
+    front = 100 * np.array(pareto_front(points)).T
+    ax.plot(*front, "--" if wise else "-", **line, label=label)
+  for level in entry["table"]["thresholds"]:
+    ax.axvline(100 * level, color="gray", lw=0.8, ls=":")
+  base, lt = (100 * entry["stage1"][k] for k in ("base_accuracy", "lt_accuracy"))
+  ax.scatter([base], [lt], marker="*", s=120, color="k", label="pre-trained", zorder=5)
+  ax.set_xlabel("base-class test accuracy (classes 0-89), %")
+  ax.set_ylabel("held-out-class test accuracy (classes 90-99), %")
+  ax.set_title(f"CIFAR-100-LT, beta = {entry['beta']:g}: {config.model}, seed {seed}")
+  ax.legend(fontsize=7)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

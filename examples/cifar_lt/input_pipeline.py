@@ -1,26 +1,9 @@
-"""CIFAR-100-LT input pipeline: the CIFAR example's, plus the long tail.
-
-The splits, batches and augmentation are ``examples/cifar/input_pipeline.py``'s
-(re-exported here): a split is read once through ``tfds.data_source`` into
-uint8 arrays in memory, and training batches come from grain ``MapDataset``\\ s
-(seeded shuffle, batching, gather, batch-level random crop + flip in NumPy);
-an epoch is a pure function of ``(seed, epoch)``. This module adds the
-long-tailed training set of Cui et al. (2019): class ``i`` of ``C`` keeps
-``floor(n_max * beta ** (-i / (C - 1)))`` images (:func:`long_tail_counts`),
-chosen by a fixed seeded permutation within the class. :func:`select_classes`
-splits it into the base classes (stage 1) and the held-out classes (stage 2).
-:func:`batch_stream` chains epochs into an endless stream of batches, so that
-a budget of batches does not depend on how many images the (tiny) held-out set
-has.
-
-Example:
-  >>> long_tail_counts(100, 10.0, 100)[[0, 90, 99]]
-  array([100,  12,  10])
-"""
+"""CIFAR-100-LT: the CIFAR example's pipeline (re-exported) plus the long tail,
+``floor(n_max * beta ** (-i / (C - 1)))`` images of class ``i`` (Cui et al.)."""
 
 import dataclasses
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,44 +11,17 @@ import numpy as np
 from examples.cifar import input_pipeline as _cifar
 from examples.cifar.input_pipeline import (  # noqa: F401 (re-exported)
   Split,
-  augment_batch,
   clear_cache,
   eval_dataset,
-  take,
   train_dataset,
 )
 
-
-def load_split(split: str, data_dir: str | None = None) -> Split:
-  """Loads a CIFAR-100 split (fine labels) into memory, once per process.
-
-  Args:
-    split: a TFDS split, ``"train"`` or ``"test"``.
-    data_dir: TFDS data directory; ``None`` is TFDS's default (where
-      ``tfds.data_source`` downloads and prepares the dataset on first use).
-
-  Returns:
-    A :class:`Split` of uint8 images and int32 labels.
-  """
-  return _cifar.load_split("cifar100", split, data_dir)
+NUM_CLASSES = 100
+Batch = dict[str, np.ndarray]
 
 
 def long_tail_counts(n_max: int, beta: float, num_classes: int) -> np.ndarray:
-  """Images per class of the exponential long tail (Cui et al., 2019).
-
-  Args:
-    n_max: images of class 0, the most frequent.
-    beta: imbalance ratio ``n_0 / n_{C-1}``, ``>= 1``.
-    num_classes: ``C``, ``>= 2``.
-
-  Returns:
-    int64 ``[C]``: ``floor(n_max * beta ** (-i / (C - 1)))`` for class ``i``.
-    With ``n_max = 500`` this gives the published CIFAR-100-LT sizes
-    (19,573 training images at ``beta = 10``, 10,847 at 100).
-
-  Raises:
-    ValueError: naming the argument that is out of range.
-  """
+  """Images per class (with ``n_max = 500``, CIFAR-100-LT's published sizes)."""
   if n_max < 1:
     raise ValueError(f"`n_max` must be >= 1, got {n_max}.")
   if beta < 1:
@@ -79,26 +35,11 @@ def long_tail_counts(n_max: int, beta: float, num_classes: int) -> np.ndarray:
   return np.asarray(counts, np.int64)
 
 
-def long_tail(
-  split: Split, beta: float, *, n_max: int | None = None, seed: int = 0
-) -> Split:
-  """The long-tailed subset of a balanced split.
+def long_tail(split: Split, beta: float, *, n_max=None, seed: int = 0) -> Split:
+  """The long-tailed subset of a balanced split, classes in increasing order.
 
-  Args:
-    split: the balanced training split (labels ``0 .. C - 1``, ``C`` the
-      largest label + 1).
-    beta: imbalance ratio.
-    n_max: images of class 0; ``None``: the smallest class's size in
-      ``split``.
-    seed: seed of the per-class permutation that picks the images (fixed, so
-      every run sees the same subset).
-
-  Returns:
-    The subset, classes in increasing order, each class's images in the
-    order of its permutation.
-
-  Raises:
-    ValueError: naming ``n_max`` if a class has fewer images than it asks for.
+  Each class's images are picked by a ``seed``-ed permutation; ``n_max`` (images
+  of class 0) defaults to the smallest class's size.
   """
   num_classes = int(split.labels.max()) + 1
   sizes = np.bincount(split.labels, minlength=num_classes)
@@ -120,44 +61,18 @@ def long_tail(
   return Split(split.images[indices], split.labels[indices])
 
 
-def select_classes(split: Split, classes: Sequence[int]) -> Split:
-  """The examples of ``split`` whose label is in ``classes``, in order."""
-  keep = np.isin(split.labels, np.asarray(classes))
-  return Split(split.images[keep], split.labels[keep])
-
-
 def batch_stream(
-  split: Split, batch_size: int, *, seed: int, augment: bool = True
-) -> Iterator[dict[str, np.ndarray]]:
-  """An endless stream of training batches, epoch after epoch.
-
-  Args:
-    split: the training examples.
-    batch_size: examples per batch (each epoch drops its partial batch).
-    seed: the run's seed.
-    augment: apply :func:`augment_batch`.
-
-  Yields:
-    The batches of :func:`train_dataset` for epochs 0, 1, 2, ...
-  """
+  split: Split, batch_size: int, *, seed: int, augment=True
+) -> Iterator[Batch]:
+  """The batches of :func:`train_dataset` for epochs 0, 1, 2, ... (endless)."""
   for epoch in itertools.count():
     ds = train_dataset(split, batch_size, seed=seed, epoch=epoch, augment=augment)
     for i in range(len(ds)):
       yield ds[i]
 
 
-def stacked(
-  stream: Iterator[dict[str, np.ndarray]], group: int
-) -> Iterator[dict[str, np.ndarray]]:
-  """Stacks ``group`` consecutive batches of ``stream`` along a new axis.
-
-  Args:
-    stream: batches (dicts of arrays).
-    group: batches per stacked item (``cycle_length`` of the train step).
-
-  Yields:
-    Dicts whose arrays have a leading axis of size ``group``.
-  """
+def stacked(stream: Iterator[Batch], group: int) -> Iterator[Batch]:
+  """Stacks ``group`` consecutive batches of ``stream`` along a new axis."""
   while True:
     items = list(itertools.islice(stream, group))
     if len(items) < group:
@@ -165,31 +80,16 @@ def stacked(
     yield {k: np.stack([b[k] for b in items]) for k in items[0]}
 
 
-# The splits of one imbalance ratio.
-
-NUM_CLASSES = 100
-
-
 @dataclasses.dataclass(frozen=True)
 class Data:
-  """The splits of one imbalance ratio.
-
-  Attributes:
-    beta: the imbalance ratio.
-    counts: training images per class of the long tail, ``[100]``.
-    base_train: long-tailed training images of the base classes (stage 1).
-    held_out_train: long-tailed training images of the held-out classes
-      (stage 2).
-    test: the balanced test images of all 100 classes.
-    num_base: the number of base classes (labels ``< num_base``).
-  """
+  """The splits of one imbalance ratio ``beta`` (``test`` is balanced)."""
 
   beta: float
-  counts: np.ndarray
-  base_train: Split
-  held_out_train: Split
-  test: Split
-  num_base: int
+  counts: np.ndarray  # training images per class of the long tail, [100]
+  base_train: Split  # long-tailed images of the base classes (stage 1)
+  held_out_train: Split  # long-tailed images of the held-out classes (stage 2)
+  test: Split  # all 100 classes
+  num_base: int  # labels < num_base are base classes
 
   def sizes(self) -> dict[str, int]:
     """Number of images per split."""
@@ -203,25 +103,18 @@ class Data:
 
 
 def load_data(config: Any, beta: float) -> Data:
-  """The CIFAR-100-LT splits of ``beta`` (``config.data_dir``).
-
-  Args:
-    config: supplies ``data_dir``, ``n_max``, ``lt_seed``,
-      ``held_out_classes`` and ``test_examples``.
-    beta: the imbalance ratio.
-
-  Returns:
-    The :class:`Data`.
-  """
-  train = load_split("train", config.data_dir)
-  test = take(load_split("test", config.data_dir), config.test_examples)
+  """The CIFAR-100-LT splits of ``beta`` from ``config.data_dir``."""
+  train = _cifar.load_split("cifar100", "train", config.data_dir)
+  test = _cifar.load_split("cifar100", "test", config.data_dir)
+  test = _cifar.take(test, config.test_examples)
   lt = long_tail(train, beta, n_max=config.n_max, seed=config.lt_seed)
   num_base = NUM_CLASSES - config.held_out_classes
+  base = lt.labels < num_base
   return Data(
     beta=beta,
     counts=np.bincount(lt.labels, minlength=NUM_CLASSES),
-    base_train=select_classes(lt, range(num_base)),
-    held_out_train=select_classes(lt, range(num_base, NUM_CLASSES)),
+    base_train=Split(lt.images[base], lt.labels[base]),
+    held_out_train=Split(lt.images[~base], lt.labels[~base]),
     test=test,
     num_base=num_base,
   )

@@ -1,33 +1,11 @@
-"""The fine-tuning methods: plain, PROFIT, L2-SP, WiSE-FT, and head only.
-
-Every method trains the model params ``{"backbone", "head"}`` with one main
-optimizer (``optax.sgd(lr, momentum)`` or ``optax.adam(lr)``):
-
-* plain: the main optimizer;
-* PROFIT: ``optax_profit.profit(main, ref=optax.sgd(lr / ratio),
-  n_ref=n_ref)``;
-* L2-SP (Li et al., 2018, arXiv 1802.01483): the main optimizer on the loss
-  plus ``alpha / 2 * ||backbone - backbone_pre||^2`` (backbone only, not the
-  head), added as the penalty's gradient ``alpha * (backbone -
-  backbone_pre)`` by ``examples.common.baselines.l2sp`` before the main
-  optimizer, with the anchor taken at ``init``;
-* head only: any of the above on the head, the backbone frozen with
-  ``optax.multi_transform`` (so PROFIT's displacement and projection see the
-  head alone);
-* WiSE-FT (Wortsman et al., 2022, arXiv 2109.01903): no training of its own;
-  ``examples.common.baselines.interpolate`` mixes the pre-trained and a run's
-  fine-tuned weights.
-"""
-
-from typing import Any
+"""The fine-tuning methods: one main optimizer (SGD-m or Adam) plain, inside
+PROFIT, after L2-SP's gradient, or on the head alone (README.md)."""
 
 import jax
 import optax
 
 import optax_profit
 from examples.common import baselines
-
-Params = Any
 
 # name -> (trains the backbone, wraps the main optimizer in PROFIT, L2-SP).
 METHODS = {
@@ -39,14 +17,11 @@ METHODS = {
 }
 
 
-def _labels(trainable: str, frozen: str):
-  def labels(params: Params) -> Params:
-    return {
-      "backbone": jax.tree.map(lambda _: frozen, params["backbone"]),
-      "head": jax.tree.map(lambda _: trainable, params["head"]),
-    }
-
-  return labels
+def _head_only(params):
+  return {
+    "backbone": jax.tree.map(lambda _: "frozen", params["backbone"]),
+    "head": jax.tree.map(lambda _: "trainable", params["head"]),
+  }
 
 
 def create_optimizer(
@@ -59,30 +34,13 @@ def create_optimizer(
   ratio: float = 10.0,
   alpha: float = 0.0,
 ) -> optax.GradientTransformation:
-  """The optimizer of ``method`` on ``{"backbone", "head"}`` params.
+  """The optimizer of ``method``, for train steps of ``cycle_length = n_ref + 1``.
 
-  Args:
-    method: one of :data:`METHODS`.
-    lr: the main optimizer's learning rate.
-    main_optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``.
-    momentum: SGD's momentum (0: none).
-    n_ref: PROFIT's reference steps per cycle.
-    ratio: PROFIT's ``lr / ref``.
-    alpha: L2-SP's strength (``l2sp`` only).
-
-  Returns:
-    The transformation; drive it with ``make_train_step(...,
-    cycle_length=n_ref + 1)`` for every method, so all see the same batches.
-    ``lr``, ``lr / ratio`` and ``alpha`` are held in its state: a train step
-    built for one value runs any other (same structure) unchanged.
-
-  Raises:
-    ValueError: naming ``method`` or ``main_optimizer`` if unknown.
+  ``lr``, ``lr / ratio`` and ``alpha`` live in its state (``inject_hyperparams``):
+  a train step built for one value runs any other unchanged.
   """
   if method not in METHODS:
     raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}.")
-  # Learning rates live in the optimizer state (inject_hyperparams), not in
-  # the compiled code: one compiled train step serves a whole lr grid.
   if main_optimizer == "sgd":
     sgd = optax.inject_hyperparams(optax.sgd, static_args=("momentum", "nesterov"))
     tx = sgd(learning_rate=lr, momentum=momentum or None)
@@ -100,6 +58,6 @@ def create_optimizer(
     tx = optax.chain(baselines.l2sp(alpha, "backbone"), tx)
   if not full:
     tx = optax.multi_transform(
-      {"trainable": tx, "frozen": optax.set_to_zero()}, _labels("trainable", "frozen")
+      {"trainable": tx, "frozen": optax.set_to_zero()}, _head_only
     )
   return tx

@@ -1,16 +1,4 @@
-"""Stage 1 on the base classes, stage 2 on the held-out classes, the sweep.
-
-GOODFIT's held-out-class experiment (GOODFIT Sec. 4.2, Table 2, Fig. 3) on
-CIFAR-100-LT: for each imbalance ratio ``beta``, stage 1 trains backbone + a
-100-way head on the long-tailed images of classes 0-89 (classes 90-99 held
-out), checkpointed with orbax and reused; stage 2 fine-tunes it **only** on the
-long-tailed images of classes 90-99 with each method of ``methods.py``, every
-run for the same number of batches seen, evaluated after ``eval_points``
-batches on the balanced test set: base-class accuracy (test images of classes
-0-89) and held-out ("LT") accuracy (classes 90-99), both 100-way. WiSE-FT
-interpolates each full-model run's final weights with the pre-trained ones.
-``frontier.py`` reads the families' curves into the table.
-"""
+"""GOODFIT Sec. 4.2 on CIFAR-100-LT: stage 1, stage 2 and the sweep (README.md)."""
 
 import dataclasses
 import os
@@ -27,19 +15,15 @@ import tqdm
 
 import optax_profit
 from examples.cifar import models
-from examples.cifar_lt import frontier, input_pipeline, methods, reporting, runs
+from examples.cifar_lt import frontier, input_pipeline, methods
 from examples.cifar_lt.configs import default
-from examples.common import baselines, compile_cache
-from examples.common import runs as common_runs
+from examples.common import baselines, compile_cache, runs
 
 Params = Any
-NUM_CLASSES = input_pipeline.NUM_CLASSES
-
-WISE_METHODS = runs.WISE_METHODS
-
-
-# ----------------------------------------------------------------------------
-# Model functions.
+NOT_IN_STEP = default.NOT_IN_STEP
+#: The stage 2 methods whose final weights get a WiSE-FT curve.
+WISE_METHODS = ("full", "full_profit")
+_KEYS = ("base_accuracy", "lt_accuracy", "accuracy")
 
 
 def _backbone(config: default.Config) -> nn.Module:
@@ -47,34 +31,24 @@ def _backbone(config: default.Config) -> nn.Module:
   return models.create_backbone(config.model, cnn_width=config.cnn_width, cnn_flat=True)
 
 
-def _normalize(images: jax.Array) -> jax.Array:
-  """Images normalized with the CIFAR-100 statistics."""
-  return models.normalize_images(images, models.CIFAR100_MEAN, models.CIFAR100_STD)
+def _features(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
+  """Backbone features of uint8 ``images``, normalized by CIFAR-100's statistics."""
+  images = models.normalize_images(images, models.CIFAR100_MEAN, models.CIFAR100_STD)
+  return backbone.apply({"params": params}, images)
+
+
+def _head(params: Params, features: jax.Array) -> jax.Array:
+  return models.Head(input_pipeline.NUM_CLASSES).apply({"params": params}, features)
 
 
 def init_params(config: default.Config, key: jax.Array) -> Params:
-  """Fresh ``{"backbone", "head"}`` params (a 100-way head).
-
-  Args:
-    config: supplies the model.
-    key: the PRNG key.
-
-  Returns:
-    The params.
-  """
-  backbone = _backbone(config)
+  """Fresh ``{"backbone", "head"}`` params (a 100-way head)."""
+  backbone, head = _backbone(config), models.Head(input_pipeline.NUM_CLASSES)
   images = jnp.zeros((1, 32, 32, 3), jnp.float32)
   key_backbone, key_head = jax.random.split(key)
   backbone_params = jax.jit(backbone.init)(key_backbone, images)["params"]
   features = backbone.apply({"params": backbone_params}, images)
-  head_params = models.Head(NUM_CLASSES).init(key_head, features)["params"]
-  return {"backbone": backbone_params, "head": head_params}
-
-
-def logits_fn(backbone: nn.Module, params: Params, images: jax.Array) -> jax.Array:
-  """100-way logits of uint8 ``images`` under ``{"backbone", "head"}``."""
-  features = backbone.apply({"params": params["backbone"]}, _normalize(images))
-  return models.Head(NUM_CLASSES).apply({"params": params["head"]}, features)
+  return {"backbone": backbone_params, "head": head.init(key_head, features)["params"]}
 
 
 def make_loss_fn(config: default.Config):
@@ -82,8 +56,8 @@ def make_loss_fn(config: default.Config):
   backbone = _backbone(config)
 
   def loss_fn(params: Params, batch: dict[str, jax.Array]):
-    logits = logits_fn(backbone, params, batch["image"])
-    labels = batch["label"]
+    features = _features(backbone, params["backbone"], batch["image"])
+    logits, labels = _head(params["head"], features), batch["label"]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
 
@@ -91,129 +65,78 @@ def make_loss_fn(config: default.Config):
 
 
 class Evaluator:
-  """Base-class and held-out-class test accuracy of a model.
-
-  Head-only runs keep the pre-trained backbone, so their evaluations reuse
-  its test features (:meth:`features`) instead of recomputing them.
-
-  Args:
-    config: supplies the model and ``eval_batch_size``.
-    data: supplies the test split and ``num_base``.
-  """
+  """Test accuracy; head-only runs reuse the pre-trained backbone's features."""
 
   def __init__(self, config: default.Config, data: input_pipeline.Data):
     backbone = _backbone(config)
     self._test = data.test
     self._is_base = data.test.labels < data.num_base
     self._batch = min(config.eval_batch_size, len(data.test.labels))
-    self._features = jax.jit(
-      lambda p, images: backbone.apply({"params": p}, _normalize(images))
-    )
-    self._predict = jax.jit(
-      lambda p, f: jnp.argmax(models.Head(NUM_CLASSES).apply({"params": p}, f), -1)
-    )
+    self._features = jax.jit(lambda p, images: _features(backbone, p, images))
+    self._predict = jax.jit(lambda p, f: jnp.argmax(_head(p, f), -1))
 
   def features(self, backbone_params: Params) -> np.ndarray:
     """Backbone features of every test image, ``[n, features]``."""
-    n = len(self._test.labels)
-    parts = [
-      np.asarray(self._features(backbone_params, b["image"]))
-      for b in input_pipeline.eval_dataset(self._test, self._batch)
-    ]
-    return np.concatenate(parts)[:n]
+    batches = input_pipeline.eval_dataset(self._test, self._batch)
+    parts = [np.asarray(self._features(backbone_params, b["image"])) for b in batches]
+    return np.concatenate(parts)[: len(self._test.labels)]
 
-  def evaluate(
-    self, params: Params, features: np.ndarray | None = None
-  ) -> dict[str, float]:
-    """Accuracies of ``params`` (or of its head on given test ``features``).
-
-    Args:
-      params: ``{"backbone", "head"}``.
-      features: the test features of ``params["backbone"]``, if known.
-
-    Returns:
-      ``{"base_accuracy", "lt_accuracy", "accuracy"}``.
-    """
+  def evaluate(self, params: Params, features: np.ndarray | None = None):
+    """``{"base_accuracy", "lt_accuracy", "accuracy"}`` of ``params``."""
     if features is None:
       features = self.features(params["backbone"])
     correct = np.asarray(self._predict(params["head"], features)) == self._test.labels
-    return {
-      "base_accuracy": float(np.mean(correct[self._is_base])),
-      "lt_accuracy": float(np.mean(correct[~self._is_base])),
-      "accuracy": float(np.mean(correct)),
-    }
+    masks = (self._is_base, ~self._is_base, slice(None))  # in the order of _KEYS
+    return {k: float(np.mean(correct[m])) for k, m in zip(_KEYS, masks, strict=True)}
 
 
-def _log(text: str) -> None:
-  tqdm.tqdm.write(text)
+def _bar(config: default.Config, items, desc: str, **kwargs) -> tqdm.tqdm:
+  return tqdm.tqdm(items, desc=desc, disable=not config.progress, **kwargs)
 
 
-def _copy(tree: Params) -> Params:
-  return jax.tree.map(jnp.copy, tree)
+def pretrain(config, workdir, data, evaluator) -> dict[str, Any]:
+  """Stage 1 on the base classes in ``<workdir>/stage1/<name>``, resumed or loaded.
 
-
-# ----------------------------------------------------------------------------
-# Stage 1.
-
-
-def _stage1_optimizer(
-  config: default.Config, steps: int
-) -> optax.GradientTransformation:
-  if config.pretrain_optimizer == "adam":
-    return optax.adam(config.pretrain_lr)
-  schedule = optax.cosine_decay_schedule(config.pretrain_lr, max(steps, 1))
-  return optax.chain(
-    optax.add_decayed_weights(config.pretrain_weight_decay),
-    optax.sgd(schedule, momentum=0.9),
-  )
-
-
-def pretrain(
-  config: default.Config,
-  workdir: pathlib.Path,
-  data: input_pipeline.Data,
-  evaluator: Evaluator,
-) -> dict[str, Any]:
-  """Stage 1: trains on the base classes, or loads the checkpoint.
-
-  Args:
-    config: supplies the stage 1 settings.
-    workdir: the output folder; the run lives in
-      ``<workdir>/stage1/<stage1_name>`` and resumes from its latest checkpoint.
-    data: the splits.
-    evaluator: the test evaluator.
-
-  Returns:
-    ``{"params", "name", "history", "base_accuracy", "lt_accuracy",
-    "wall_s"}``.
+  Returns ``{"params", "name", "history", "wall_s", **evaluator.evaluate}``.
   """
-  name = runs.stage1_name(config, data)
-  directory = workdir / "stage1" / name
-  batches_per_epoch = len(data.base_train.labels) // config.pretrain_batch_size
-  tx = _stage1_optimizer(config, config.pretrain_epochs * batches_per_epoch)
+  settings = {  # every setting the result depends on: its folder's digest
+    "model": config.model,
+    "cnn_width": config.cnn_width if config.model == "cnn" else None,
+    "counts": data.counts.tolist(),
+    "lt_seed": config.lt_seed,
+    "held_out": config.held_out_classes,
+    "augment": config.augment,
+    "optimizer": config.pretrain_optimizer,
+    "lr": config.pretrain_lr,
+    "weight_decay": config.pretrain_weight_decay,
+    "epochs": config.pretrain_epochs,
+    "batch_size": config.pretrain_batch_size,
+    "seed": config.pretrain_seed,
+  }
+  name = runs.run_name(f"{config.model}-beta{data.beta:g}", settings)
+  epochs = config.pretrain_epochs
+  if config.pretrain_optimizer == "adam":
+    tx = optax.adam(config.pretrain_lr)
+  else:
+    steps = epochs * (len(data.base_train.labels) // config.pretrain_batch_size)
+    schedule = optax.cosine_decay_schedule(config.pretrain_lr, max(steps, 1))
+    decay = optax.add_decayed_weights(config.pretrain_weight_decay)
+    tx = optax.chain(decay, optax.sgd(schedule, momentum=0.9))
   params = init_params(config, jax.random.key(config.pretrain_seed))
   state = {"params": params, "opt_state": tx.init(params)}
-  checkpoints = common_runs.Checkpoints(directory)
-  restored = checkpoints.restore(state)
-  history: list[dict[str, Any]] = []
-  start = 0
-  if restored is not None:
+  checkpoints = runs.Checkpoints(workdir / "stage1" / name)
+  start, history = 0, []
+  if (restored := checkpoints.restore(state)) is not None:
     start, state, history = restored
-    _log(
-      f"stage 1 {name}: {'loaded' if start >= config.pretrain_epochs else 'resuming after epoch ' + str(start)}."
-    )
+    done = "loaded" if start >= epochs else f"resuming after epoch {start}"
+    tqdm.tqdm.write(f"stage 1 {name}: {done}.")
   wall = history[-1]["wall_s"] if history else 0.0
   step = optax_profit.make_train_step(
     make_loss_fn(config), tx, has_aux=True, cycle_length=1
   )
   params, opt_state = state["params"], state["opt_state"]
-  bar = tqdm.tqdm(
-    range(start, config.pretrain_epochs),
-    desc=f"stage 1 beta={data.beta:g}",
-    disable=not config.progress,
-    leave=False,
-    unit="epoch",
-  )
+  desc = f"stage 1 beta={data.beta:g}"
+  bar = _bar(config, range(start, epochs), desc, leave=False, unit="epoch")
   for epoch in bar:
     t0 = time.perf_counter()
     ds = input_pipeline.train_dataset(
@@ -232,189 +155,95 @@ def pretrain(
     wall += time.perf_counter() - t0
     history.append({"epoch": epoch + 1, "train_loss": loss, "wall_s": wall})
     bar.set_postfix(loss=f"{loss:.3f}")
-    if (
-      epoch + 1
-    ) % config.checkpoint_every == 0 or epoch + 1 == config.pretrain_epochs:
+    if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == epochs:
       checkpoints.save(epoch + 1, {"params": params, "opt_state": opt_state}, history)
   checkpoints.close()
   point = evaluator.evaluate(params)
-  if start < config.pretrain_epochs:
-    _log(
-      f"stage 1 beta={data.beta:g}: {config.pretrain_epochs} epochs in {wall:.0f} s, "
+  if start < epochs:
+    tqdm.tqdm.write(
+      f"stage 1 beta={data.beta:g}: {epochs} epochs in {wall:.0f} s, "
       f"base-class test accuracy {point['base_accuracy']:.4f}"
     )
   return {"params": params, "name": name, "history": history, "wall_s": wall, **point}
 
 
-# ----------------------------------------------------------------------------
-# Stage 2.
-
-NOT_IN_STEP = default.NOT_IN_STEP
-
-
-@compile_cache.cached(NOT_IN_STEP)
-def _train_step(key: default.Config, method: str):
-  """The compiled stage 2 step of ``method`` (any lr, alpha), built once."""
-  tx = methods.create_optimizer(
-    method,
-    1.0,
-    main_optimizer=key.main_optimizer,
-    momentum=key.momentum,
-    n_ref=key.n_ref,
-    alpha=1.0,
-  )
-  return optax_profit.make_train_step(
-    make_loss_fn(key), tx, has_aux=True, cycle_length=key.cycle_length
-  )
-
-
-_KEYS = ("base_accuracy", "lt_accuracy", "accuracy")
-
-
-def wise_curve(
-  config: default.Config,
-  evaluator: Evaluator,
-  pretrained: dict[str, Any],
-  tuned: Params,
-  last: dict[str, Any],
-) -> list[dict[str, Any]]:
-  """WiSE-FT: the evaluations of ``(1 - a) * pretrained + a * tuned``.
-
-  Args:
-    config: supplies ``wise_points`` (evenly spaced ``a`` in [0, 1]).
-    evaluator: the test evaluator.
-    pretrained: the stage 1 result (its params and accuracies: ``a = 0``).
-    tuned: the fine-tuned params.
-    last: the run's last evaluation (``a = 1``).
-
-  Returns:
-    ``{"a", "base_accuracy", "lt_accuracy", "accuracy"}`` per ``a``.
-  """
-  wise = []
-  for a in np.linspace(0.0, 1.0, config.wise_points):
-    if a == 0.0:
-      point = {k: pretrained[k] for k in _KEYS}
-    elif a == 1.0:
-      point = {k: last[k] for k in _KEYS}
-    else:
-      point = evaluator.evaluate(
-        baselines.interpolate(pretrained["params"], tuned, float(a))
-      )
-    wise.append({"a": float(a), **point})
-  return wise
-
-
-def _optimizer(config: default.Config, method: str, lr: float, alpha: float):
-  """The stage 2 optimizer of ``method`` (``methods.create_optimizer``)."""
+def _optimizer(config: default.Config, method: str, lr=1.0, alpha=1.0, ratio=10.0):
+  """``methods.create_optimizer`` with the config's main optimizer and ``n_ref``."""
   return methods.create_optimizer(
     method,
     lr,
     main_optimizer=config.main_optimizer,
     momentum=config.momentum,
     n_ref=config.n_ref,
-    ratio=config.ratio,
+    ratio=ratio,
     alpha=alpha,
   )
 
 
-def _train(config, step, state, stream, evaluate, curve, desc):
-  """Stage 2's train-step calls, evaluated at ``eval_points`` into ``curve``.
-
-  Args:
-    config: supplies ``budget_batches``, ``cycle_length``, ``eval_points``.
-    step: the compiled train step.
-    state: ``(params, opt_state)``.
-    stream: the stacked batches.
-    evaluate: ``(params, opt_state) -> point`` (PROFIT's weights to evaluate:
-      theta_ref if the call ended mid-cycle).
-    curve: the points so far; the new ones are appended.
-    desc: the progress bar's label.
-
-  Returns:
-    ``(params, opt_state, {diagnostic: values per call})``.
-  """
-  params, opt_state = state
-  group = config.cycle_length
-  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
-  eval_points = set(config.eval_points)
-  last = 0
-  bar = tqdm.tqdm(
-    range(config.budget_batches // group),
-    desc=desc,
-    disable=not config.progress,
-    leave=False,
+@compile_cache.cached(NOT_IN_STEP)
+def _train_step(key: default.Config, method: str):
+  """The compiled stage 2 step of ``method`` (any lr, alpha), built once."""
+  tx = _optimizer(key, method)
+  return optax_profit.make_train_step(
+    make_loss_fn(key), tx, has_aux=True, cycle_length=key.cycle_length
   )
-  for call in bar:
-    params, opt_state, metrics = step(params, opt_state, next(stream))
-    losses.append(metrics["loss"])
-    for key, values in diagnostics.items():
-      if key in metrics:
-        values.append(metrics[key])
-    seen = (call + 1) * group
-    if seen in eval_points:
-      point = evaluate(params, opt_state)
-      loss = float(np.mean(jax.device_get(losses[last // group :])))
-      last = seen
-      curve.append({"batches_seen": seen, **point, "train_loss": loss})
-      bar.set_postfix(
-        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
-      )
-  return params, opt_state, diagnostics
+
+
+def finetune_name(config, stage1: str, method: str, lr: float, alpha: float, seed: int):
+  """Folder name of a stage 2 run: readable prefix + digest of its settings."""
+  _, profit, l2sp = methods.METHODS[method]
+  settings = {
+    "stage1": stage1,
+    "method": method,
+    "lr": lr,
+    "alpha": alpha if l2sp else None,
+    "seed": seed,
+    "main_optimizer": config.main_optimizer,
+    "momentum": config.momentum if config.main_optimizer == "sgd" else None,
+    "batch_size": config.batch_size,
+    "budget_batches": config.budget_batches,
+    "eval_points": list(config.eval_points),
+    "cycle_length": config.cycle_length,
+    "ratio": config.ratio if profit else None,
+    "augment": config.augment,
+    "wise_points": config.wise_points if method in WISE_METHODS else None,
+  }
+  prefix = f"{method}_lr{lr:g}" + (f"_a{alpha:g}" if l2sp else "") + f"_s{seed}"
+  return runs.run_name(prefix, settings)
+
+
+def wise_curve(config, evaluator, pretrained, tuned, last) -> list[dict[str, Any]]:
+  """WiSE-FT: ``(1 - a) * pretrained + a * tuned`` at ``wise_points`` values of
+  ``a`` in [0, 1]; the ends are the pre-trained and the ``last`` evaluation."""
+  wise = []
+  for a in np.linspace(0.0, 1.0, config.wise_points):
+    if a in (0.0, 1.0):
+      point = pretrained if a == 0.0 else last
+    else:
+      mixed = baselines.interpolate(pretrained["params"], tuned, float(a))
+      point = evaluator.evaluate(mixed)
+    wise.append({"a": float(a), **{k: point[k] for k in _KEYS}})
+  return wise
 
 
 def finetune(
-  config: default.Config,
-  workdir: pathlib.Path,
-  data: input_pipeline.Data,
-  pretrained: dict[str, Any],
-  evaluator: Evaluator,
-  *,
-  method: str,
-  lr: float,
-  alpha: float = 0.0,
-  seed: int = 0,
-  pretrained_features: np.ndarray | None = None,
+  config, workdir, data, pretrained, evaluator, method, lr, alpha, seed, features
 ) -> dict[str, Any]:
-  """Stage 2: one run of ``method`` on the held-out classes, and its curve.
+  """Stage 2: one run on the held-out classes, cached in ``stage2/<name>``.
 
-  Every method makes ``config.budget_batches // cycle_length`` calls of an
-  ``optax_profit.make_train_step`` step over ``cycle_length = n_ref + 1``
-  stacked batches, so every run sees the same batches in the same order; a
-  plain run makes ``budget_batches`` optimizer steps, a PROFIT run
-  ``budget_batches / (n_ref + 1)`` main steps.
-
-  Args:
-    config: the configuration.
-    workdir: the output folder; the run's ``result.json`` goes to
-      ``<workdir>/stage2/<finetune_name>`` and is loaded instead of running
-      again.
-    data: the splits.
-    pretrained: the stage 1 result (:func:`pretrain`).
-    evaluator: the test evaluator.
-    method: one of ``methods.METHODS``.
-    lr: the main learning rate.
-    alpha: L2-SP's strength.
-    seed: seed of the batch order and augmentation.
-    pretrained_features: the pre-trained backbone's test features (used by
-      head-only runs).
-
-  Returns:
-    The run's settings, ``curve`` (points at batch 0 and ``eval_points``:
-    ``batches_seen``, ``base_accuracy``, ``lt_accuracy``, ``train_loss``),
-    ``wise`` (WiSE-FT points, full-model methods), ``main_steps``,
-    ``diagnostics`` (PROFIT's, averaged over its main steps) and ``wall_s``.
+  Every run makes ``budget_batches // (n_ref + 1)`` calls of a step over
+  ``n_ref + 1`` stacked batches, so all see the same batches; head-only runs are
+  evaluated on the pre-trained backbone's test ``features``.
   """
-  name = runs.finetune_name(config, pretrained["name"], method, lr, alpha, seed)
+  name = finetune_name(config, pretrained["name"], method, lr, alpha, seed)
   path = workdir / "stage2" / name / "result.json"
-  cached = common_runs.load_result(path)
-  if cached is not None:
+  if (cached := runs.load_result(path)) is not None:
     return cached
   t0 = time.perf_counter()
   full, profit, _ = methods.METHODS[method]
-  tx = _optimizer(config, method, lr, alpha)
-  group = config.cycle_length
-  step = _train_step(config, method)
-  params = _copy(pretrained["params"])  # The step donates its params.
+  tx = _optimizer(config, method, lr, alpha, config.ratio)
+  group, step = config.cycle_length, _train_step(config, method)
+  params = jax.tree.map(jnp.copy, pretrained["params"])  # The step donates it.
   opt_state = tx.init(params)
   stream = input_pipeline.stacked(
     input_pipeline.batch_stream(
@@ -422,24 +251,29 @@ def finetune(
     ),
     group,
   )
+  # PROFIT's weights to evaluate: theta_ref if the call ended mid-cycle.
+  view = lambda p, s: optax_profit.eval_params(p, s) if profit else p
   curve = [{"batches_seen": 0, **{k: pretrained[k] for k in _KEYS}}]
-  calls = config.budget_batches // group
-  params, opt_state, diagnostics = _train(
-    config,
-    step,
-    (params, opt_state),
-    stream,
-    lambda p, s: evaluator.evaluate(
-      optax_profit.eval_params(p, s) if profit else p,
-      None if full else pretrained_features,
-    ),
-    curve,
-    name.split("-")[0],
-  )
+  losses, diagnostics = [], {"projected": [], "removed_fraction": [], "cosine": []}
+  calls, last = config.budget_batches // group, 0
+  bar = _bar(config, range(calls), name.split("-")[0], leave=False)
+  for call in bar:
+    params, opt_state, metrics = step(params, opt_state, next(stream))
+    losses.append(metrics["loss"])
+    for key in diagnostics.keys() & metrics.keys():
+      diagnostics[key].append(metrics[key])
+    seen = (call + 1) * group
+    if seen in config.eval_points:
+      point = evaluator.evaluate(view(params, opt_state), None if full else features)
+      loss = float(np.mean(jax.device_get(losses[last // group :])))
+      curve.append({"batches_seen": seen, **point, "train_loss": loss})
+      last = seen
+      bar.set_postfix(
+        base=f"{point['base_accuracy']:.3f}", lt=f"{point['lt_accuracy']:.3f}"
+      )
   wise = None
   if method in WISE_METHODS and config.wise_points:
-    tuned = optax_profit.eval_params(params, opt_state) if profit else params
-    wise = wise_curve(config, evaluator, pretrained, tuned, curve[-1])
+    wise = wise_curve(config, evaluator, pretrained, view(params, opt_state), curve[-1])
   result = {
     "name": name,
     "method": method,
@@ -457,42 +291,16 @@ def finetune(
     },
     "wall_s": time.perf_counter() - t0,
   }
-  common_runs.write_json(path, result)
+  runs.write_json(path, result)
   return result
 
 
-# ----------------------------------------------------------------------------
-# The sweep.
-
-
-def plan(config: default.Config) -> list[tuple[str, float, float]]:
-  """The stage 2 runs of one seed: ``(method, lr, alpha)``."""
-  items = [(m, lr, 0.0) for m in ("head", "head_profit") for lr in config.head_lrs]
-  items += [(m, lr, 0.0) for m in ("full", "full_profit") for lr in config.full_lrs]
-  items += [("l2sp", lr, a) for lr in config.l2sp_lrs for a in config.l2sp_alphas]
-  return items
-
-
-def train_and_evaluate(
-  config: default.Config, workdir: str | pathlib.Path
-) -> dict[str, Any]:
-  """Runs stage 1 and the stage 2 sweep for every beta; writes the results.
-
-  Args:
-    config: the configuration.
-    workdir: output folder: ``results.json``, ``table.md``,
-      ``tradeoff_beta<b>.png`` (GOODFIT Fig. 3a's form), and the cached
-      ``stage1/`` (orbax) and ``stage2/`` (JSON) runs.
-
-  Returns:
-    ``{"config", "betas": {beta: {"counts", "sizes", "stage1", "runs",
-    "table"}}, "table", "wall_s", ...}``.
-  """
+def train_and_evaluate(config: default.Config, workdir: str | pathlib.Path) -> dict:
+  """Stage 1 and the stage 2 sweep of every beta; writes and returns the results."""
   default.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  t0, c0 = time.perf_counter(), time.process_time()
-  load_start = os.getloadavg()
+  t0, c0, load_start = time.perf_counter(), time.process_time(), os.getloadavg()
   per_beta = {}
   for beta in config.betas:
     data = input_pipeline.load_data(config, beta)
@@ -504,45 +312,33 @@ def train_and_evaluate(
     evaluator = Evaluator(config, data)
     pretrained = pretrain(config, workdir, data, evaluator)
     features = evaluator.features(pretrained["params"]["backbone"])
-    items = [(seed, *item) for seed in config.seeds for item in plan(config)]
-    results = []
-    bar = tqdm.tqdm(items, desc=f"stage 2 beta={beta:g}", disable=not config.progress)
-    for seed, method, lr, alpha in bar:
-      results.append(
-        finetune(
-          config,
-          workdir,
-          data,
-          pretrained,
-          evaluator,
-          method=method,
-          lr=lr,
-          alpha=alpha,
-          seed=seed,
-          pretrained_features=features,
-        )
-      )
-    summary = frontier.summarize(config, results, pretrained["base_accuracy"])
-    per_beta[f"{beta:g}"] = {
+    # The stage 2 runs of one seed: (method, lr, alpha).
+    plan = [(m, lr, 0.0) for m in ("head", "head_profit") for lr in config.head_lrs]
+    plan += [(m, lr, 0.0) for m in ("full", "full_profit") for lr in config.full_lrs]
+    plan += [("l2sp", lr, a) for lr in config.l2sp_lrs for a in config.l2sp_alphas]
+    items = [(seed, *item) for seed in config.seeds for item in plan]
+    results = [
+      finetune(config, workdir, data, pretrained, evaluator, m, lr, a, s, features)
+      for s, m, lr, a in _bar(config, items, f"stage 2 beta={beta:g}")
+    ]
+    entry = per_beta[f"{beta:g}"] = {
       "beta": beta,
       "counts": data.counts.tolist(),
       "sizes": data.sizes(),
       "stage1": {k: v for k, v in pretrained.items() if k != "params"},
       "runs": results,
-      "table": summary,
+      "table": frontier.summarize(config, results, pretrained["base_accuracy"]),
     }
-    reporting.plot_tradeoff(
-      config, per_beta[f"{beta:g}"], workdir / f"tradeoff_beta{beta:g}.png"
-    )
+    frontier.plot_tradeoff(config, entry, workdir / f"tradeoff_beta{beta:g}.png")
   out = {
     "config": dataclasses.asdict(config),
     "device": str(jax.devices()[0].device_kind),
     "betas": per_beta,
+    "table": "\n\n".join(frontier.format_table(config, e) for e in per_beta.values()),
+    "wall_s": time.perf_counter() - t0,
+    "cpu_s": time.process_time() - c0,
+    "loadavg": {"start": load_start, "end": os.getloadavg()},
   }
-  out["table"] = reporting.format_tables(config, per_beta)
-  out["wall_s"] = time.perf_counter() - t0
-  out["cpu_s"] = time.process_time() - c0
-  out["loadavg"] = {"start": load_start, "end": os.getloadavg()}
-  common_runs.write_json(workdir / "results.json", out)
+  runs.write_json(workdir / "results.json", out)
   (workdir / "table.md").write_text(out["table"] + "\n")
   return out

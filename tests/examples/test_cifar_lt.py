@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import optax_profit
 from examples.cifar_lt import configs, frontier, input_pipeline, main, methods
 from examples.cifar_lt.configs import default
+from examples.common import frontier as common_frontier
 
 # ----------------------------------------------------------------------------
 # The long-tail sampler.
@@ -118,9 +119,9 @@ def test_lt_at_threshold_on_a_hand_made_curve():
   assert frontier.lt_at_threshold(CURVE, 0.0) == 0.9
   assert frontier.lt_at_threshold(CURVE, 0.6) is None
   # A relative threshold equal to a point's accuracy up to rounding counts.
-  (level,) = frontier.thresholds_for((0.9,), 0.44 / 0.9, relative=True)
+  (level,) = common_frontier.levels((0.9,), 0.44 / 0.9, relative=True)
   assert frontier.lt_at_threshold(CURVE, level) == 0.3
-  assert frontier.thresholds_for((0.4, 0.3), 0.8, relative=False) == [0.4, 0.3]
+  assert common_frontier.levels((0.4, 0.3), 0.8, relative=False) == [0.4, 0.3]
 
 
 def test_pareto_front_of_a_hand_made_curve():
