@@ -1,17 +1,9 @@
-"""Saving and restoring the whole training state with orbax.
+"""The runs, their checkpoint folders, and the whole training state in orbax.
 
-The state is a :class:`TrainState`: ``step`` (batches consumed, which also
-fixes the data position, see ``input_pipeline``), ``params`` and
-``opt_state`` (for PROFIT a ``ProfitState``: ``theta_ref``, both optimizers'
-states, the update count that fixes the phase in the cycle, and the last main
-step's diagnostics). Restoring it all resumes a run exactly where it stopped,
-even between a reference step and its main step.
-
-Sharded states are restored straight onto their target shardings: the target
-is the tree of ``jax.ShapeDtypeStruct(shape, dtype, sharding=...)``
-(:func:`abstract_state`), so every process reads only its own shards. A
-small JSON ``extra`` item (an eval history, say) rides along in the same
-checkpoint.
+A run's folder is named after the run and a digest of everything that
+determines its result: a rerun resumes from its latest checkpoint, a changed
+run gets a new folder. A :class:`TrainState` is restored straight onto its
+target shardings, so that every process reads only its own shards.
 
 Example:
   >>> import tempfile, jax.numpy as jnp, optax
@@ -28,6 +20,7 @@ Example:
   ('hi', 'ProfitState')
 """
 
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -36,133 +29,115 @@ import jax
 import optax
 import orbax.checkpoint as ocp
 
+from examples.common.runs import run_name
+from examples.sharded_finetune.configs import default
+
 PyTree = Any
 
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a run needs to continue.
-
-  Attributes:
-    step: int32 scalar, number of batches consumed so far.
-    params: the model params.
-    opt_state: the optimizer state.
-  """
+  """``step`` (int32, batches consumed: the data position), params, opt state."""
 
   step: jax.Array
   params: optax.Params
   opt_state: optax.OptState
 
 
-def manager(
-  directory: str | pathlib.Path,
-  *,
-  max_to_keep: int | None = 2,
-  save_interval_steps: int = 1,
-) -> ocp.CheckpointManager:
-  """An orbax ``CheckpointManager`` for :class:`TrainState` checkpoints.
-
-  Args:
-    directory: where the step folders go (created if missing; made absolute).
-    max_to_keep: how many recent checkpoints to keep (``None``: all).
-    save_interval_steps: :func:`save` without ``force`` skips steps that are
-      not multiples of this.
-
-  Returns:
-    The manager. Use it as a context manager, or call ``close()``.
-  """
-  options = ocp.CheckpointManagerOptions(
-    max_to_keep=max_to_keep,
-    save_interval_steps=save_interval_steps,
-    create=True,
-  )
+def manager(directory, *, max_to_keep: int | None = 2) -> ocp.CheckpointManager:
+  """An orbax ``CheckpointManager`` (a context manager) in ``directory``."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
   return ocp.CheckpointManager(pathlib.Path(directory).absolute(), options=options)
 
 
-def save(
-  mngr: ocp.CheckpointManager,
-  state: TrainState,
-  *,
-  extra: dict[str, Any] | None = None,
-  force: bool = False,
-  wait: bool = True,
-) -> bool:
-  """Saves ``state`` (and a JSON ``extra``) under step ``int(state.step)``.
-
-  Args:
-    mngr: from :func:`manager`.
-    state: the training state (sharded or not).
-    extra: a JSON-serialisable dict stored beside the state.
-    force: save even if the step is not a multiple of ``save_interval_steps``.
-    wait: block until the checkpoint is on disk (else it is written in the
-      background; call ``mngr.wait_until_finished()`` before exiting).
-
-  Returns:
-    Whether a checkpoint was saved.
-  """
-  saved = mngr.save(
-    int(state.step),
-    args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
-      extra=ocp.args.JsonSave(extra or {}),
-    ),
-    force=force,
-  )
-  if wait:
-    mngr.wait_until_finished()
+def save(mngr: ocp.CheckpointManager, state: TrainState, *, extra=None) -> bool:
+  """Saves ``state`` and a JSON ``extra`` as step ``int(state.step)``; waits."""
+  items = dict(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(extra or {}))
+  saved = mngr.save(int(state.step), args=ocp.args.Composite(**items))
+  mngr.wait_until_finished()
   return saved
 
 
 def abstract_state(state: PyTree, shardings: PyTree | None = None) -> PyTree:
-  """The restore target: ``jax.ShapeDtypeStruct`` leaves with shardings.
-
-  Args:
-    state: a concrete or abstract (``jax.eval_shape``) state giving the tree
-      structure, shapes and dtypes.
-    shardings: target shardings with the structure of ``state``; defaults to
-      each leaf's own ``.sharding``.
-
-  Returns:
-    The tree of ``jax.ShapeDtypeStruct(shape, dtype, sharding=...)``.
-  """
+  """The restore target: ``state``'s shapes and dtypes (it may be abstract) on
+  ``shardings`` (default: each leaf's own), as ``jax.ShapeDtypeStruct``s."""
   if shardings is None:
     shardings = jax.tree.map(lambda x: x.sharding, state)
   return jax.tree.map(
-    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-    state,
-    shardings,
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
   )
 
 
-def restore(
-  mngr: ocp.CheckpointManager,
-  target: PyTree,
-  step: int | None = None,
-) -> tuple[PyTree, dict[str, Any]]:
-  """Restores a :class:`TrainState` onto the target's shardings.
+def restore(mngr: ocp.CheckpointManager, target: PyTree) -> tuple[PyTree, dict]:
+  """``(state, extra)`` of the latest checkpoint, on ``target``'s shardings.
 
-  Args:
-    mngr: from :func:`manager`.
-    target: from :func:`abstract_state` (structure, shapes, dtypes and
-      shardings of the restored state).
-    step: the step to restore; defaults to the latest.
-
-  Returns:
-    ``(state, extra)``.
-
-  Raises:
-    FileNotFoundError: if there is no checkpoint (at ``step``).
+  Raises ``FileNotFoundError`` if there is no checkpoint.
   """
-  step = mngr.latest_step() if step is None else step
-  if step is None or step not in mngr.all_steps():
-    raise FileNotFoundError(
-      f"No checkpoint{'' if step is None else f' at step {step}'} in {mngr.directory}."
-    )
-  restored = mngr.restore(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target),
-      extra=ocp.args.JsonRestore(),
-    ),
-  )
+  step = mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {mngr.directory}.")
+  items = dict(state=ocp.args.StandardRestore(target), extra=ocp.args.JsonRestore())
+  restored = mngr.restore(step, args=ocp.args.Composite(**items))
   return restored.state, dict(restored.extra or {})
+
+
+#: Bump when training changes in a way the config does not show.
+CHECKPOINT_VERSION = 1
+#: Fine-tuning methods; pre-training is the method ``"pretrain"``.
+METHODS = ("adamw", "profit", "profit_sgd")
+#: The config fields that determine the pre-trained model.
+_PRETRAIN_FIELDS = (
+  *("split_letter", "val_mod", "seq_len", "batch_size", "d_model", "num_layers"),
+  *("num_heads", "d_ff", "pretrain_steps", "pretrain_lr", "pretrain_warmup"),
+  *("weight_decay", "seed"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One run: ``"pretrain"`` or one of :data:`METHODS`, and its learning rate."""
+
+  method: str
+  lr: float
+
+  @property
+  def name(self) -> str:
+    """E.g. ``profit_lr1e-03``."""
+    return f"{self.method}_lr{self.lr:.0e}"
+
+
+def finetune_specs(config: default.Config) -> list[RunSpec]:
+  """The fine-tuning runs of ``config``: AdamW's, PROFIT's, PROFIT(SGD)'s."""
+  sweeps = (config.adamw_lrs, config.profit_lrs, config.profit_sgd_lrs)
+  return [RunSpec(m, lr) for m, lrs in zip(METHODS, sweeps, strict=True) for lr in lrs]
+
+
+def pretrain_key(config: default.Config) -> dict[str, Any]:
+  """Everything that determines the pre-trained model."""
+  key = {f: getattr(config, f) for f in _PRETRAIN_FIELDS}
+  key["version"] = CHECKPOINT_VERSION
+  if config.train_step != "cycle":  # Keyed only when set: old keys stay valid.
+    key["train_step"] = config.train_step
+  return key
+
+
+def finetune_key(config: default.Config, spec: RunSpec) -> dict[str, Any]:
+  """Everything that determines the fine-tuning run ``spec``."""
+  profit = spec.method.startswith("profit")
+  return {
+    **pretrain_key(config),
+    "run": dataclasses.asdict(spec),
+    "ft_steps": config.ft_steps,
+    "n_ref": config.n_ref,
+    "profit_ratio": config.profit_ratio if profit else None,
+  }
+
+
+def pretrain_dir(workdir: pathlib.Path, config: default.Config) -> pathlib.Path:
+  """The pre-training's checkpoint folder, e.g. ``pretrain-d080d5ae68``."""
+  return workdir / "checkpoints" / run_name("pretrain", pretrain_key(config))
+
+
+def finetune_dir(workdir: pathlib.Path, config, spec: RunSpec) -> pathlib.Path:
+  """A fine-tuning run's checkpoint folder, e.g. ``profit_lr1e-03-<digest>``."""
+  return workdir / "checkpoints" / run_name(spec.name, finetune_key(config, spec))

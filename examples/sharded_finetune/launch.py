@@ -1,23 +1,8 @@
-r"""Starts a multi-process (``jax.distributed``) job of the example on this machine.
+r"""A multi-process (``jax.distributed``) job of the example on this machine.
 
-Usage, from the repository root::
-
-  python -m examples.sharded_finetune.launch --processes 2 \
-      --devices-per-process 4 -- --quick --workdir /tmp/mh
-
-Everything after ``--`` goes to ``python -m examples.sharded_finetune.main``
-in every process, followed by ``--distributed --coordinator-address
-127.0.0.1:PORT --num-processes N --process-id I --host-devices K``: N
-processes with K simulated CPU devices each, CPU collectives over gloo,
-process 0 hosting the coordinator on a free port. Process 0's output is
-streamed; each process's output is also written to
-``--log-dir/process_I.log``. If a process fails, every other process is
-stopped and the launcher exits with the failed process's exit code, after
-printing the tail of its log. ``--timeout`` bounds the whole job.
-
-This simulates a multi-host job on one machine (CPU devices, localhost). On a
-real cluster run ``main.py --distributed`` once per host instead (see the
-example's README).
+``python -m examples.sharded_finetune.launch --processes 2 --devices-per-process
+4 -- --quick``: ``main.py --quick --distributed`` in every process, with 4 CPU
+devices each and process 0's coordinator on a free port (see the README).
 """
 
 import argparse
@@ -44,15 +29,7 @@ def free_port() -> int:
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-  """The environment of a process: CPU only, the repository importable.
-
-  Args:
-    extra: variables to add (e.g. ``JAX_COMPILATION_CACHE_DIR``).
-
-  Returns:
-    This process's environment with ``JAX_PLATFORMS=cpu`` (unless set), the
-    repository on ``PYTHONPATH``, unbuffered output and ``extra``.
-  """
+  """This environment plus ``extra``: CPU only (unless set), the repo importable."""
   env = dict(os.environ, **(extra or {}))
   env["JAX_PLATFORMS"] = env.get("JAX_PLATFORMS") or "cpu"
   root = str(pathlib.Path(__file__).resolve().parents[2])
@@ -62,21 +39,11 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def process_argv(
-  args: Sequence[str],
-  *,
-  process_id: int,
-  processes: int,
-  devices_per_process: int,
-  port: int,
-  start_timeout: int,
+  args, *, process_id, processes, devices_per_process, port, start_timeout
 ) -> list[str]:
   """The command line of process ``process_id``."""
   return [
-    sys.executable,
-    "-m",
-    "examples.sharded_finetune.main",
-    *args,
-    "--distributed",
+    *(sys.executable, "-m", "examples.sharded_finetune.main", *args, "--distributed"),
     f"--coordinator-address=127.0.0.1:{port}",
     f"--num-processes={processes}",
     f"--process-id={process_id}",
@@ -88,11 +55,9 @@ def process_argv(
 def _stream(pipe, log_path: pathlib.Path, echo) -> None:
   with open(log_path, "w") as log:
     for line in iter(pipe.readline, ""):
-      log.write(line)
-      log.flush()
-      if echo is not None:
-        echo.write(line)
-        echo.flush()
+      for out in filter(None, (log, echo)):
+        out.write(line)
+        out.flush()
   pipe.close()
 
 
@@ -110,8 +75,30 @@ def _stop(procs: Sequence[subprocess.Popen], grace: float = 5.0) -> None:
       p.wait()
 
 
-def _tail(path: pathlib.Path, lines: int = 30) -> str:
-  return "".join(path.read_text(errors="replace").splitlines(True)[-lines:])
+def _wait(procs, threads, log_dir: pathlib.Path, timeout: float | None) -> int:
+  """Waits for the job; the first failure's code, or :data:`EXIT_TIMEOUT`."""
+  deadline = None if timeout is None else time.monotonic() + timeout
+  while True:
+    codes = [p.poll() for p in procs]
+    failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+    if failed:
+      i, code = failed[0]
+      log = log_dir / f"process_{i}.log"
+      print(
+        f"[launch] process {i} exited with code {code}; stopping the others. "
+        f"Its log ({log}) ends:",
+        file=sys.stderr,
+      )
+      threads[i].join(5)
+      tail = log.read_text(errors="replace").splitlines(True)[-30:]
+      print("".join(tail), file=sys.stderr, flush=True)
+      return code
+    if all(c == 0 for c in codes):
+      return 0
+    if deadline is not None and time.monotonic() > deadline:
+      print(f"[launch] the job ran past {timeout} s; stopping it.", file=sys.stderr)
+      return EXIT_TIMEOUT
+    time.sleep(0.1)
 
 
 def launch(
@@ -128,97 +115,44 @@ def launch(
 ) -> int:
   """Runs the example in ``processes`` local processes; returns the exit code.
 
-  Args:
-    args: flags of ``examples.sharded_finetune.main`` (the distributed ones
-      are added).
-    processes: number of processes.
-    devices_per_process: simulated CPU devices per process.
-    port: the coordinator's port (default: a free one).
-    timeout: seconds for the whole job; then every process is stopped and
-      :data:`EXIT_TIMEOUT` is returned.
-    start_timeout: ``--start-timeout`` of the processes (seconds for all of
-      them to connect to the coordinator).
-    log_dir: where ``process_I.log`` go (default: a new temporary folder).
-    echo: stream process 0's output to this process's stdout.
-    env: extra environment variables of the processes.
-
-  Returns:
-    0 if every process succeeded, else the first failure's exit code (a
-    negative number for a signal), or :data:`EXIT_TIMEOUT`.
+  ``args``: ``main``'s flags (the distributed ones are added). The output of
+  process I goes to ``log_dir/process_I.log`` (default: a new temporary
+  folder), process 0's also to stdout with ``echo``. When a process fails the
+  others are stopped and its exit code is returned (negative for a signal);
+  past ``timeout`` s, :data:`EXIT_TIMEOUT`.
   """
   port = port or free_port()
   log_dir = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="sharded_finetune_"))
   log_dir.mkdir(parents=True, exist_ok=True)
   env = child_env(env)
+  common = dict(processes=processes, devices_per_process=devices_per_process)
+  common.update(port=port, start_timeout=start_timeout)
+  # Output through a pipe; a new session, so that a Ctrl-C reaches the launcher only.
+  popen = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
   procs, threads = [], []
   for i in range(processes):
-    argv = process_argv(
-      args,
-      process_id=i,
-      processes=processes,
-      devices_per_process=devices_per_process,
-      port=port,
-      start_timeout=start_timeout,
-    )
-    p = subprocess.Popen(
-      argv,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-      start_new_session=True,  # A Ctrl-C reaches the launcher only.
-    )
-    procs.append(p)
-    t = threading.Thread(
-      target=_stream,
-      args=(
-        p.stdout,
-        log_dir / f"process_{i}.log",
-        sys.stdout if echo and i == 0 else None,
-      ),
-      daemon=True,
-    )
+    argv = process_argv(args, process_id=i, **common)
+    p = subprocess.Popen(argv, start_new_session=True, **popen)
+    log = log_dir / f"process_{i}.log"
+    out = sys.stdout if echo and i == 0 else None
+    t = threading.Thread(target=_stream, args=(p.stdout, log, out), daemon=True)
     t.start()
+    procs.append(p)
     threads.append(t)
-  deadline = None if timeout is None else time.monotonic() + timeout
-  code = 0
   try:
-    while True:
-      codes = [p.poll() for p in procs]
-      failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-      if failed:
-        i, code = failed[0]
-        print(
-          f"[launch] process {i} exited with code {code}; stopping the others. "
-          f"Its log ({log_dir / f'process_{i}.log'}) ends:",
-          file=sys.stderr,
-        )
-        threads[i].join(5)
-        print(_tail(log_dir / f"process_{i}.log"), file=sys.stderr, flush=True)
-        break
-      if all(c == 0 for c in codes):
-        break
-      if deadline is not None and time.monotonic() > deadline:
-        print(f"[launch] the job ran past {timeout} s; stopping it.", file=sys.stderr)
-        code = EXIT_TIMEOUT
-        break
-      time.sleep(0.1)
+    return _wait(procs, threads, log_dir, timeout)
   except KeyboardInterrupt:
-    code = 130
+    return 130
   finally:
     _stop(procs)
     for t in threads:
       t.join(5)
-  return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  """The command line (see the module docstring)."""
+  """The command line: launcher flags, ``--``, then ``main.py``'s flags."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  rest: list[str] = []
-  if "--" in argv:
-    cut = argv.index("--")
-    argv, rest = argv[:cut], argv[cut + 1 :]
+  cut = argv.index("--") if "--" in argv else len(argv)
   parser = argparse.ArgumentParser(
     prog="python -m examples.sharded_finetune.launch",
     usage="%(prog)s [--processes N] [--devices-per-process K] [--port P] "
@@ -226,20 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     description=__doc__.split("\n\n")[0],
     epilog="Flags after -- go to examples.sharded_finetune.main.",
   )
-  parser.add_argument("--processes", type=int, default=2)
-  parser.add_argument("--devices-per-process", type=int, default=4)
-  parser.add_argument("--port", type=int, default=None, help="default: a free port")
-  parser.add_argument(
-    "--timeout", type=float, default=None, help="seconds for the whole job"
-  )
-  parser.add_argument(
-    "--start-timeout",
-    type=int,
-    default=60,
-    help="seconds for every process to connect to the coordinator",
-  )
-  parser.add_argument("--log-dir", default=None, help="default: a temporary folder")
-  args = parser.parse_args(argv)
+  add = parser.add_argument
+  add("--processes", type=int, default=2)
+  add("--devices-per-process", type=int, default=4)
+  add("--port", type=int, help="default: a free port")
+  add("--timeout", type=float, help="seconds for the whole job")
+  add("--start-timeout", type=int, default=60, help="seconds to reach the coordinator")
+  add("--log-dir", help="default: a temporary folder")
+  args = parser.parse_args(argv[:cut])
 
   def terminate(signum, frame):  # A SIGTERM stops the job as Ctrl-C does.
     raise KeyboardInterrupt
@@ -247,15 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   signal.signal(signal.SIGTERM, terminate)
   if args.processes < 1 or args.devices_per_process < 1:
     parser.error("--processes and --devices-per-process must be >= 1.")
-  return launch(
-    rest,
-    processes=args.processes,
-    devices_per_process=args.devices_per_process,
-    port=args.port,
-    timeout=args.timeout,
-    start_timeout=args.start_timeout,
-    log_dir=args.log_dir,
-  )
+  return launch(argv[cut + 1 :], **vars(args))
 
 
 if __name__ == "__main__":

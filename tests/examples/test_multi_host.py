@@ -34,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from examples.sharded_finetune import distributed, launch, main, train
+from examples.sharded_finetune import launch, main, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 JOB_TIMEOUT = 300  # seconds per job; a job normally takes 15 to 60 s.
@@ -407,7 +407,7 @@ def test_missing_coordinator_or_peer_is_a_clear_error(process_id):
   started = time.perf_counter()
   code, out = _finish(_main_process(process_id, launch.free_port()), 60)
   TIMES[f"coordinator timeout, process {process_id}"] = time.perf_counter() - started
-  assert code == distributed.EXIT_START_FAILED, out[-3000:]
+  assert code == main.EXIT_START_FAILED, out[-3000:]
   if process_id:
     assert "could not reach the coordinator at 127.0.0.1:" in out
   else:
@@ -421,7 +421,7 @@ def test_processes_with_different_configs_stop_with_an_error():
   outcomes = [_finish(p, 60) for p in procs]
   TIMES["config mismatch"] = time.perf_counter() - started
   for i, (code, out) in enumerate(outcomes):
-    assert code == distributed.EXIT_START_FAILED, out[-3000:]
+    assert code == main.EXIT_START_FAILED, out[-3000:]
     assert "started with different settings (config of process" in out
     assert f"process {i}:" in out
 

@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-from examples.sharded_finetune import main, runs
+from examples.sharded_finetune import checkpointing, main
 from examples.sharded_finetune.configs import default, quick
 
 
@@ -122,11 +122,13 @@ def test_pretrain_cache_is_keyed_by_its_fields(field):
   workdir = pathlib.Path("w")
   config = default.Config()
   changed = dataclasses.replace(config, **{field: PRETRAIN_CHANGES[field]})
-  assert runs.pretrain_dir(workdir, changed) != runs.pretrain_dir(workdir, config)
-  spec = runs.RunSpec("adamw", 1e-4)
-  assert runs.finetune_dir(workdir, changed, spec) != runs.finetune_dir(
-    workdir, config, spec
+  assert checkpointing.pretrain_dir(workdir, changed) != checkpointing.pretrain_dir(
+    workdir, config
   )
+  spec = checkpointing.RunSpec("adamw", 1e-4)
+  assert checkpointing.finetune_dir(
+    workdir, changed, spec
+  ) != checkpointing.finetune_dir(workdir, config, spec)
 
 
 @pytest.mark.parametrize("field", sorted(FINETUNE_ONLY_CHANGES))
@@ -134,36 +136,48 @@ def test_pretrain_cache_is_shared_by_finetuning_changes(field):
   workdir = pathlib.Path("w")
   config = default.Config()
   changed = dataclasses.replace(config, **{field: FINETUNE_ONLY_CHANGES[field]})
-  assert runs.pretrain_dir(workdir, changed) == runs.pretrain_dir(workdir, config)
+  assert checkpointing.pretrain_dir(workdir, changed) == checkpointing.pretrain_dir(
+    workdir, config
+  )
 
 
 def test_finetune_dirs_are_named_and_keyed_per_run():
   workdir = pathlib.Path("w")
   config = default.Config()
-  adamw, profit = runs.RunSpec("adamw", 1e-4), runs.RunSpec("profit", 1e-4)
-  assert runs.finetune_specs(config) == [
-    *(runs.RunSpec("adamw", lr) for lr in config.adamw_lrs),
-    *(runs.RunSpec("profit", lr) for lr in config.profit_lrs),
+  adamw, profit = (
+    checkpointing.RunSpec("adamw", 1e-4),
+    checkpointing.RunSpec("profit", 1e-4),
+  )
+  assert checkpointing.finetune_specs(config) == [
+    *(checkpointing.RunSpec("adamw", lr) for lr in config.adamw_lrs),
+    *(checkpointing.RunSpec("profit", lr) for lr in config.profit_lrs),
   ]
-  dirs = {runs.finetune_dir(workdir, config, s) for s in runs.finetune_specs(config)}
+  dirs = {
+    checkpointing.finetune_dir(workdir, config, s)
+    for s in checkpointing.finetune_specs(config)
+  }
   assert len(dirs) == len(config.adamw_lrs) + len(config.profit_lrs)
-  assert runs.finetune_dir(workdir, config, profit).name.startswith("profit_lr1e-04-")
-  assert runs.finetune_dir(workdir, config, adamw).parent == workdir / "checkpoints"
+  assert checkpointing.finetune_dir(workdir, config, profit).name.startswith(
+    "profit_lr1e-04-"
+  )
+  assert (
+    checkpointing.finetune_dir(workdir, config, adamw).parent == workdir / "checkpoints"
+  )
   # profit_ratio sets PROFIT's reference learning rate only.
   ratio = dataclasses.replace(config, profit_ratio=10.0)
-  assert runs.finetune_dir(workdir, ratio, profit) != runs.finetune_dir(
-    workdir, config, profit
-  )
-  assert runs.finetune_dir(workdir, ratio, adamw) == runs.finetune_dir(
-    workdir, config, adamw
-  )
+  assert checkpointing.finetune_dir(
+    workdir, ratio, profit
+  ) != checkpointing.finetune_dir(workdir, config, profit)
+  assert checkpointing.finetune_dir(
+    workdir, ratio, adamw
+  ) == checkpointing.finetune_dir(workdir, config, adamw)
   # Every run sees ft_steps and n_ref (the batches per call).
   for field, value in (("ft_steps", 100), ("n_ref", 2)):
     changed = dataclasses.replace(config, **{field: value})
     for spec in (adamw, profit):
-      assert runs.finetune_dir(workdir, changed, spec) != runs.finetune_dir(
-        workdir, config, spec
-      )
+      assert checkpointing.finetune_dir(
+        workdir, changed, spec
+      ) != checkpointing.finetune_dir(workdir, config, spec)
 
 
 def test_multi_host_fields_validate_and_key_the_runs():
@@ -174,21 +188,25 @@ def test_multi_host_fields_validate_and_key_the_runs():
     with pytest.raises(ValueError, match=f"`{field}`"):
       default.validate(dataclasses.replace(config, **{field: value}))
   workdir = pathlib.Path("w")
-  spec = runs.RunSpec("profit_sgd", 0.5)
+  spec = checkpointing.RunSpec("profit_sgd", 0.5)
   sgd = dataclasses.replace(config, profit_sgd_lrs=(0.5,))
-  assert runs.finetune_specs(sgd)[-1] == spec
-  assert runs.finetune_dir(workdir, sgd, spec).name.startswith("profit_sgd_lr5e-01-")
+  assert checkpointing.finetune_specs(sgd)[-1] == spec
+  assert checkpointing.finetune_dir(workdir, sgd, spec).name.startswith(
+    "profit_sgd_lr5e-01-"
+  )
   # The default train step keeps the keys of earlier versions; per_call
   # changes every run's key (mid-cycle checkpoints, another program).
-  assert runs.pretrain_key(config) == {
-    **{f: getattr(config, f) for f in runs._PRETRAIN_FIELDS},
-    "version": runs.CHECKPOINT_VERSION,
+  assert checkpointing.pretrain_key(config) == {
+    **{f: getattr(config, f) for f in checkpointing._PRETRAIN_FIELDS},
+    "version": checkpointing.CHECKPOINT_VERSION,
   }
   per_call = dataclasses.replace(config, train_step="per_call")
-  assert runs.pretrain_dir(workdir, per_call) != runs.pretrain_dir(workdir, config)
-  assert runs.finetune_dir(workdir, per_call, spec) != runs.finetune_dir(
-    workdir, config, spec
+  assert checkpointing.pretrain_dir(workdir, per_call) != checkpointing.pretrain_dir(
+    workdir, config
   )
+  assert checkpointing.finetune_dir(
+    workdir, per_call, spec
+  ) != checkpointing.finetune_dir(workdir, config, spec)
 
 
 def test_distributed_flags_parse():

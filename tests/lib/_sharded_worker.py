@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +39,7 @@ import optax
 
 import benchmarks.update
 import optax_profit
-from examples.sharded_finetune import checkpointing, models, sharding, train
+from examples.sharded_finetune import checkpointing, models, train
 
 NUM_DEVICES = 8
 MESH_SHAPE = (4, 2)
@@ -144,7 +145,7 @@ def per_call_step(
     in_shardings=(
       shardings,
       state_shardings,
-      sharding.batch_sharding(mesh, stacked=False),
+      models.batch_sharding(mesh, stacked=False),
     ),
     out_shardings=(shardings, state_shardings),
     donate_argnums=(0, 1),
@@ -158,13 +159,13 @@ accelerator_sums = benchmarks.update.plain_sums
 
 def _sharded_setup(mesh: jax.sharding.Mesh) -> tuple[Any, Any, Any]:
   model = tiny_model()
-  params, shardings = train.init_params(model, mesh, seed=0)
+  params, shardings = models.init_params(model, mesh, seed=0)
   return train.make_loss_fn(model, mesh), params, shardings
 
 
 def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   """Shardings, HLO and the sharded-vs-single-device run (see module doc)."""
-  mesh = sharding.make_mesh(MESH_SHAPE)
+  mesh = models.make_mesh(MESH_SHAPE)
   loss_fn, params, shardings = _sharded_setup(mesh)
   tx = profit_adamw()
   report: dict[str, Any] = {"params": describe(params)}
@@ -187,7 +188,7 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
 
   log("state shardings on an Explicit mesh")
   explicit = jax.make_mesh(
-    MESH_SHAPE, sharding.AXES, axis_types=(jax.sharding.AxisType.Explicit,) * 2
+    MESH_SHAPE, models.AXES, axis_types=(jax.sharding.AxisType.Explicit,) * 2
   )
   e_params = jax.tree.map(
     lambda x, s: jax.device_put(x, jax.sharding.NamedSharding(explicit, s.spec)),
@@ -206,8 +207,8 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   }
 
   log("HLO of the optimizer update")
-  state_shardings = sharding.opt_state_shardings(tx, params, shardings, mesh)
-  rep = sharding.replicated(mesh)
+  state_shardings = models.opt_state_shardings(tx, params, shardings, mesh)
+  rep = models.replicated(mesh)
   bad = state_shardings._replace(delta=jax.tree.map(lambda _: rep, shardings))
   for name, st_sh, sums in (
     ("update", state_shardings, accelerator_sums),
@@ -230,13 +231,13 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   log("HLO of per-batch train steps, PROFIT and AdamW")
   batch = jnp.asarray(tokens(0))
   for name, opt in (("profit", tx), ("adamw", optax.adamw(LR, weight_decay=0.1))):
-    st_sh = sharding.opt_state_shardings(opt, params, shardings, mesh)
+    st_sh = models.opt_state_shardings(opt, params, shardings, mesh)
     per_batch = per_call_step(loss_fn, opt, mesh, shardings, st_sh)
     with accelerator_sums():
       hlo = per_batch.lower(
         abstract(params, shardings),
         abstract(jax.eval_shape(opt.init, params), st_sh),
-        abstract(batch, sharding.batch_sharding(mesh, stacked=False)),
+        abstract(batch, models.batch_sharding(mesh, stacked=False)),
       )
     (out / f"batch_step_{name}.hlo").write_text(hlo.compile().as_text())
 
@@ -248,7 +249,7 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
   run_tx = optax_profit.profit(sgd, ref=REF_LR, n_ref=N_REF)
   batches = np.stack([tokens(i) for i in range(N_REF + 1)])
   for name, opt in (("profit", run_tx), ("sgd", sgd)):
-    st_sh = sharding.opt_state_shardings(opt, params, shardings, mesh)
+    st_sh = models.opt_state_shardings(opt, params, shardings, mesh)
     scanned = train.make_sharded_train_step(
       loss_fn, opt, mesh, shardings, st_sh, N_REF + 1
     )
@@ -256,27 +257,27 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
       hlo = scanned.lower(
         abstract(params, shardings),
         abstract(jax.eval_shape(opt.init, params), st_sh),
-        abstract(batches, sharding.batch_sharding(mesh)),
+        abstract(batches, models.batch_sharding(mesh)),
       )
     (out / f"cycle_step_{name}.hlo").write_text(hlo.compile().as_text())
 
   log("the same PROFIT run on the mesh and on one device (CPU reductions)")
-  single = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
+  single = models.make_mesh((1, 1), devices=jax.devices()[:1])
   for name, run_mesh in (("sharded", mesh), ("single", single)):
     if run_mesh is mesh:
       r_loss, r_params, r_sh = loss_fn, params, shardings
     else:
       r_loss, r_params, r_sh = _sharded_setup(run_mesh)
-    st_sh = sharding.opt_state_shardings(run_tx, r_params, r_sh, run_mesh)
+    st_sh = models.opt_state_shardings(run_tx, r_params, r_sh, run_mesh)
     step = train.make_sharded_train_step(
       r_loss, run_tx, run_mesh, r_sh, st_sh, N_REF + 1
     )
     save_tree(out / f"init_{name}.npz", r_params)
-    st = sharding.init_opt_state(run_tx, r_params, st_sh)
+    st = jax.jit(run_tx.init, out_shardings=st_sh)(r_params)
     diagnostics = []
     for c in range(4):
       b = np.stack([tokens(100 + (N_REF + 1) * c + i) for i in range(N_REF + 1)])
-      b = jax.device_put(b, sharding.batch_sharding(run_mesh))
+      b = jax.device_put(b, models.batch_sharding(run_mesh))
       r_params, st, metrics = step(r_params, st, b)
       diagnostics.append(
         {k: float(metrics[k]) for k in ("omega", "delta_norm", "projected")}
@@ -288,18 +289,18 @@ def task_sharding(out: pathlib.Path) -> dict[str, Any]:
 
 
 def _checkpoint_setup() -> dict[str, Any]:
-  mesh = sharding.make_mesh(MESH_SHAPE)
+  mesh = models.make_mesh(MESH_SHAPE)
   model = tiny_model()
   init = lambda rng: model.init(rng, jnp.zeros((1, SEQ), jnp.int32))["params"]
   boxed = jax.eval_shape(init, jax.random.key(0))
-  shardings = sharding.param_shardings(boxed, mesh, models.LOGICAL_AXIS_RULES)
+  shardings = models.param_shardings(boxed, mesh, models.LOGICAL_AXIS_RULES)
   abstract_params = jax.tree.map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), train.nn.meta.unbox(boxed)
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nn.meta.unbox(boxed)
   )
   tx = profit_adamw()
-  state_shardings = sharding.opt_state_shardings(tx, abstract_params, shardings, mesh)
+  state_shardings = models.opt_state_shardings(tx, abstract_params, shardings, mesh)
   loss_fn = train.make_loss_fn(model, mesh)
-  batch_sharding = sharding.batch_sharding(mesh, stacked=False)
+  batch_sharding = models.batch_sharding(mesh, stacked=False)
   return {
     "mesh": mesh,
     "model": model,
@@ -316,19 +317,19 @@ def task_ckpt_save(out: pathlib.Path) -> dict[str, Any]:
   """Uninterrupted run, and the run stopped mid-cycle and saved."""
   env = _checkpoint_setup()
   tx, step, batch = env["tx"], env["step"], env["batch"]
-  params, _ = train.init_params(env["model"], env["mesh"], seed=0)
+  params, _ = models.init_params(env["model"], env["mesh"], seed=0)
   log("uninterrupted per-call run")
   p = jax.tree.map(lambda x: x.copy(), params)
-  s = sharding.init_opt_state(tx, p, env["state_shardings"])
+  s = jax.jit(tx.init, out_shardings=env["state_shardings"])(p)
   for i in range(TOTAL_CALLS):
     p, s = step(p, s, batch(i))
   save_tree(out / "uninterrupted.npz", {"params": p, "opt_state": s})
   log("interrupted run, saved mid-cycle")
-  s = sharding.init_opt_state(tx, params, env["state_shardings"])
+  s = jax.jit(tx.init, out_shardings=env["state_shardings"])(params)
   for i in range(STOP_AFTER):
     params, s = step(params, s, batch(i))
   state = checkpointing.TrainState(
-    jax.device_put(jnp.int32(STOP_AFTER), sharding.replicated(env["mesh"])),
+    jax.device_put(jnp.int32(STOP_AFTER), models.replicated(env["mesh"])),
     params,
     s,
   )
@@ -350,7 +351,7 @@ def task_ckpt_resume(out: pathlib.Path) -> dict[str, Any]:
       jax.eval_shape(env["tx"].init, env["abstract_params"]),
     ),
     checkpointing.TrainState(
-      sharding.replicated(mesh), env["shardings"], env["state_shardings"]
+      models.replicated(mesh), env["shardings"], env["state_shardings"]
     ),
   )
   log("restore")

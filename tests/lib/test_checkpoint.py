@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import optax_profit
-from examples.sharded_finetune import checkpointing, runs, sharding, train
+from examples.sharded_finetune import checkpointing, models, train
 from examples.sharded_finetune.configs import quick
 from tests.lib import _sharded_worker as worker
 from tests.lib.test_sharding import run_worker
@@ -29,11 +29,11 @@ class _Runner:
   """Per-call PROFIT steps on one device; each instance has its own objects."""
 
   def __init__(self):
-    self.mesh = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
+    self.mesh = models.make_mesh((1, 1), devices=jax.devices()[:1])
     model = worker.tiny_model()
-    self.shardings, self.abstract_params = train.params_layout(model, self.mesh)
+    self.shardings, self.abstract_params = models.params_layout(model, self.mesh)
     self.tx = worker.profit_adamw()
-    self.state_shardings = sharding.opt_state_shardings(
+    self.state_shardings = models.opt_state_shardings(
       self.tx, self.abstract_params, self.shardings, self.mesh
     )
     self.step = worker.per_call_step(
@@ -49,7 +49,7 @@ class _Runner:
 
   def fresh_state(self) -> checkpointing.TrainState:
     if self.initial_params is None:
-      params, _ = train.init_params(self.model, self.mesh, seed=0)
+      params, _ = models.init_params(self.model, self.mesh, seed=0)
       self.initial_params = jax.device_get(params)
     params = jax.device_put(self.initial_params, self.shardings)
     return checkpointing.TrainState(jnp.int32(0), params, self.init_opt_state(params))
@@ -70,7 +70,7 @@ class _Runner:
         jax.eval_shape(self.tx.init, self.abstract_params),
       ),
       checkpointing.TrainState(
-        sharding.replicated(self.mesh), self.shardings, self.state_shardings
+        models.replicated(self.mesh), self.shardings, self.state_shardings
       ),
     )
 
@@ -181,9 +181,9 @@ def test_example_resumes_a_finetuning_run(tmp_path):
     eval_every=2,
     checkpoint_every=4,
   )
-  mesh = sharding.make_mesh((1, 1), devices=jax.devices()[:1])
+  mesh = models.make_mesh((1, 1), devices=jax.devices()[:1])
   exp = train.Experiment(config, tmp_path, mesh=mesh, show_progress=False)
-  spec = runs.RunSpec("profit", 1e-3)
+  spec = checkpointing.RunSpec("profit", 1e-3)
 
   def run(directory, num_batches):
     return exp.train(
