@@ -1,16 +1,7 @@
-"""The compute-matched frontier: old-task levels, the best new-task score at each.
+"""The compute-matched frontier: the best new-task score at each old-task level.
 
-A *point* is one evaluated model: a moment of a fine-tuning run (indexed by
-the batches seen) or a WiSE-FT interpolation of one. It carries CIFAR-10 (old
-task) and CIFAR-100 (new task) accuracy on held-out validation images
-(``old_val``, ``new_val``) and on the test sets (``old_test``, ``new_test``).
-
-The selection rule, the same for every family (``examples.common.frontier``):
-at level ``L``, among the family's points whose ``old_val >= L * base``
-(``base``: the pre-trained model's CIFAR-10 validation accuracy), take the one
-with the highest ``new_val`` (ties: the higher ``old_val``, then the fewer
-batches) and report its test accuracies. It is done per seed; the table gives the mean and range
-over seeds.
+A *point* is one evaluated model (a moment of a run or a WiSE-FT mix); the rule
+of ``examples.common.frontier`` selects on validation, per seed and level.
 """
 
 import dataclasses
@@ -24,38 +15,23 @@ from examples.cifar.configs import default
 from examples.common import frontier as common_frontier
 
 Point = Mapping[str, Any]
+# A point's keys -> the metrics': old_val, new_val, old_test, new_test.
 _KEYS = {
-  "old_val": "c10_val_accuracy",
-  "new_val": "c100_val_accuracy",
-  "old_test": "c10_test_accuracy",
-  "new_test": "c100_test_accuracy",
+  f"{task}_{split}": f"c{n}_{split}_accuracy"
+  for split in ("val", "test")
+  for task, n in (("old", 10), ("new", 100))
 }
+_STUDY_FAMILIES = ("full FT", "PROFIT")
+_DIAGNOSTICS = ("removed_fraction", "cosine", "projected_fraction")
 
 
 def point(metrics: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-  """A point from an evaluation's metrics (``c10_val_accuracy``, ...).
-
-  Args:
-    metrics: a history entry or a WiSE-FT evaluation.
-    **extra: labels kept with the point (run, batches, ``a``).
-
-  Returns:
-    ``{"old_val", "new_val", "old_test", "new_test", **extra}``.
-  """
+  """A point from an evaluation's metrics, with ``extra`` labels (run, batches, a)."""
   return {**{k: float(metrics[v]) for k, v in _KEYS.items()}, **extra}
 
 
 def select(points: Sequence[Point], base: float, level: float) -> Point | None:
-  """The selection rule (``examples.common.frontier``) at one level.
-
-  Args:
-    points: the family's points of one seed.
-    base: the pre-trained model's old-task validation accuracy.
-    level: the fraction of ``base`` the old-task accuracy must keep.
-
-  Returns:
-    The selected point, or None when no point keeps the level.
-  """
+  """The selected point at ``level`` (a fraction of ``base``), or None."""
   return common_frontier.select(
     points,
     level * base,
@@ -70,36 +46,14 @@ def pareto(points: Sequence[Point], x: str = "old_val", y: str = "new_val"):
   return common_frontier.pareto(points, x=lambda p: p[x], y=lambda p: p[y])
 
 
-def table(
-  families: Mapping[str, Mapping[int, Sequence[Point]]],
-  bases: Mapping[int, float],
-  levels: Sequence[float],
-) -> list[dict[str, Any]]:
-  """The frontier table: per family and level, the selected test scores.
-
-  Args:
-    families: ``{family: {seed: points}}``.
-    bases: ``{seed: the pre-trained old-task validation accuracy}``.
-    levels: the old-task levels (fractions of the base).
-
-  Returns:
-    One row per family and level: ``family``, ``level``, ``new_test`` and
-    ``old_test`` (lists over seeds, None where no point keeps the level), and
-    ``selected`` (the points).
-  """
+def table(families: Mapping, bases: Mapping, levels: Sequence[float]) -> list[dict]:
+  """Per family and level of ``{family: {seed: points}}``, the selections over seeds."""
   rows = []
   for family, by_seed in families.items():
     for level in levels:
       chosen = [select(points, bases[seed], level) for seed, points in by_seed.items()]
-      rows.append(
-        {
-          "family": family,
-          "level": level,
-          "new_test": [None if c is None else c["new_test"] for c in chosen],
-          "old_test": [None if c is None else c["old_test"] for c in chosen],
-          "selected": chosen,
-        }
-      )
+      tests = {k: [c and c[k] for c in chosen] for k in ("new_test", "old_test")}
+      rows.append({"family": family, "level": level, **tests, "selected": chosen})
   return rows
 
 
@@ -113,88 +67,45 @@ def _spread(values: Sequence[float | None]) -> str:
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> str:
-  """Markdown: a row per family, a column per level (CIFAR-100 test %).
-
-  Args:
-    rows: the rows of :func:`table`.
-    levels: the levels, in column order.
-
-  Returns:
-    The table; a cell is the mean over seeds and the (min-max) range, "-"
-    where some seed has no point at that level.
-  """
+  """Markdown: a row per family, a column per level, CIFAR-100 test % (mean (range))."""
   head = " | ".join(f"CIFAR-10 >= {100 * level:g}%" for level in levels)
   lines = [f"| family | {head} |", "|---" * (len(levels) + 1) + "|"]
   by_family: dict[str, dict[float, Mapping[str, Any]]] = {}
   for row in rows:
     by_family.setdefault(row["family"], {})[row["level"]] = row
   for family, cells in by_family.items():
-    lines.append(
-      f"| {family} | "
-      + " | ".join(_spread(cells[level]["new_test"]) for level in levels)
-      + " |"
-    )
+    spreads = " | ".join(_spread(cells[level]["new_test"]) for level in levels)
+    lines.append(f"| {family} | {spreads} |")
   return "\n".join(lines)
 
 
-# The frontier's runs and what is read off them (training is train.py's).
-
-
-def plan(
-  config: default.Config,
-) -> list[tuple[str, default.Config, str, float]]:
-  """The frontier's runs at ``config.batch_size`` and seed ``config.seed``.
-
-  Args:
-    config: supplies the ``frontier_*`` grids, ``l2sp_alphas``, ``l2sp_lr``,
-      ``lp_epochs`` (1 when unset) and ``wise_points``.
-
-  Returns:
-    ``(family, run config, optimizer, lr)`` per run. Full fine-tuning and
-    PROFIT runs carry a WiSE-FT curve (families ``WiSE-FT`` and ``WiSE-FT of
-    PROFIT``).
-  """
+def plan(config: default.Config) -> list[tuple[str, default.Config, str, float]]:
+  """``(family, run config, optimizer, lr)`` of the frontier's runs at one seed."""
   plain = dataclasses.replace(
     config, head_only=False, l2sp_alpha=0.0, lp_epochs=0, wise_points=0
   )
   wise = dataclasses.replace(plain, wise_points=config.wise_points)
-  plan = [("full FT", wise, "adam", lr) for lr in config.frontier_lrs]
-  plan += [
+  runs = [("full FT", wise, "adam", lr) for lr in config.frontier_lrs]
+  runs += [
     ("L2-SP", dataclasses.replace(plain, l2sp_alpha=alpha), "adam", config.l2sp_lr)
     for alpha in config.l2sp_alphas
   ]
   lp = dataclasses.replace(plain, lp_epochs=config.lp_epochs or 1)
-  plan += [("LP-FT", lp, "adam", lr) for lr in config.frontier_lrs]
+  runs += [("LP-FT", lp, "adam", lr) for lr in config.frontier_lrs]
   head = dataclasses.replace(plain, head_only=True)
-  plan += [("head only", head, "adam", lr) for lr in config.frontier_head_lrs]
-  plan += [
+  runs += [("head only", head, "adam", lr) for lr in config.frontier_head_lrs]
+  runs += [
     ("PROFIT", dataclasses.replace(wise, ratio=ratio), "profit", lr)
     for ratio in config.frontier_ratios
     for lr in config.frontier_lrs
   ]
-  return plan
-
-
-def run_points(result: dict[str, Any]) -> list[dict[str, Any]]:
-  """The evaluation points along a run, indexed by batches seen."""
-  label = pathlib.Path(result["directory"]).name
-  return [point(h, run=label, batches=h["batches_seen"]) for h in result["history"]]
-
-
-def wise_points(result: dict[str, Any]) -> list[dict[str, Any]]:
-  """The WiSE-FT curve of a run, all at the run's batches seen."""
-  label = pathlib.Path(result["directory"]).name
-  return [
-    point(w, run=label, a=w["a"], batches=result["batches_seen"])
-    for w in result["wise"]
-  ]
+  return runs
 
 
 def mechanism(results: list[dict[str, Any]]) -> dict[str, Any]:
-  """PROFIT's diagnostics along training, averaged over its runs."""
-  profit_runs = [r for r in results if r["optimizer"] == "profit"]
+  """PROFIT's diagnostics along training, per PROFIT run."""
   rows = []
-  for r in profit_runs:
+  for r in (r for r in results if r["optimizer"] == "profit"):
     trained = [h for h in r["history"] if "removed_fraction" in h]
     rows.append(
       {
@@ -203,32 +114,14 @@ def mechanism(results: list[dict[str, Any]]) -> dict[str, Any]:
         "ratio": r["ratio"],
         "seed": r["seed"],
         "batches_seen": [h["batches_seen"] for h in trained],
-        "removed_fraction": [h["removed_fraction"] for h in trained],
-        "cosine": [h["cosine"] for h in trained],
-        "projected_fraction": [h["projected_fraction"] for h in trained],
-        "mean_removed_fraction": float(
-          np.mean([h["removed_fraction"] for h in trained])
-        ),
-        "mean_cosine": float(np.mean([h["cosine"] for h in trained])),
-        "mean_projected_fraction": float(
-          np.mean([h["projected_fraction"] for h in trained])
-        ),
+        **{k: [h[k] for h in trained] for k in _DIAGNOSTICS},
+        **{f"mean_{k}": float(np.mean([h[k] for h in trained])) for k in _DIAGNOSTICS},
       }
     )
   return {"profit_runs": rows}
 
 
-# Running the frontier (training is train.py's, passed in).
-
-Finetune = Callable[[default.Config, str, float], dict[str, Any]]
-
-
-def _families(
-  config: default.Config,
-  finetune: Finetune,
-  seeds: tuple[int, ...],
-  only: tuple[str, ...] | None = None,
-) -> tuple[dict[str, dict[int, list]], list[dict[str, Any]]]:
+def _families(config, finetune, seeds, only=None):
   """Runs the plan per seed; ``{family: {seed: points}}`` and the runs."""
   families: dict[str, dict[int, list]] = {}
   done = []
@@ -241,67 +134,55 @@ def _families(
       result = finetune(run_config, optimizer, lr)
       result["family"] = family
       done.append(result)
-      families.setdefault(family, {}).setdefault(seed, []).extend(run_points(result))
+      label, batches = pathlib.Path(result["directory"]).name, result["batches_seen"]
+      points = {
+        family: [
+          point(h, run=label, batches=h["batches_seen"]) for h in result["history"]
+        ]
+      }
       if "wise" in result:
         wise = "WiSE-FT of PROFIT" if family == "PROFIT" else "WiSE-FT"
-        families.setdefault(wise, {}).setdefault(seed, []).extend(wise_points(result))
+        points[wise] = [
+          point(w, run=label, a=w["a"], batches=batches) for w in result["wise"]
+        ]
+      for name, pts in points.items():
+        families.setdefault(name, {}).setdefault(seed, []).extend(pts)
   return families, done
 
 
-_STUDY_FAMILIES = ("full FT", "PROFIT")
-
-
-def run(config: default.Config, base: float, finetune: Finetune) -> dict[str, Any]:
+def run(config: default.Config, base: float, finetune: Callable) -> dict[str, Any]:
   """The frontier at ``batch_size`` over ``seeds``, then the batch-size study.
 
-  Args:
-    config: supplies the plan (:func:`plan`), ``seeds``, ``levels`` and
-      ``batch_sizes``.
-    base: the pre-trained model's CIFAR-10 validation accuracy.
-    finetune: ``(run config, optimizer, lr) -> result`` of one run.
-
-  Returns:
-    ``{"runs", "base_c10_val_accuracy", "frontier" (per batch size: the
-    families' points, rows, table, mechanism and seeds), "batch_size_study",
-    "table", "selection_metric"}``.
+  ``base``: the pre-trained CIFAR-10 validation accuracy; ``finetune(run
+  config, optimizer, lr)`` runs one (training is ``train.py``'s).
   """
-  families, done = _families(config, finetune, config.seeds)
-  bases = dict.fromkeys(config.seeds, base)
-  rows = table(families, bases, config.levels)
-  by_batch_size = {
-    config.batch_size: {
-      "families": families,
-      "rows": rows,
-      "table": format_table(rows, config.levels),
-      "mechanism": mechanism(done),
-      "seeds": list(config.seeds),
-    }
-  }
+  by_batch_size, done = {}, []
   study_seed = config.seeds[:1]
-  for batch_size in config.batch_sizes:
-    if batch_size == config.batch_size:
-      continue
+  others = [b for b in config.batch_sizes if b != config.batch_size]
+  for batch_size in (config.batch_size, *others):
+    main = batch_size == config.batch_size
     sized = dataclasses.replace(config, batch_size=batch_size)
-    fams, sized_runs = _families(sized, finetune, study_seed, only=_STUDY_FAMILIES)
-    study_rows = table(fams, dict.fromkeys(study_seed, base), config.levels)
+    seeds = config.seeds if main else study_seed
+    fams, runs = _families(sized, finetune, seeds, None if main else _STUDY_FAMILIES)
+    rows = table(fams, dict.fromkeys(seeds, base), config.levels)
     by_batch_size[batch_size] = {
       "families": fams,
-      "rows": study_rows,
-      "table": format_table(study_rows, config.levels),
-      "mechanism": mechanism(sized_runs),
-      "seeds": list(study_seed),
+      "rows": rows,
+      "table": format_table(rows, config.levels),
+      "mechanism": mechanism(runs),
+      "seeds": list(seeds),
     }
-    done += sized_runs
+    done += runs
   # The main batch size restricted to the study's families and seed, so the
   # batch-size rows compare like with like.
-  main = {
+  main_families = {
     f: {s: pts for s, pts in by_seed.items() if s in study_seed}
-    for f, by_seed in families.items()
+    for f, by_seed in by_batch_size[config.batch_size]["families"].items()
     if f in (*_STUDY_FAMILIES, "WiSE-FT", "WiSE-FT of PROFIT")
   }
   study = []
   for batch_size, entry in sorted(by_batch_size.items()):
-    fams = main if batch_size == config.batch_size else entry["families"]
+    fams = main_families if batch_size == config.batch_size else entry["families"]
     for row in table(fams, dict.fromkeys(study_seed, base), config.levels):
       study.append({"batch_size": batch_size, **row})
   return {

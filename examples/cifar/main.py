@@ -1,25 +1,7 @@
-r"""Command line of the CIFAR-10 -> CIFAR-100 example (paper Sec. 4.2, Table 2).
+"""Command line of the CIFAR-10 -> CIFAR-100 example (paper Sec. 4.2, Table 2).
 
-Run from the repository root::
-
-  # The whole Table 2 row with the small CNN on the shared subsets (CPU):
-  python -m examples.cifar.main --config cpu_smoke --sweep \
-      --set data_dir=../shared/data/tfds
-  # One PROFIT run:
-  python -m examples.cifar.main --config cpu_smoke --set optimizer=profit \
-      --set lr=1e-3 --set ratio=10 --set data_dir=../shared/data/tfds
-  # The compute-matched frontier (every family, three batch sizes), CPU:
-  python -m examples.cifar.main --config cpu_frontier --frontier \
-      --set data_dir=../shared/data/tfds
-  # The paper's ResNet-18 row on a GPU (TFDS downloads the datasets):
-  python -m examples.cifar.main --config paper --sweep
-
-``--set FIELD=VALUE`` (repeatable) overrides any field of the selected config
-(``examples/cifar/configs/default.py``). Outputs go to ``--workdir`` (default
-``results/cifar``): ``results.json``, ``table.md``, ``curves.png`` (or
-``frontier.json``, ``frontier.md``, ``frontier.png``) and the
-orbax-checkpointed ``pretrain/`` and ``finetune/`` runs, which later commands
-reuse or resume.
+E.g. ``python -m examples.cifar.main --config cpu_smoke --sweep --set
+data_dir=../shared/data/tfds``; the README lists the commands.
 """
 
 import argparse
@@ -34,13 +16,18 @@ from examples.cifar.configs import default
 from examples.common import overrides
 
 DEFAULT_WORKDIR = "results/cifar"
+_MODES = {
+  "--sweep": "run SGD, Adam, Lookahead, Adan and PROFIT over their learning rates "
+  "and write Table 2",
+  "--frontier": "run every family (full FT, L2-SP, LP-FT, head only, PROFIT, WiSE-FT) "
+  "at the same batch budget and write the frontier table",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
   """The argparse parser of the example."""
   parser = argparse.ArgumentParser(
-    prog="python -m examples.cifar.main",
-    description=__doc__.split("\n\n")[0],
+    prog="python -m examples.cifar.main", description=__doc__.split("\n\n")[0]
   )
   parser.add_argument(
     "--config",
@@ -54,18 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     help=f"output folder (default {DEFAULT_WORKDIR})",
   )
   mode = parser.add_mutually_exclusive_group()
-  mode.add_argument(
-    "--sweep",
-    action="store_true",
-    help="run SGD, Adam, Lookahead, Adan and PROFIT over their learning rates "
-    "and write Table 2",
-  )
-  mode.add_argument(
-    "--frontier",
-    action="store_true",
-    help="run every family (full FT, L2-SP, LP-FT, head only, PROFIT, WiSE-FT) "
-    "at the same batch budget and write the frontier table",
-  )
+  for flag, text in _MODES.items():
+    mode.add_argument(flag, action="store_true", help=text)
   parser.add_argument(
     "--no-progress",
     action="store_true",
@@ -76,23 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> default.Config:
-  """The selected config with the flags applied.
-
-  Args:
-    args: the parsed flags.
-
-  Returns:
-    A validated :class:`~examples.cifar.configs.default.Config`.
-
-  Raises:
-    ValueError: naming the flag or field, for a bad value.
-  """
+  """The selected config with the flags applied, validated (``ValueError`` if not)."""
   config = overrides.apply_overrides(configs.get_config(args.config), args.overrides)
-  changes: dict[str, Any] = {}
-  if args.sweep:
-    changes["sweep"] = True
-  if args.frontier:
-    changes["frontier"] = True
+  changes: dict[str, Any] = {k: True for k in ("sweep", "frontier") if getattr(args, k)}
   if args.no_progress:
     changes["progress"] = False
   config = dataclasses.replace(config, **changes)
@@ -101,16 +64,7 @@ def config_from_args(args: argparse.Namespace) -> default.Config:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """Runs the example and prints the table.
-
-  Args:
-    argv: command-line arguments without the program name (``sys.argv[1:]``
-      when None).
-
-  Returns:
-    The results dict (also written to ``<workdir>/results.json``, or
-    ``frontier.json`` in the frontier mode).
-  """
+  """Runs the example on ``argv`` (default ``sys.argv[1:]``); prints the tables."""
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
@@ -119,11 +73,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.error(str(error))
   start = time.perf_counter()
   results = train.train_and_evaluate(config, args.workdir)
-  print()
-  print(results["table"])
-  print()
-  print(results["study_table"] if config.frontier else results["runs_table"])
-  print()
+  second = results["study_table"] if config.frontier else results["runs_table"]
+  print(f"\n{results['table']}\n\n{second}\n")
   written = (
     "frontier.json, frontier.md and frontier.png"
     if config.frontier

@@ -1,134 +1,76 @@
-"""Run naming, caching and resume of the CIFAR example.
+"""Run names (prefix and settings digest) and results; the Table 2 sweep."""
 
-A run lives in a folder named by a readable prefix and a digest of every
-setting that changes its result: ``<workdir>/pretrain/<model>-<digest>`` for
-pre-training and ``<workdir>/finetune/<optimizer>_lr<lr>...-<digest>`` for a
-fine-tuning run. An orbax ``CheckpointManager`` in ``<folder>/checkpoints``
-holds the latest training state and the history so far; a finished run
-leaves ``result.json``, and the next command loads it instead of training
-again. That is how pre-training is shared and sweeps resume. The mechanics
-(digests, checkpoints, result files) are ``examples/common/runs.py``'s.
-"""
-
+from collections.abc import Callable
 from typing import Any
 
 from examples.cifar.configs import default
 from examples.common.runs import digest
 
-Params = Any
 Metrics = dict[str, Any]
 
-
-def pretrain_batch_size(config: default.Config) -> int:
-  """Pre-training's batch size (``batch_size`` unless set on its own)."""
-  return config.pretrain_batch_size or config.batch_size
+# The optimizer's own settings in a fine-tuning run's digest: key -> field.
+_OPTIMIZER_SETTINGS = {
+  "profit": {"ratio": "ratio", "warmup_epochs": "warmup_epochs"},
+  "sgd": {"momentum": "sgd_momentum"},
+  "lookahead": {"k": "lookahead_k", "alpha": "lookahead_alpha"},
+}
 
 
 def pretrain_name(config: default.Config, sizes: dict[str, int]) -> str:
-  """Folder name of the pre-training run: the model and a digest of its settings.
-
-  Args:
-    config: supplies the model and the pre-training settings.
-    sizes: the data's split sizes (``input_pipeline.Data.sizes()``).
-
-  Returns:
-    ``<model>-<digest>``.
-  """
+  """``<model>-<digest of the pre-training settings and the CIFAR-10 size>``."""
   settings = {
     "model": config.model,
     "cnn_width": config.cnn_width if config.model == "cnn" else None,
     "epochs": config.pretrain_epochs,
     "lr": config.pretrain_lr,
-    "batch_size": pretrain_batch_size(config),
+    "batch_size": config.pretrain_batch_size or config.batch_size,
     "seed": config.seed,
     "c10_train": sizes["c10_train"],
   }
   return f"{config.model}-{digest(settings)}"
 
 
-def finetune_name(
-  config: default.Config,
-  sizes: dict[str, int],
-  pretrained_name: str,
-  optimizer: str,
-  lr: float,
-  epochs: int,
-) -> str:
-  """Folder name of a fine-tuning run: readable prefix + settings digest.
+def finetune_name(config, sizes, pretrained_name, optimizer, lr, epochs) -> str:
+  """``<optimizer>_lr<lr>[_ratio<r>][_head][_l2sp<a>][_lpft<epochs>]-<digest>``.
 
-  Settings at their defaults (no L2-SP, no LP phase, one evaluation per
-  epoch, no WiSE-FT curve) are left out of the digest, so the runs of the
-  Table 2 sweep keep their names.
-
-  Args:
-    config: the run's configuration.
-    sizes: the data's split sizes.
-    pretrained_name: the folder name of the pre-training run it starts from.
-    optimizer: the fine-tuning optimizer.
-    lr: its learning rate.
-    epochs: fine-tuning epochs.
-
-  Returns:
-    ``<optimizer>_lr<lr>[_head][_l2sp<alpha>][_lpft<epochs>]-<digest>``.
+  Settings at their defaults stay out of the digest (the runs keep their names).
   """
+  c = config
   settings: dict[str, Any] = {
     "pretrain": pretrained_name,
     "optimizer": optimizer,
     "lr": lr,
     "epochs": epochs,
-    "batch_size": config.batch_size,
-    "n_ref": config.n_ref,
-    "head_only": config.head_only,
-    "seed": config.seed,
+    "batch_size": c.batch_size,
+    "n_ref": c.n_ref,
+    "head_only": c.head_only,
+    "seed": c.seed,
     "sizes": sizes,
   }
-  if optimizer == "profit":
-    settings.update(ratio=config.ratio, warmup_epochs=config.warmup_epochs)
-  if optimizer == "sgd":
-    settings.update(momentum=config.sgd_momentum)
-  if optimizer == "lookahead":
-    settings.update(k=config.lookahead_k, alpha=config.lookahead_alpha)
-  if config.l2sp_alpha:
-    settings.update(l2sp_alpha=config.l2sp_alpha)
-  if config.lp_epochs:
-    settings.update(lp_epochs=config.lp_epochs, lp_lr=config.lp_lr)
-  if config.evals_per_epoch != 1:
-    settings.update(evals_per_epoch=config.evals_per_epoch)
-  if config.wise_points:
-    settings.update(wise_points=config.wise_points)
+  for key, field in _OPTIMIZER_SETTINGS.get(optimizer, {}).items():
+    settings[key] = getattr(c, field)
+  if c.l2sp_alpha:
+    settings.update(l2sp_alpha=c.l2sp_alpha)
+  if c.lp_epochs:
+    settings.update(lp_epochs=c.lp_epochs, lp_lr=c.lp_lr)
+  if c.evals_per_epoch != 1:
+    settings.update(evals_per_epoch=c.evals_per_epoch)
+  if c.wise_points:
+    settings.update(wise_points=c.wise_points)
   name = f"{optimizer}_lr{lr:g}"
-  if optimizer == "profit" and config.ratio != 10.0:
-    name += f"_ratio{config.ratio:g}"
-  if config.head_only:
-    name += "_head"
-  if config.l2sp_alpha:
-    name += f"_l2sp{config.l2sp_alpha:g}"
-  if config.lp_epochs:
-    name += f"_lpft{config.lp_epochs}"
+  name += f"_ratio{c.ratio:g}" if optimizer == "profit" and c.ratio != 10.0 else ""
+  name += "_head" if c.head_only else ""
+  name += f"_l2sp{c.l2sp_alpha:g}" if c.l2sp_alpha else ""
+  name += f"_lpft{c.lp_epochs}" if c.lp_epochs else ""
   return f"{name}-{digest(settings)}"
 
 
-def checkpoint_due(config: default.Config, epoch: int, last: int) -> bool:
-  """Whether to checkpoint after ``epoch`` (every ``checkpoint_every``, and the last)."""
-  return epoch % config.checkpoint_every == 0 or epoch == last
+_FINAL_PREFIXES = ("c10_", "c100_", "train_", "projected_", "removed_", "cosine")
 
 
-def finetune_result(
-  config: default.Config,
-  optimizer: str,
-  lr: float,
-  epochs: int,
-  history: list[Metrics],
-  clock: list[float],
-  directory: Any,
-) -> Metrics:
+def finetune_result(config, optimizer, lr, epochs, history, clock, directory):
   """A fine-tuning run's ``result.json`` (without its WiSE-FT curve)."""
   profit = optimizer == "profit"
-  final = {
-    k: v
-    for k, v in history[-1].items()
-    if k.startswith(("c10_", "c100_", "train_", "projected_", "removed_", "cosine"))
-  }
   return {
     "optimizer": optimizer,
     "lr": lr,
@@ -145,9 +87,35 @@ def finetune_result(
     "lp_lr": config.lp_lr if config.lp_epochs else None,
     "batches_seen": history[-1]["batches_seen"],
     "main_steps": history[-1]["main_steps"],
-    "final": final,
+    "final": {k: v for k, v in history[-1].items() if k.startswith(_FINAL_PREFIXES)},
     "history": history,
     "wall_s": clock[0],
     "cpu_s": clock[1],
     "directory": str(directory),
   }
+
+
+def sweep(config: default.Config, finetune: Callable[..., Metrics]) -> Metrics:
+  """Table 2's sweep (``config.sweep``) or one run, by ``finetune(name, lr, epochs)``.
+
+  Per optimizer, the run with the best held-out CIFAR-100 accuracy (test
+  without held-out images; ties: the lower lr) is ``selected``.
+  """
+  if config.sweep:
+    plan = [
+      (name, lr, config.epochs_for(name))
+      for name in config.sweep_optimizers
+      for lr in config.lrs_for(name)
+    ]
+  else:
+    plan = [(config.optimizer, config.lr, config.epochs)]
+  done = [finetune(name, lr, epochs) for name, lr, epochs in plan]
+  key = "c100_val_accuracy" if config.val_examples else "c100_test_accuracy"
+  selected = {}
+  for name in dict.fromkeys(name for name, _, _ in plan):
+    ran = [r for r in done if r["optimizer"] == name]
+    selected[name] = max(ran, key=lambda r: (r["final"][key], -r["lr"]))
+    selected[name]["selected"] = True
+  metric = "test accuracy (no validation split)"
+  metric = "validation accuracy" if config.val_examples else metric
+  return {"runs": done, "selected": selected, "selection_metric": f"CIFAR-100 {metric}"}

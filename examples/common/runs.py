@@ -9,6 +9,7 @@ far), and a finished run's ``result.json`` (:func:`write_json`,
 continues where it stopped.
 """
 
+import functools
 import hashlib
 import json
 import pathlib
@@ -141,3 +142,44 @@ def end_epoch(
   clock[0] += time.perf_counter() - start[0]
   clock[1] += time.process_time() - start[1]
   history[-1].update(wall_s=clock[0], cpu_s=clock[1])  # now with the checkpoint
+
+
+def _times(clock: list[float], start: tuple[float, float]) -> dict[str, float]:
+  return {
+    "wall_s": clock[0] + time.perf_counter() - start[0],
+    "cpu_s": clock[1] + time.process_time() - start[1],
+  }
+
+
+def run_epochs(
+  checkpoints: Checkpoints,
+  resumed: tuple[int, Any, list[dict[str, Any]], list[float]],
+  epochs: int,
+  every: int,
+  epoch_fn: Callable[..., tuple[Any, list[dict[str, Any]]]],
+  log: Callable[[int, dict[str, Any]], None],
+) -> tuple[Any, list[dict[str, Any]], list[float]]:
+  """Trains a run from where :func:`resume` left it to ``epochs``, then closes.
+
+  Args:
+    checkpoints: the run's checkpoints.
+    resumed: :func:`resume`'s ``(start, state, history, clock)``.
+    epochs: the run's epochs.
+    every: a checkpoint every this many epochs, and after the last.
+    epoch_fn: ``(epoch, state, times) -> (state, new history entries)``;
+      ``times()`` is the run's ``{"wall_s", "cpu_s"}`` up to now.
+    log: called with the epoch and its last entry once it has ended.
+
+  Returns:
+    ``(state, history, [wall_s, cpu_s])``.
+  """
+  _, state, history, clock = resumed
+  for epoch in range(resumed[0], epochs):
+    start = (time.perf_counter(), time.process_time())
+    state, entries = epoch_fn(epoch, state, functools.partial(_times, clock, start))
+    history += entries
+    due = (epoch + 1) % every == 0 or epoch + 1 == epochs
+    end_epoch(checkpoints, epoch + 1, due, state, history, clock, start)
+    log(epoch, entries[-1])
+  checkpoints.close()
+  return state, history, clock

@@ -1,14 +1,7 @@
-"""ResNet-18 on the shared CIFAR subsets, sized for a few minutes on one GPU.
+"""ResNet-18 on the shared CIFAR subsets, a few minutes on one GPU (H100).
 
-The cpu_smoke protocol (10,000/2,000-image subsets, 1,000 held-out CIFAR-100
-images, Adam 1e-3 pre-training, the same epochs and batches for every
-optimizer) with the paper's ResNet-18: 30 pre-training epochs, 15 fine-tuning
-epochs, and one learning rate per optimizer to bound the compile time: Table
-10's 1e-4 for Adam, Lookahead and PROFIT (ratio 10, Table 2's ResNet-18
-setting), the same 1e-4 for Adan and 1e-2 for SGD with momentum (Table 10
-gives neither). These are not tuned: treat the table as a smoke test at GPU
-scale, not as a comparison. About 4 minutes on one H100, most of it
-compilation.
+``cpu_smoke``'s protocol, 30 + 15 epochs, one untuned learning rate per
+optimizer: a smoke test at GPU scale, not a comparison.
 """
 
 import dataclasses
