@@ -18,7 +18,6 @@ from examples.toy_regression import (
   input_pipeline,
   main,
   models,
-  optimizers,
   reporting,
   runs,
   train,
@@ -256,7 +255,7 @@ def test_profit_reference_step_is_sgd_at_lr_over_ratio():
   config = default.get_config()
   for convention in ("cycles", "batches"):
     spec = _spec("profit", 5e-4, ratio=100.0, convention=convention)
-    tx = optimizers.finetune_optimizer(spec, config)
+    tx = train.finetune_optimizer(spec, config)
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([0.5, 0.25, -4.0])}
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -272,7 +271,7 @@ def test_rmsprop_has_pytorch_semantics():
   # PyTorch RMSprop (alpha=0.99, eps=1e-8, no centering, no momentum):
   # v = 0.99 v + 0.01 g^2; p -= lr * g / (sqrt(v) + eps).
   config = default.get_config()
-  tx = optimizers.rmsprop(config, 0.1)
+  tx = train.rmsprop(config, 0.1)
   p = np.array([1.0, 2.0])
   v = np.zeros(2)
   params = {"w": jnp.asarray(p, jnp.float32)}

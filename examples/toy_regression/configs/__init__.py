@@ -1,5 +1,1 @@
-"""Configurations of the toy example: ``default`` (paper scale), ``quick`` (the
-demo) and ``study`` (the compute-matched frontier at three batch sizes).
-
-``default.Config`` holds every field; ``default.validate`` checks one.
-"""
+"""Configs of the toy example: ``default`` (paper scale), ``quick`` (demo), ``study``."""
