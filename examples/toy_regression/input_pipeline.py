@@ -1,9 +1,5 @@
-"""Data of the toy example: f(x) = sin(10 |x|) on the plane.
-
-Original data: both coordinates ~ U[-1, 1]; new data: ~ U[0.8, 1.5]. Training
-targets get N(0, noise_std^2) noise; test and held-out targets are noise-free.
-A seed fixes the data (NumPy generators).
-"""
+"""Data of the toy example: f(x) = sin(10 |x|) on squares of the plane, N(0,
+noise_std^2) noise on training targets only; a seed fixes the data."""
 
 import collections
 
@@ -18,12 +14,11 @@ def target_fn(x: np.ndarray) -> np.ndarray:
 #: Inputs float32 ``[n, 2]``, targets float32 ``[n]``.
 Split = collections.namedtuple("Split", "x y")
 #: The splits of one seed (train: noisy targets; test, val: noise-free).
-Datasets = collections.namedtuple(
-  "Datasets", "old_train new_train old_test new_test old_val new_val"
-)
+SPLITS = "old_train new_train old_test new_test old_val new_val"
+Datasets = collections.namedtuple("Datasets", SPLITS)
 
 
-def make_split(rng: np.random.Generator, n: int, domain, noise_std: float) -> Split:
+def make_split(rng, n: int, domain, noise_std: float) -> Split:
   """``n`` points uniform on ``domain`` squared, targets plus N(0, noise_std^2)."""
   low, high = domain
   x = rng.uniform(low, high, size=(n, 2))
@@ -36,9 +31,9 @@ def make_split(rng: np.random.Generator, n: int, domain, noise_std: float) -> Sp
 def make_datasets(
   seed: int, *, n_train, n_test, old_domain, new_domain, noise_std, n_val=0
 ) -> Datasets:
-  """The splits of one seed, each from its own child generator (so ``n_val``
-  changes no other split: child k of a SeedSequence does not depend on how many
-  are spawned)."""
+  """The splits of one seed, each from its own child generator (child k of a
+  SeedSequence does not depend on how many are spawned: ``n_val`` changes none)."""
+
   rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
   sizes = (n_train, n_train, n_test, n_test, n_val, n_val)
   noises = (noise_std, noise_std, 0.0, 0.0, 0.0, 0.0)
@@ -47,19 +42,15 @@ def make_datasets(
 
 
 class EpochSampler:
-  """Batch indices, reshuffled every epoch; an epoch's tail shorter than a batch
-  is dropped."""
+  """Batch indices, reshuffled every epoch (its tail shorter than a batch dropped)."""
 
   def __init__(self, num_examples: int, batch_size: int, seed: int):
     if not 1 <= batch_size <= num_examples:
-      raise ValueError(
-        f"`batch_size` must be in [1, {num_examples}] (the training set "
-        f"size), got {batch_size}."
-      )
+      size = f"[1, {num_examples}] (the training set size)"
+      raise ValueError(f"`batch_size` must be in {size}, got {batch_size}.")
     self._n, self._batch_size = num_examples, batch_size
     self._rng = np.random.default_rng(seed)
-    self._perm = self._rng.permutation(self._n)
-    self._pos = 0
+    self._pos = num_examples  # The first batch starts an epoch.
 
   def next_indices(self, num_batches: int) -> np.ndarray:
     """int32 ``[num_batches, batch_size]``."""

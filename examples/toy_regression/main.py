@@ -1,12 +1,4 @@
-"""Command line of the toy 2-D regression example (paper Sec. 4.1, Table 1).
-
-  python -m examples.toy_regression.main --quick        # the demo, minutes on a CPU
-  python -m examples.toy_regression.main --config study # frontier at 3 batch sizes
-  python -m examples.toy_regression.main                # paper scale
-
-``--set FIELD=VALUE`` overrides a field of the selected ``configs/<name>.py``;
-the outputs go to ``--workdir`` (README.md lists them).
-"""
+"""Command line of the toy 2-D regression example (paper Sec. 4.1, Table 1)."""
 
 import argparse
 import dataclasses
@@ -24,12 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="python -m examples.toy_regression.main", description=__doc__.split("\n\n")[0]
   )
-  parser.add_argument(
-    "--config",
-    choices=("default", "quick", "study"),
-    help="configs/<name>.py: default (paper scale), quick (the few-minute CPU "
-    "demo) or study (the frontier at three batch sizes)",
-  )
+  about = "configs/<name>.py: default (paper scale), quick (the few-minute CPU demo) "
+  about += "or study (the frontier at three batch sizes)"
+  parser.add_argument("--config", choices=("default", "quick", "study"), help=about)
   for flag, text in (
     ("--quick", "same as --config quick"),
     ("--no-sweep", "only the table's runs (--set sweep=false)"),
@@ -75,10 +64,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parts.append(reporting.markdown_diagnostics)
   for part in parts:
     print(f"\n{part(results)}")
-  figures, seconds = ", ".join(results["figures"]), time.perf_counter() - start
-  print(
-    f"\nWrote results.json, table.md and {figures} to {args.workdir} in {seconds:.0f} s."
-  )
+  figures = ", ".join(results["figures"])
+  where = f"{args.workdir} in {time.perf_counter() - start:.0f} s"
+  print(f"\nWrote results.json, table.md and {figures} to {where}.")
   return results
 
 

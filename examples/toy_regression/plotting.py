@@ -21,34 +21,37 @@ PREDICTION_TITLES = {
 }
 SHARED = dict(squeeze=False, sharex=True, sharey=True)
 WISE = dict(marker=".", ms=3, lw=1.0)
+SORT_KEYS = dict(full=["lr"], head=["lr"], l2sp=["alpha"], profit=["lr", "ratio"])
 RUN_NAMES = dict(full="full FT", head="head only", l2sp="L2-SP", profit="PROFIT")
 
 
-def plot_extent(config: Any) -> tuple[float, float]:
-  """The square ``[low, high]^2`` covering both domains."""
-  low = min(config.old_domain[0], config.new_domain[0])
-  return low, max(config.old_domain[1], config.new_domain[1])
+def _extent(config: dict) -> tuple[float, float]:
+  old, new = config["old_domain"], config["new_domain"]
+  return min(old[0], new[0]), max(old[1], new[1])
 
 
-def make_grid(config: Any) -> np.ndarray:
+def make_grid(config: dict) -> np.ndarray:
   """``plot_grid ** 2`` points (float32 ``[n, 2]``), ``x1`` along image columns."""
-  axis = np.linspace(*plot_extent(config), config.plot_grid, dtype=np.float32)
+  axis = np.linspace(*_extent(config), config["plot_grid"], dtype=np.float32)
   x1, x2 = np.meshgrid(axis, axis)
   return np.stack([x1.ravel(), x2.ravel()], axis=-1)
 
 
-def _save(fig: Any, path: pathlib.Path, tight: bool = True) -> None:
+def _save(fig: Any, path: pathlib.Path, title: str | None, tight: bool = True) -> None:
+  if title:
+    fig.suptitle(title, fontsize=10)
   if tight:
     fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
 
-def plot_predictions(results, predictions, grid, config: Any, path) -> None:
+def plot_predictions(results, predictions, grid, path) -> None:
   """Ground truth (original, new, combined) and each table row's predictions."""
-  size = config.plot_grid
+  config = results["config"]
+  size, domains = config["plot_grid"], (config["old_domain"], config["new_domain"])
   in_domain = lambda d: np.all((grid >= d[0]) & (grid <= d[1]), axis=-1)
-  old_mask, new_mask = in_domain(config.old_domain), in_domain(config.new_domain)
+  old_mask, new_mask = map(in_domain, domains)
   union = old_mask | new_mask
   truth = input_pipeline.target_fn(grid)
   rows = [r for r in PREDICTION_TITLES if r in predictions]
@@ -56,7 +59,7 @@ def plot_predictions(results, predictions, grid, config: Any, path) -> None:
   fig, axes = plt.subplots(
     2, ncols, figsize=(2.9 * ncols + 1.0, 6.4), squeeze=False, layout="constrained"
   )
-  low, high = plot_extent(config)
+  low, high = _extent(config)
   kw = dict(origin="lower", extent=(low, high, low, high), cmap="RdBu_r")
   kw.update(vmin=-1.5, vmax=1.5, interpolation="nearest")
   image = lambda values, mask: np.where(mask, values, np.nan).reshape(size, size)
@@ -73,17 +76,13 @@ def plot_predictions(results, predictions, grid, config: Any, path) -> None:
     if not ax.images:
       ax.axis("off")
       continue
-    for (a, b), color in ((config.old_domain, "k"), (config.new_domain, "g")):
+    for (a, b), color in zip(domains, "kg", strict=True):
       ax.plot([a, b, b, a, a], [a, a, b, b, a], color=color, lw=0.6)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
   fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.7)
-  fig.suptitle(
-    f"f(x) = sin(10|x|): ground truth and predictions (seed {results['seeds'][0]}; "
-    "errors: mean over seeds)",
-    fontsize=10,
-  )
-  _save(fig, path, tight=False)
+  seed = results["seeds"][0]
+  title = f"f(x) = sin(10|x|): ground truth and predictions (seed {seed}; errors: "
+  _save(fig, path, title + "mean over seeds)", tight=False)
 
 
 def _batch_sizes(results: dict) -> list[int]:
@@ -91,40 +90,40 @@ def _batch_sizes(results: dict) -> list[int]:
   return list(config["batch_sizes"] or [config["batch_size"]])
 
 
+def _members(results: dict, batch_size: int, method: str) -> list[dict]:
+  """The runs of a method at a batch size, sorted by their settings."""
+  runs = results["runs"].values()
+  runs = [r for r in runs if r["batch_size"] == batch_size and r["method"] == method]
+  return sorted(runs, key=lambda r: [r[k] for k in SORT_KEYS[method]])
+
+
 def _run_label(run: dict) -> str:
-  label = f"{RUN_NAMES[run['method']]}, lr {run['lr']:g}"
-  if run["method"] == "l2sp":
-    label += f", alpha {run['alpha']:g}"
-  if run["method"] == "profit":
-    label += f", ratio {run['ratio']:g}"
-  return label
+  extra = {"l2sp": "alpha", "profit": "ratio"}.get(run["method"])
+  suffix = f", {extra} {run[extra]:g}" if extra else ""
+  return f"{RUN_NAMES[run['method']]}, lr {run['lr']:g}{suffix}"
 
 
 def _color(method: str, i: int, n: int) -> Any:
   """Blues (full), grey (head), greens (L2-SP), warm colours (PROFIT)."""
-  cmaps = {"full": "Blues", "l2sp": "Greens", "profit": "autumn"}
   if method == "head":
     return "0.45"
+  cmap = plt.get_cmap({"full": "Blues", "l2sp": "Greens", "profit": "autumn"}[method])
   if method == "profit":
-    return plt.get_cmap(cmaps[method])(0.8 * i / max(1, n - 1))
-  return plt.get_cmap(cmaps[method])(0.4 + 0.6 * i / max(1, n - 1))
+    return cmap(0.8 * i / max(1, n - 1))
+  return cmap(0.4 + 0.6 * i / max(1, n - 1))
 
 
-def plot_tradeoff(results: dict, config: Any, path: pathlib.Path) -> None:
+def plot_tradeoff(results: dict, path: pathlib.Path) -> None:
   """Original- vs new-data error of every run along fine-tuning (mean over seeds,
   test sets, cut at ``ft_steps`` batches), one panel per batch size; dotted:
   WiSE-FT of a run's final weights; black star: the base model."""
-  sizes, budget = _batch_sizes(results), config.ft_steps
+  sizes, budget = _batch_sizes(results), results["config"]["ft_steps"]
   fig, axes = plt.subplots(1, len(sizes), figsize=(6.4 * len(sizes), 5.8), **SHARED)
   base = results["table"][0]
   xs, ys = [base["new_error"]["mean"]], [base["old_error"]["mean"]]
-  sort_keys = {"full": ("lr",), "head": ("lr",), "l2sp": ("alpha",)}
-  sort_keys["profit"] = ("lr", "ratio")
   for ax, bs in zip(axes[0], sizes, strict=True):
-    runs = [r for r in results["runs"].values() if r["batch_size"] == bs]
-    for method, keys in sort_keys.items():
-      members = [r for r in runs if r["method"] == method]
-      members.sort(key=lambda r: [r[k] for k in keys])
+    for method in SORT_KEYS:
+      members = _members(results, bs, method)
       for i, run in enumerate(members):
         color = _color(method, i, len(members))
         curve = run["mean_curve"]
@@ -151,13 +150,12 @@ def plot_tradeoff(results: dict, config: Any, path: pathlib.Path) -> None:
   axes[0, 0].set_xlim(0.8 * min(finite_x), 1.25 * min(max(finite_x), 1e3))
   axes[0, 0].set_ylim(0.8 * min(finite_y), 1.25 * min(max(finite_y), 1e3))
   axes[0, 0].set_ylabel("original-data error (MSE, noise-free test set)")
-  fig.suptitle(
+  title = (
     "Old vs new error at equal batch budgets (mean over seeds; lower-left is "
     "better)\nsolid/dashed: along training; dotted: WiSE-FT of the run's final "
-    "weights, a = 0 ... 1",
-    fontsize=10,
+    "weights, a = 0 ... 1"
   )
-  _save(fig, path)
+  _save(fig, path, title)
 
 
 def plot_diagnostics(results: dict, path: pathlib.Path) -> None:
@@ -167,10 +165,7 @@ def plot_diagnostics(results: dict, path: pathlib.Path) -> None:
     2, len(sizes), figsize=(5.2 * len(sizes), 7.0), squeeze=False, sharey="row"
   )
   for col, bs in enumerate(sizes):
-    profit = [r for r in results["runs"].values() if r["batch_size"] == bs]
-    profit = sorted(
-      (r for r in profit if "diagnostics" in r), key=lambda r: (r["lr"], r["ratio"])
-    )
+    profit = _members(results, bs, "profit")
     for i, run in enumerate(profit):
       curves = [s["diag_curve"] for s in run["per_seed"]]
       label = f"lr {run['lr']:g}, ratio {run['ratio']:g}"
@@ -186,11 +181,11 @@ def plot_diagnostics(results: dict, path: pathlib.Path) -> None:
     axes[0, col].legend(fontsize=7)
   axes[0, 0].set_ylabel("removed fraction ||g - g'|| / ||g||")
   axes[1, 0].set_ylabel("cos(g, delta)")
-  title = (
-    "PROFIT's projection along training (means between evaluations and over seeds)"
+  _save(
+    fig,
+    path,
+    "PROFIT's projection along training (means between evaluations and over seeds)",
   )
-  fig.suptitle(title, fontsize=10)
-  _save(fig, path)
 
 
 def plot_errors_vs_batches(results: dict, path: pathlib.Path) -> None:
@@ -211,17 +206,17 @@ def plot_errors_vs_batches(results: dict, path: pathlib.Path) -> None:
     ax.set_title(f"Error on the {title} (mean over seeds)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
   axes[0].legend(fontsize=7)
-  _save(fig, path)
+  _save(fig, path, None)
 
 
-def save_all(results, predictions, grid, config: Any, workdir: pathlib.Path) -> list:
+def save_all(results, predictions, grid, workdir: pathlib.Path) -> list:
   """Writes every figure into ``workdir``; returns their file names."""
   names = ["fig3_predictions.png", "errors_vs_batches.png"]
-  plot_predictions(results, predictions, grid, config, workdir / names[0])
+  plot_predictions(results, predictions, grid, workdir / names[0])
   plot_errors_vs_batches(results, workdir / names[1])
   if any(r["method"] == "full" for r in results["runs"].values()):
     names.append("tradeoff.png")
-    plot_tradeoff(results, config, workdir / names[-1])
+    plot_tradeoff(results, workdir / names[-1])
   if any("diagnostics" in r for r in results["runs"].values()):
     names.append("diagnostics.png")
     plot_diagnostics(results, workdir / names[-1])

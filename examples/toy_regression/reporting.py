@@ -1,6 +1,7 @@
 """Aggregation over seeds, the frontier and the tables (text and Markdown)."""
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -44,18 +45,14 @@ def _mean(parts: Sequence[dict], *keep: str) -> dict[str, list]:
 
 
 def _label(row: str, run: dict, config: Any) -> str:
-  labels = {
-    "baseline": "Baseline (original data only)",
-    "full": f"Fine-tune, full model (lr {config.ft_lr:g})",
-    "head": f"Fine-tune, head only (lr {config.ft_lr:g})",
-  }
-  if row in labels:
-    return labels[row]
-  suffix = ", compute-matched" if row == "profit_batches" else ""
-  return (
-    f"PROFIT, {run['main_steps']} cycles = {run['batches']} batches{suffix} "
-    f"(ratio {config.ratio:g})"
-  )
+  if row == "baseline":
+    return "Baseline (original data only)"
+  if row in ("full", "head"):
+    model = {"full": "full model", "head": "head only"}[row]
+    return f"Fine-tune, {model} (lr {config.ft_lr:g})"
+  matched = ", compute-matched" if row == "profit_batches" else ""
+  cycles = f"{run['main_steps']} cycles = {run['batches']} batches{matched}"
+  return f"PROFIT, {cycles} (ratio {config.ratio:g})"
 
 
 def _summary(spec: Any, records: list[dict]) -> dict:
@@ -89,15 +86,9 @@ def assemble(config, specs, table_runs: dict, base_info: list, runs: dict) -> di
       | {k: run[k] for k in STAT_KEYS}
       | {"paper": dict(zip(("old_error", "new_error"), paper, strict=True))}
     )
-  results = {
-    "config": dataclasses.asdict(config),
-    "paper_table1": PAPER_TABLE1,
-    "seeds": list(config.seeds),
-    "base_models": base_info,
-    "runs": summaries,
-    "table": table,
-  }
-  results = json.loads(json.dumps(results))
+  results = {"config": dataclasses.asdict(config), "paper_table1": PAPER_TABLE1}
+  results |= {"seeds": list(config.seeds), "base_models": base_info}
+  results = json.loads(json.dumps(results | {"runs": summaries, "table": table}))
   results["frontier"] = frontier(results)
   results["diagnostics"] = diagnostics_summary(results)
   return results
@@ -125,16 +116,15 @@ def candidates(results: dict, batch_size: int, budget: int) -> list[dict]:
 
 
 def select_frontier(points, base_old_val, base_old_test, levels) -> list[dict]:
-  """Per level and family, the point ``examples.common.frontier`` selects on the
-  held-out sets (the old-data MSE as a multiple of the base model's, per seed,
-  then mean), with its test errors; one point serves all seeds."""
+  """Per level and family, the point ``examples.common.frontier`` selects (on
+  negated held-out errors; old-data MSE over the base model's, per seed, then
+  mean) with its test errors; one point serves all seeds."""
   base_val = np.asarray(base_old_val, np.float64)
   base_test = np.asarray(base_old_test, np.float64)
   rows = []
   for level in levels:
     row: dict[str, Any] = {"level": float(level)}
     for family in FAMILIES:
-      # The common rule on scores (higher is better): the negated errors.
       point = common_frontier.select(
         [p for p in points if p["family"] == family],
         -float(level),
@@ -153,8 +143,7 @@ def select_frontier(points, base_old_val, base_old_test, levels) -> list[dict]:
 
 
 def frontier(results: dict) -> dict[str, dict]:
-  """``{str(batch_size): {"budget", "rows"}}``: :func:`select_frontier` at
-  every fine-tuning batch size, every family with ``ft_steps`` batches."""
+  """``{str(batch_size): {"budget", "rows"}}``, every family at ``ft_steps``."""
   config = results["config"]
   budget = config["ft_steps"]
   base_val = [b["old_val"] for b in results["base_models"]]
@@ -187,10 +176,8 @@ def _fmt(stat: dict, digits: int = 4) -> str:
   return text if stat["se"] is None else f"{text} ± {stat['se']:.{digits}f}"
 
 
-def _cell(e: dict | None) -> str:
-  if e is None:
-    return "–"
-  return f"{_fmt(e['new_error'], 3)} ({e['old_ratio']['mean']:.2f}x)"
+def _md(*cells: Any) -> str:
+  return "| " + " | ".join(map(str, cells)) + " |"
 
 
 def markdown_frontier(results: dict) -> str:
@@ -201,12 +188,15 @@ def markdown_frontier(results: dict) -> str:
       "MSE (mean ± s.e. over seeds; in brackets the test original-data MSE as a "
       "multiple of the base model's), selected on the held-out sets:",
       "",
-      "| old-data MSE ≤ | " + " | ".join(FAMILY_LABELS.values()) + " |",
+      _md("old-data MSE ≤", *FAMILY_LABELS.values()),
       "|---:|" + "---:|" * len(FAMILIES),
     ]
     for row in block["rows"]:
-      cells = [_cell(row[f]) for f in FAMILIES]
-      lines.append(f"| {row['level']:g}x base | " + " | ".join(cells) + " |")
+      cells = [
+        (e := row[f]) and f"{_fmt(e['new_error'], 3)} ({e['old_ratio']['mean']:.2f}x)"
+        for f in FAMILIES
+      ]
+      lines.append(_md(f"{row['level']:g}x base", *(c or "–" for c in cells)))
     blocks.append("\n".join(lines))
   return "\n\n".join(blocks)
 
@@ -215,12 +205,10 @@ def format_frontier(results: dict) -> str:
   """The frontier tables and the chosen points as text."""
   lines = [markdown_frontier(results), "", "Chosen points:"]
   for bs, block in results["frontier"].items():
-    for row in block["rows"]:
-      for family in FAMILIES:
-        if row[family] is not None:
-          lines.append(
-            f"  bs {bs}, old <= {row['level']:g}x, {family}: {row[family]['point']}"
-          )
+    for row, family in itertools.product(block["rows"], FAMILIES):
+      if row[family] is not None:
+        point = row[family]["point"]
+        lines.append(f"  bs {bs}, old <= {row['level']:g}x, {family}: {point}")
   return "\n".join(lines)
 
 
@@ -246,67 +234,43 @@ def markdown_diagnostics(results: dict) -> str:
 def markdown_report(results: dict) -> str:
   """Table, frontier and diagnostics in Markdown (``table.md``)."""
   parts = [markdown_table(results)]
-  for key, part in (
-    ("frontier", markdown_frontier),
-    ("diagnostics", markdown_diagnostics),
-  ):
-    parts += [part(results)] if results.get(key) else []
+  parts += [markdown_frontier(results)] if results.get("frontier") else []
+  parts += [markdown_diagnostics(results)] if results.get("diagnostics") else []
   return "\n\n".join(parts)
 
 
-def _table_rows(results: dict) -> list[tuple[str, ...]]:
-  """The cells of the table: ours (mean ± s.e.) beside the paper's."""
-  rows = []
-  for e in results["table"]:
-    paper = [f"{v:g}" for v in e["paper"].values()]  # old, new
-    ours = [_fmt(e["old_error"]), _fmt(e["new_error"])]
-    rows.append((e["label"], str(e["batches"]), str(e["main_steps"]), *ours, *paper))
-  return rows
-
-
-def format_table(results: dict) -> str:
-  """The table as aligned plain text."""
-  n = len(results["seeds"])
-  header = ("method", "batches", "main steps", "original err (ours)")
-  header += ("new err (ours)", "original (paper)", "new (paper)")
-  rows = [header, *_table_rows(results)]
-  widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-  lines = [
-    f"Toy 2-D regression (paper Table 1): MSE on noise-free test sets, "
-    f"mean ± standard error over {n} seed{'s' if n > 1 else ''}"
-  ]
-  for j, row in enumerate(rows):
-    cells = [row[0].ljust(widths[0])]
-    cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-    lines.append("  ".join(cells))
-    if j == 0:
-      lines.append("  ".join("-" * w for w in widths))
-  return "\n".join(lines)
-
-
 def markdown_table(results: dict) -> str:
+  """The table, ours (mean ± s.e. over seeds) beside the paper's numbers."""
   lines = [
     "| method | batches | main steps | original-data MSE (ours) | new-data MSE "
     "(ours) | original (paper) | new (paper) |",
     "|---|---:|---:|---:|---:|---:|---:|",
   ]
-  lines += ["| " + " | ".join(row) + " |" for row in _table_rows(results)]
+  for e in results["table"]:
+    ours = [_fmt(e["old_error"]), _fmt(e["new_error"])]
+    paper = [f"{v:g}" for v in e["paper"].values()]  # old, new
+    lines.append(_md(e["label"], e["batches"], e["main_steps"], *ours, *paper))
   return "\n".join(lines)
+
+
+def format_table(results: dict) -> str:
+  """The table with a title line (the terminal's and the notebook's)."""
+  n = len(results["seeds"])
+  title = "Toy 2-D regression (paper Table 1): MSE on noise-free test sets, mean ± "
+  title += f"standard error over {n} seed{'s' if n > 1 else ''}"
+  return f"{title}\n{markdown_table(results)}"
 
 
 def format_sweep(results: dict) -> str:
   """Final errors of every run (table and sweep), one line each."""
   lines = ["All runs (final errors, mean ± s.e. over seeds):"]
   for name, run in results["runs"].items():
-    extra = ""
-    if "diagnostics" in run:
-      d = run["diagnostics"]
+    d, extra = run.get("diagnostics"), ""
+    if d:
       extra = (
         f"  projected {100 * d['projected']:.0f}% of main steps, removed "
         f"{d['removed_fraction']:.3f}, cos(g, delta) {d['cosine']:+.3f}"
       )
-    lines.append(
-      f"  {name:<40} batches {run['batches']:>5}  original "
-      f"{_fmt(run['old_error'])}  new {_fmt(run['new_error'])}{extra}"
-    )
+    errors = f"original {_fmt(run['old_error'])}  new {_fmt(run['new_error'])}"
+    lines.append(f"  {name:<40} batches {run['batches']:>5}  {errors}{extra}")
   return "\n".join(lines)

@@ -11,13 +11,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from examples.common import runs as common_runs
-from examples.toy_regression.configs import default
-
-Config = default.Config
 
 #: Bump when base training or a run's record changes beyond the config.
 BASE_CACHE_VERSION = RUN_CACHE_VERSION = 1
-METHODS = ("full", "head", "l2sp", "profit")
+#: PROFIT's step conventions in the table, per ``step_convention``.
+CONVENTIONS = dict(cycles=("cycles",), batches=("batches",), both=("cycles", "batches"))
 #: Config fields the base model depends on.
 BASE_FIELDS = (
   "n_train noise_std old_domain hidden batch_size rmsprop_decay rmsprop_eps "
@@ -32,7 +30,8 @@ FINETUNE_FIELDS = (
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-  """One fine-tuning setting; PROFIT's ``ratio`` is lambda_main / lambda_ref."""
+  """One fine-tuning setting: ``method`` full, head, l2sp (with ``alpha``) or
+  profit (with ``ratio`` = lambda_main / lambda_ref and a step ``convention``)."""
 
   method: str
   lr: float
@@ -40,14 +39,6 @@ class RunSpec:
   ratio: float | None = None
   convention: str | None = None
   alpha: float | None = None
-
-  def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
-    if (self.method == "profit") != (self.ratio is not None):
-      raise ValueError(f"`ratio` is PROFIT's only, got {self.ratio!r} for {self}.")
-    if (self.method == "l2sp") != (self.alpha is not None):
-      raise ValueError(f"`alpha` is L2-SP's only, got {self.alpha!r} for {self}.")
 
   @property
   def name(self) -> str:
@@ -61,13 +52,13 @@ class RunSpec:
     return f"{name}_bs{self.batch_size}"
 
 
-def base_cache_key(config: Config, seed: int) -> dict:
+def base_cache_key(config, seed: int) -> dict:
   key = {f: getattr(config, f) for f in BASE_FIELDS}
   key.update(seed=seed, activation="relu", version=BASE_CACHE_VERSION)
   return json.loads(json.dumps(key))  # tuples -> lists, as read back
 
 
-def base_cache_dir(workdir: pathlib.Path, config: Config, seed: int) -> pathlib.Path:
+def base_cache_dir(workdir: pathlib.Path, config, seed: int) -> pathlib.Path:
   digest = common_runs.digest(base_cache_key(config, seed), 12)
   return workdir / "base_models" / f"seed{seed}-{digest}"
 
@@ -77,8 +68,7 @@ def load_base(cache: pathlib.Path, target: Any) -> Any | None:
     return None
   with ocp.StandardCheckpointer() as checkpointer:
     params = checkpointer.restore(cache / "params", target)
-  # Restored arrays are committed to a device; trained ones are not. Match
-  # the trained ones so the compiled train steps are reused, not rebuilt.
+  # Uncommitted like trained arrays, so that the compiled steps are reused.
   return jax.tree.map(lambda t: jnp.asarray(np.asarray(t)), params)
 
 
@@ -89,16 +79,15 @@ def save_base(cache: pathlib.Path, params: Any, key: dict) -> None:
   (cache / "key.json").write_text(json.dumps(key, indent=2, sort_keys=True))
 
 
-def run_path(workdir: pathlib.Path, config: Config, spec, seed: int) -> pathlib.Path:
+def run_path(workdir: pathlib.Path, config, spec, seed: int) -> pathlib.Path:
   key = base_cache_key(config, seed) | {f: getattr(config, f) for f in FINETUNE_FIELDS}
   digest = common_runs.digest(key | {"run_version": RUN_CACHE_VERSION}, 12)
   return workdir / "runs" / digest / spec.name / f"seed{seed}.json"
 
 
 def load_run(path: pathlib.Path, *, with_predictions: int | None = None) -> dict | None:
-  """A saved run record, or None; with ``with_predictions``, None unless its
-  predictions on a grid of that many points per axis were saved too (returned
-  under ``"predictions"``)."""
+  """A saved run record, or None; with ``with_predictions`` (grid points per axis)
+  only a run whose predictions were saved too (under ``"predictions"``)."""
   record = common_runs.load_result(path)
   npz = path.with_suffix(".npz")
   if record is None or with_predictions is None:
@@ -118,30 +107,23 @@ def save_run(path: pathlib.Path, record: dict, predictions=None) -> None:
   common_runs.write_json(path, record)
 
 
-def conventions(config: Config) -> tuple[str, ...]:
-  """The PROFIT step conventions the table reports."""
-  both = config.step_convention == "both"
-  return ("cycles", "batches") if both else (config.step_convention,)
-
-
-def table_specs(config: Config) -> dict[str, RunSpec]:
+def table_specs(config) -> dict[str, RunSpec]:
   """Table row -> run."""
   lr, bs = config.ft_lr, config.batch_size
   specs = {"full": RunSpec("full", lr, bs), "head": RunSpec("head", lr, bs)}
-  for c in conventions(config):
+  for c in CONVENTIONS[config.step_convention]:
     specs[f"profit_{c}"] = RunSpec("profit", lr, bs, ratio=config.ratio, convention=c)
   return specs
 
 
-def sweep_specs(config: Config) -> list[RunSpec]:
-  """Every family at every batch size of the sweep (PROFIT compute-matched when
-  that convention is run)."""
+def sweep_specs(config) -> list[RunSpec]:
+  """Every family at every batch size of the sweep (PROFIT compute-matched)."""
   if not config.sweep:
     return []
   c = config
-  convention = "batches" if "batches" in conventions(c) else conventions(c)[0]
+  convention = CONVENTIONS[c.step_convention][-1]  # compute-matched if run
   specs = []
-  for bs in default.finetune_batch_sizes(c):
+  for bs in c.batch_sizes or (c.batch_size,):
     specs += [RunSpec("full", lr, bs) for lr in c.sweep_lrs]
     specs += [RunSpec("head", lr, bs) for lr in c.head_lrs]
     for lr in c.l2sp_lrs:
@@ -151,7 +133,7 @@ def sweep_specs(config: Config) -> list[RunSpec]:
   return specs
 
 
-def all_specs(config: Config) -> list[RunSpec]:
+def all_specs(config) -> list[RunSpec]:
   """Table and sweep runs, without duplicates, in a stable order."""
   seen: dict[str, RunSpec] = {}
   for spec in [*table_specs(config).values(), *sweep_specs(config)]:
@@ -159,12 +141,12 @@ def all_specs(config: Config) -> list[RunSpec]:
   return list(seen.values())
 
 
-def cycle_length(spec: RunSpec, config: Config) -> int:
+def cycle_length(spec: RunSpec, config) -> int:
   """Batches consumed by one call of the train step."""
   return config.n_ref + 1 if spec.method == "profit" else 1
 
 
-def num_calls(spec: RunSpec, config: Config) -> int:
+def num_calls(spec: RunSpec, config) -> int:
   """Train-step calls of a run: batches, or PROFIT cycles."""
   if spec.method == "profit" and spec.convention == "batches":
     return config.ft_steps // (config.n_ref + 1)

@@ -1,9 +1,6 @@
-"""Optimizers, training, WiSE-FT and evaluation of the toy example (README.md).
-
-Every run goes through :func:`optax_profit.make_train_step` (PROFIT: one cycle
-of ``n_ref + 1`` batches per call), ``lax.scan``-ned in jitted chunks between
-two evaluations; curves are indexed by batches consumed.
-"""
+"""The MLP, optimizers, training, WiSE-FT and evaluation of the toy example: train
+steps (``optax_profit.make_train_step``) ``lax.scan``-ned in jitted chunks between
+evaluations; curves count batches consumed."""
 
 import dataclasses
 import functools
@@ -12,8 +9,8 @@ import json
 import math
 import pathlib
 import time
-from typing import Any
 
+import flax.linen as nn
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
@@ -24,23 +21,42 @@ import tqdm
 import optax_profit
 from examples.common import baselines, compile_cache
 from examples.common import runs as common_runs
-from examples.toy_regression import input_pipeline, models, plotting, reporting, runs
+from examples.toy_regression import input_pipeline, plotting, reporting, runs
 from examples.toy_regression.configs import default
 
-#: The evaluation sets, in the order of :func:`make_errors_fn`'s output.
+#: Only ``HEAD`` (the last Dense) trains in head-only fine-tuning.
+HEAD = "head"
+LAYERS = ("dense_1", "norm_1", "dense_2", "norm_2", HEAD)
 EVAL_SETS = reporting.ERROR_KEYS
 #: PROFIT's diagnostics logged along training (``profit_diagnostics``).
 DIAGNOSTICS = ("removed_fraction", "cosine", "projected", "delta_norm")
 
 
-def _staircase(init: float, every: float, rate: float) -> optax.Schedule:
-  return optax.exponential_decay(init, max(1, round(every)), rate, staircase=True)
+class MLP(nn.Module):
+  """``Dense -> LayerNorm -> ReLU`` twice, then ``Dense`` (paper, Appendix C.1)."""
+
+  hidden: int = 500
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in (1, 2):
+      x = nn.Dense(self.hidden, name=f"dense_{i}")(x)
+      x = nn.relu(nn.LayerNorm(name=f"norm_{i}")(x))
+    return jnp.squeeze(nn.Dense(1, name=HEAD)(x), axis=-1)
+
+
+def init_params(model: MLP, rng: jax.Array) -> dict:
+  return model.init(rng, jnp.zeros((1, 2), jnp.float32))
 
 
 def rmsprop(config, lr: optax.ScalarOrSchedule) -> optax.GradientTransformation:
   """RMSProp with PyTorch's semantics (eps outside the square root)."""
   decay, eps = config.rmsprop_decay, config.rmsprop_eps
   return optax.rmsprop(lr, decay=decay, eps=eps, eps_in_sqrt=False)
+
+
+def _staircase(init: float, every: float, rate: float) -> optax.Schedule:
+  return optax.exponential_decay(init, max(1, round(every)), rate, staircase=True)
 
 
 def base_optimizer(config) -> optax.GradientTransformation:
@@ -63,15 +79,12 @@ def finetune_optimizer(spec, config, lr=None, ratio=None):
   if spec.method in ("full", "l2sp"):
     return main
   if spec.method == "head":
-    label = lambda path, _: "train" if models.HEAD in path else "freeze"
+    label = lambda path, _: "train" if HEAD in path else "freeze"
     labels = functools.partial(flax.traverse_util.path_aware_map, label)
     return optax.multi_transform({"train": main, "freeze": optax.set_to_zero()}, labels)
-  n_ref = config.n_ref  # The reference schedule counts n_ref steps per cycle.
-  ref = lambda ref_count: schedule(ref_count // n_ref) / ratio
-  storage, delta_dtype = config.storage, config.delta_dtype
-  return optax_profit.profit(
-    main, ref=ref, n_ref=n_ref, storage=storage, delta_dtype=delta_dtype
-  )
+  ref = lambda count: schedule(count // config.n_ref) / ratio  # n_ref per cycle
+  kw = dict(n_ref=config.n_ref, storage=config.storage, delta_dtype=config.delta_dtype)
+  return optax_profit.profit(main, ref=ref, **kw)
 
 
 def make_loss_fn(model):
@@ -84,7 +97,7 @@ def l2sp_penalty(params, pre, alpha) -> jax.Array:
 
   def backbone(tree) -> dict:
     flat = flax.traverse_util.flatten_dict(tree)
-    return {"/".join(k): v for k, v in flat.items() if models.HEAD not in k}
+    return {"/".join(k): v for k, v in flat.items() if HEAD not in k}
 
   return baselines.l2sp_penalty(backbone(params), backbone(pre), alpha)
 
@@ -97,18 +110,17 @@ def make_l2sp_loss_fn(model, pre, alpha):
 
 def make_chunk_fn(model, make_tx, length: int, l2sp: bool = False):
   """Jitted ``chunk(params, opt_state, pre, x, y, idx, lr, ratio, alpha)``: the
-  train step (``length`` batches a call, optimizer ``make_tx(lr, ratio)``)
-  scanned over ``idx [calls, length, batch_size]``, indices into ``x``, ``y``."""
+  train step scanned over ``idx [calls, length, batch_size]`` (indices of x, y)."""
 
   def chunk(params, opt_state, pre, x, y, idx, lr, ratio, alpha):
     loss_fn = make_l2sp_loss_fn(model, pre, alpha) if l2sp else make_loss_fn(model)
-    tx = make_tx(lr, ratio)
-    step = optax_profit.make_train_step(loss_fn, tx, cycle_length=length)
+    step = optax_profit.make_train_step(
+      loss_fn, make_tx(lr, ratio), cycle_length=length
+    )
 
     def body(carry, cycle_idx):
-      batch = {"x": x[cycle_idx], "y": y[cycle_idx]}
-      params, opt_state, metrics = step(*carry, batch)
-      return (params, opt_state), metrics
+      *carry, metrics = step(*carry, {"x": x[cycle_idx], "y": y[cycle_idx]})
+      return tuple(carry), metrics
 
     (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), idx)
     return params, opt_state, metrics
@@ -138,18 +150,16 @@ def _base_chunk_fn(config, model):
 
 @functools.lru_cache(maxsize=4)
 def make_errors_fn(model):
-  """Jitted MSEs of ``model`` on several whole sets ``((x, y), ...)``."""
+  """``errors(params, data)``: ``{name: MSE}`` of ``model`` on :data:`EVAL_SETS`."""
   loss_fn = make_loss_fn(model)
-  return jax.jit(
-    lambda params, sets: jnp.stack([loss_fn(params, {"x": x, "y": y}) for x, y in sets])
-  )
+  mses = jax.jit(lambda params, sets: jnp.stack([loss_fn(params, s) for s in sets]))
 
+  def errors(params, data: input_pipeline.Datasets) -> dict:
+    splits = (data.old_test, data.new_test, data.old_val, data.new_val)
+    values = mses(params, [{"x": s.x, "y": s.y} for s in splits])
+    return dict(zip(EVAL_SETS, np.asarray(values, np.float64).tolist(), strict=True))
 
-def evaluate(errors_fn, params, data: input_pipeline.Datasets) -> dict:
-  """``{name: MSE}`` for :data:`EVAL_SETS` (noise-free targets)."""
-  splits = (data.old_test, data.new_test, data.old_val, data.new_val)
-  values = np.asarray(errors_fn(params, [(s.x, s.y) for s in splits]), np.float64)
-  return dict(zip(EVAL_SETS, values.tolist(), strict=True))
+  return errors
 
 
 def eval_weights(params, opt_state):
@@ -185,50 +195,42 @@ def train_base(model, params, data, config, seed: int):
 
 
 def load_or_train_base(model, data, config, seed: int, workdir: pathlib.Path):
-  """``(params, info)``: the base model of ``seed``, loaded from or trained into
-  ``workdir/base_models``; ``info`` says which, where and how long it took."""
-  init = models.init_params(model, jax.random.key(seed))
+  """``(params, info)``: the base model of ``seed``, loaded or trained and saved."""
+  init = init_params(model, jax.random.key(seed))
   cache = runs.base_cache_dir(workdir, config, seed).absolute()
-  info: dict[str, Any] = {"seed": seed, "path": str(cache)}
   params = runs.load_base(cache, init)
-  if params is not None:
-    info.update(loaded_from_cache=True, train_seconds=0.0)
-    tqdm.tqdm.write(
-      f"seed {seed}: loaded the cached base model from {cache} (skipping pre-training)"
-    )
-    return params, info
-  start = time.perf_counter()
-  params = jax.block_until_ready(train_base(model, init, data, config, seed))
-  info.update(loaded_from_cache=False, train_seconds=time.perf_counter() - start)
-  runs.save_base(cache, params, runs.base_cache_key(config, seed))
-  seconds = info["train_seconds"]
-  tqdm.tqdm.write(
-    f"seed {seed}: trained the base model in {seconds:.1f} s, cached in {cache}"
-  )
+  loaded = params is not None
+  info = {"seed": seed, "path": str(cache), "loaded_from_cache": loaded}
+  info["train_seconds"] = 0.0
+  if loaded:
+    message = f"loaded the cached base model from {cache} (skipping pre-training)"
+  else:
+    start = time.perf_counter()
+    params = jax.block_until_ready(train_base(model, init, data, config, seed))
+    info["train_seconds"] = seconds = time.perf_counter() - start
+    runs.save_base(cache, params, runs.base_cache_key(config, seed))
+    message = f"trained the base model in {seconds:.1f} s, cached in {cache}"
+  tqdm.tqdm.write(f"seed {seed}: {message}")
   return params, info
 
 
 def finetune(spec, chunk_fn, errors_fn, base_params, data, config, seed: int):
   """Fine-tunes a copy of ``base_params`` on the new data: ``(params, record)``.
 
-  The record's ``curve`` holds the errors after every chunk of ``eval_early``
-  batches up to ``eval_every``, then every ``eval_every`` batches and at the
-  end; PROFIT's also the means of :data:`DIAGNOSTICS` (all main steps, first
-  tenth, second half) and their ``diag_curve`` (means between evaluations).
+  Evaluations: every ``eval_early`` batches up to ``eval_every``, then every
+  ``eval_every`` batches, and at the end; PROFIT's :data:`DIAGNOSTICS` are
+  averaged over all main steps, the first tenth and the second half.
   """
-  tx = finetune_optimizer(spec, config)
-  scalars = [spec.lr, spec.ratio or 1.0, spec.alpha or 0.0]  # lr, ratio, alpha
-  scalars = [jnp.asarray(v, jnp.float32) for v in scalars]
+  values = spec.lr, spec.ratio or 1.0, spec.alpha or 0.0  # lr, ratio, alpha
+  scalars = [jnp.asarray(v, jnp.float32) for v in values]
   params = jax.tree.map(jnp.copy, base_params)
-  opt_state = tx.init(params)
+  opt_state = finetune_optimizer(spec, config).init(params)
   length, calls = runs.cycle_length(spec, config), runs.num_calls(spec, config)
   per_chunk = max(1, math.ceil(min(config.eval_early, config.eval_every) / length))
   sampler = _sampler(config, spec.batch_size, seed, "finetune")
   x, y = jnp.asarray(data.new_train.x), jnp.asarray(data.new_train.y)
-  curve = {"batches": [0], "main_steps": [0]}
-  curve |= {k: [v] for k, v in evaluate(errors_fn, params, data).items()}
-  logged = {k: [] for k in DIAGNOSTICS}
-  diag_curve = {"batches": [], **{k: [] for k in DIAGNOSTICS}}
+  curve = [{"batches": 0, "main_steps": 0, **errors_fn(params, data)}]
+  diag_curve, logged = [], {k: [] for k in DIAGNOSTICS}
   done = last = 0  # calls done, at the last evaluation
   every, desc = config.eval_every, f"seed {seed} {spec.name}"
   with tqdm.tqdm(total=calls * length, desc=desc, unit="batch", leave=False) as bar:
@@ -246,20 +248,17 @@ def finetune(spec, chunk_fn, errors_fn, base_params, data, config, seed: int):
       due = batches <= every or batches // every > last * length // every
       if not (due or done == calls):
         continue
-      errors = evaluate(errors_fn, eval_weights(params, opt_state), data)
-      for key, value in {"batches": batches, "main_steps": done, **errors}.items():
-        curve[key].append(value)
+      errors = errors_fn(eval_weights(params, opt_state), data)
+      curve.append({"batches": batches, "main_steps": done, **errors})
       if logged["removed_fraction"]:
         means = {k: float(np.mean(np.concatenate(v)[last:])) for k, v in logged.items()}
-        for key, value in {"batches": batches, **means}.items():
-          diag_curve[key].append(value)
+        diag_curve.append({"batches": batches, **means})
       last = done
-      bar.set_postfix(
-        old=f"{errors['old_error']:.3f}", new=f"{errors['new_error']:.3f}"
-      )
-  record: dict[str, Any] = {"batches": calls * length, "main_steps": calls}
-  record |= {key: curve[key][-1] for key in EVAL_SETS} | {"curve": curve}
-  if logged["removed_fraction"]:
+      bar.set_postfix({key[:3]: f"{errors[key]:.3f}" for key in EVAL_SETS[:2]})
+  columns = lambda rows: {k: [row[k] for row in rows] for k in rows[0]}
+  record = {"batches": calls * length, "main_steps": calls}
+  record |= {key: curve[-1][key] for key in EVAL_SETS} | {"curve": columns(curve)}
+  if diag_curve:
     values = {k: np.concatenate(v) for k, v in logged.items()}
     n = len(values["removed_fraction"])
     parts = {"": slice(None), "_early": slice(0, max(1, n // 10))}
@@ -269,41 +268,36 @@ def finetune(spec, chunk_fn, errors_fn, base_params, data, config, seed: int):
       for key in DIAGNOSTICS
       for suffix, part in parts.items()
     }
-    record["diag_curve"] = diag_curve
+    record["diag_curve"] = columns(diag_curve)
   return eval_weights(params, opt_state), record
 
 
 def wise_curve(errors_fn, base_params, tuned, data, points: int) -> dict:
   """Errors of WiSE-FT's interpolations at ``points`` values of ``a`` in [0, 1]."""
-  out: dict[str, list] = {"a": [], **{k: [] for k in EVAL_SETS}}
-  for a in np.linspace(0.0, 1.0, points).tolist():
-    errors = evaluate(errors_fn, baselines.interpolate(base_params, tuned, a), data)
-    for key, value in {"a": a, **errors}.items():
-      out[key].append(value)
-  return out
+  mix = np.linspace(0.0, 1.0, points).tolist()
+  errors = [errors_fn(baselines.interpolate(base_params, tuned, a), data) for a in mix]
+  return {"a": mix, **{k: [e[k] for e in errors] for k in EVAL_SETS}}
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
-  """Runs (or loads the finished runs of) the experiment, writes its outputs
-  (README.md) into ``workdir`` and returns the results dict."""
+  """Runs the experiment (or loads its finished runs), writes ``workdir``."""
   default.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   start = time.perf_counter()
-  model = models.MLP(hidden=config.hidden)
+  model = MLP(hidden=config.hidden)
   errors_fn, predict = make_errors_fn(model), jax.jit(model.apply)
   specs = runs.all_specs(config)
-  grid = plotting.make_grid(config)
+  grid = plotting.make_grid(dataclasses.asdict(config))
   base_info, records = [], {s.name: [] for s in specs}
   table_runs = {row: s.name for row, s in runs.table_specs(config).items()}
   table_rows = {name: row for row, name in table_runs.items()}
   predictions, resumed = {}, 0
   names = ("n_train", "n_test", "n_val", "old_domain", "new_domain", "noise_std")
   for i, seed in enumerate(config.seeds):
-    sizes = {n: getattr(config, n) for n in names}
-    data = input_pipeline.make_datasets(seed, **sizes)
+    data = input_pipeline.make_datasets(seed, **{n: getattr(config, n) for n in names})
     base_params, info = load_or_train_base(model, data, config, seed, workdir)
-    base_info.append(info | evaluate(errors_fn, base_params, data))
+    base_info.append(info | errors_fn(base_params, data))
     if i == 0:
       predictions["baseline"] = np.asarray(predict(base_params, grid))
     for spec in specs:
@@ -330,11 +324,10 @@ def train_and_evaluate(config, workdir: str | pathlib.Path) -> dict:
   if resumed:
     tqdm.tqdm.write(f"loaded {resumed} finished runs from {workdir / 'runs'}")
   results = reporting.assemble(config, specs, table_runs, base_info, records)
-  results["wall_seconds"] = time.perf_counter() - start
-  results["resumed_runs"] = resumed
+  results |= dict(wall_seconds=time.perf_counter() - start, resumed_runs=resumed)
   results["device"] = str(jax.devices()[0].device_kind)
   np.savez_compressed(workdir / "predictions.npz", grid=grid, **predictions)
-  results["figures"] = plotting.save_all(results, predictions, grid, config, workdir)
+  results["figures"] = plotting.save_all(results, predictions, grid, workdir)
   common_runs.write_json(workdir / "results.json", results)
   (workdir / "table.md").write_text(reporting.markdown_report(results) + "\n")
   return results
@@ -344,14 +337,8 @@ def replot(workdir: str | pathlib.Path) -> dict:
   """Redraws the figures of a finished run from its saved outputs."""
   workdir = pathlib.Path(workdir)
   results = json.loads((workdir / "results.json").read_text())
-  fields = {f.name for f in dataclasses.fields(default.Config)}
-  values = {k: v for k, v in results["config"].items() if k in fields}
-  values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
   with np.load(workdir / "predictions.npz") as saved:
     grid = saved["grid"]
     predictions = {k: saved[k] for k in saved.files if k != "grid"}
-  results["frontier"] = reporting.frontier(results)
-  results["diagnostics"] = reporting.diagnostics_summary(results)
-  config = default.Config(**values)
-  results["figures"] = plotting.save_all(results, predictions, grid, config, workdir)
+  results["figures"] = plotting.save_all(results, predictions, grid, workdir)
   return results

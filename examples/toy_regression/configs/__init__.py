@@ -1,1 +1,1 @@
-"""Configs of the toy example: ``default`` (paper scale), ``quick`` (demo), ``study``."""
+"""The toy example's configs: ``default`` (paper scale), ``quick``, ``study``."""

@@ -1,5 +1,4 @@
-"""The CPU demo (~2 minutes on 2 cores): the paper's recipe, a shorter base training
-and a small sweep; see README.md."""
+"""The CPU demo (~2 min, 2 cores): paper recipe, shorter base training, small sweep."""
 
 import dataclasses
 

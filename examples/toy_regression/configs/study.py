@@ -1,5 +1,4 @@
-"""The compute-matched frontier at fine-tuning batch sizes 32, 128 and 512 (~15
-minutes on 2 cores); see README.md."""
+"""The compute-matched frontier at fine-tuning batch sizes 32, 128, 512 (~15 min)."""
 
 import dataclasses
 
