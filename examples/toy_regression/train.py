@@ -254,7 +254,7 @@ def finetune(spec, chunk_fn, errors_fn, base_params, data, config, seed: int):
         means = {k: float(np.mean(np.concatenate(v)[last:])) for k, v in logged.items()}
         diag_curve.append({"batches": batches, **means})
       last = done
-      bar.set_postfix({key[:3]: f"{errors[key]:.3f}" for key in EVAL_SETS[:2]})
+      bar.set_postfix(**{key[:3]: f"{errors[key]:.3f}" for key in EVAL_SETS[:2]})
   columns = lambda rows: {k: [row[k] for row in rows] for k in rows[0]}
   record = {"batches": calls * length, "main_steps": calls}
   record |= {key: curve[-1][key] for key in EVAL_SETS} | {"curve": columns(curve)}
