@@ -40,7 +40,7 @@ N_TEST = 5_000
 
 
 class _MLP(nn.Module):
-  """Fallback of ``examples.toy_regression.models.MLP`` (Dense-LN-ReLU x2)."""
+  """Fallback of ``examples.toy_regression.train.MLP`` (Dense-LN-ReLU x2)."""
 
   hidden: int = HIDDEN
 
@@ -91,9 +91,9 @@ def _data(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def _model() -> tuple[nn.Module, str]:
   try:
-    from examples.toy_regression import models  # pylint: disable=import-outside-toplevel
+    from examples.toy_regression import train  # pylint: disable=import-outside-toplevel
 
-    return models.MLP(hidden=HIDDEN), "examples.toy_regression"
+    return train.MLP(hidden=HIDDEN), "examples.toy_regression"
   except (ImportError, AttributeError, TypeError):
     return _MLP(), "benchmarks.drift (local copy)"
 

@@ -15,7 +15,6 @@ from examples.cifar_lt import methods as lt_methods
 from examples.cifar_lt import train as lt_train
 from examples.cifar_lt.configs import default as lt_default
 from examples.common import compile_cache
-from examples.toy_regression import models as toy_models
 from examples.toy_regression import runs as toy_runs
 from examples.toy_regression import train as toy_train
 from examples.toy_regression.configs import default as toy_default
@@ -140,7 +139,7 @@ def test_cifar_pretrain_step_is_keyed_on_its_learning_rate():
 
 def test_toy_regression_chunks_are_keyed_on_the_whole_config():
   config = dataclasses.replace(toy_default.get_config(), hidden=8)
-  model = toy_models.MLP(hidden=8)
+  model = toy_train.MLP(hidden=8)
   spec = lambda lr: toy_runs.RunSpec("profit", lr, 32, ratio=10.0, convention="cycles")
   build = lambda c, s: toy_train._finetune_chunk_fn(c, model, *toy_train.compile_key(s))
   chunk = build(config, spec(1e-3))

@@ -17,8 +17,6 @@ import pytest
 from examples.toy_regression import (
   input_pipeline,
   main,
-  models,
-  optimizers,
   reporting,
   runs,
   train,
@@ -141,7 +139,7 @@ def test_epoch_sampler_visits_every_example_once_per_epoch():
 
 
 def test_model_param_shapes():
-  params = models.init_params(models.MLP(), jax.random.key(0))["params"]
+  params = train.init_params(train.MLP(), jax.random.key(0))["params"]
   shapes = jax.tree.map(jnp.shape, params)
   assert shapes == {
     "dense_1": {"kernel": (2, 500), "bias": (500,)},
@@ -169,8 +167,8 @@ def _numpy_forward(params: dict, x: np.ndarray) -> np.ndarray:
 
 
 def test_layer_norm_after_every_layer_but_the_last():
-  model = models.MLP()
-  variables = models.init_params(model, jax.random.key(1))
+  model = train.MLP()
+  variables = train.init_params(model, jax.random.key(1))
   # Non-trivial LayerNorm parameters, so that their placement matters.
   rng = np.random.default_rng(0)
   variables = jax.tree.map(
@@ -206,8 +204,8 @@ def _finetune_params(method: str, steps: int = 5, **overrides):
     default.get_config(), n_train=256, n_test=64, n_val=64, batch_size=32, eval_every=1
   )
   spec = _spec(method)
-  model = models.MLP()
-  base = models.init_params(model, jax.random.key(3))
+  model = train.MLP()
+  base = train.init_params(model, jax.random.key(3))
   data = input_pipeline.make_datasets(
     3, n_train=256, n_test=64, n_val=64, old_domain=OLD, new_domain=NEW, noise_std=1.0
   )
@@ -222,9 +220,9 @@ def _finetune_params(method: str, steps: int = 5, **overrides):
 def test_head_only_leaves_the_other_layers_bit_identical():
   base, tuned, record = _finetune_params("head")
   assert record["batches"] == 5
-  for layer in models.LAYERS:
+  for layer in train.LAYERS:
     before, after = base["params"][layer], tuned["params"][layer]
-    if layer == models.HEAD:
+    if layer == train.HEAD:
       for leaf_before, leaf_after in zip(
         jax.tree.leaves(before), jax.tree.leaves(after), strict=True
       ):
@@ -235,7 +233,7 @@ def test_head_only_leaves_the_other_layers_bit_identical():
 
 def test_full_fine_tuning_moves_every_layer():
   base, tuned, _ = _finetune_params("full")
-  for layer in models.LAYERS:
+  for layer in train.LAYERS:
     for before, after in zip(
       jax.tree.leaves(base["params"][layer]),
       jax.tree.leaves(tuned["params"][layer]),
@@ -256,7 +254,7 @@ def test_profit_reference_step_is_sgd_at_lr_over_ratio():
   config = default.get_config()
   for convention in ("cycles", "batches"):
     spec = _spec("profit", 5e-4, ratio=100.0, convention=convention)
-    tx = optimizers.finetune_optimizer(spec, config)
+    tx = train.finetune_optimizer(spec, config)
     params = {"w": jnp.array([1.0, -2.0, 3.0])}
     grads = {"w": jnp.array([0.5, 0.25, -4.0])}
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -272,7 +270,7 @@ def test_rmsprop_has_pytorch_semantics():
   # PyTorch RMSprop (alpha=0.99, eps=1e-8, no centering, no momentum):
   # v = 0.99 v + 0.01 g^2; p -= lr * g / (sqrt(v) + eps).
   config = default.get_config()
-  tx = optimizers.rmsprop(config, 0.1)
+  tx = train.rmsprop(config, 0.1)
   p = np.array([1.0, 2.0])
   v = np.zeros(2)
   params = {"w": jnp.asarray(p, jnp.float32)}
@@ -326,8 +324,8 @@ def _perturbed(params, scale: float, seed: int):
 
 
 def test_l2sp_penalty_and_gradient_against_a_direct_computation():
-  model = models.MLP(hidden=16)
-  pre = models.init_params(model, jax.random.key(0))
+  model = train.MLP(hidden=16)
+  pre = train.init_params(model, jax.random.key(0))
   params = _perturbed(pre, 0.1, 1)
   alpha = 3.5
   # Direct: alpha / 2 * sum of squared differences over every layer but the head.
@@ -337,15 +335,15 @@ def test_l2sp_penalty_and_gradient_against_a_direct_computation():
       params["params"][layer],
       pre["params"][layer],
     )
-    for layer in models.LAYERS
+    for layer in train.LAYERS
   }
   expected = (
     0.5
     * alpha
     * sum(
       float(np.sum(d**2))
-      for layer in models.LAYERS
-      if layer != models.HEAD
+      for layer in train.LAYERS
+      if layer != train.HEAD
       for d in jax.tree.leaves(diff[layer])
     )
   )
@@ -362,13 +360,13 @@ def test_l2sp_penalty_and_gradient_against_a_direct_computation():
   # Its gradient adds alpha * (theta - theta_pre) on the backbone, 0 on the head.
   with_penalty = jax.grad(train.make_l2sp_loss_fn(model, pre, alpha))(params, batch)
   without = jax.grad(train.make_loss_fn(model))(params, batch)
-  for layer in models.LAYERS:
+  for layer in train.LAYERS:
     added = jax.tree.map(
       lambda a, b: np.asarray(a, np.float64) - np.asarray(b, np.float64),
       with_penalty["params"][layer],
       without["params"][layer],
     )
-    scale = 0.0 if layer == models.HEAD else alpha
+    scale = 0.0 if layer == train.HEAD else alpha
     for got, d in zip(
       jax.tree.leaves(added), jax.tree.leaves(diff[layer]), strict=True
     ):
@@ -380,8 +378,8 @@ def test_l2sp_with_a_large_alpha_stays_nearer_the_base_than_full_fine_tuning():
   _, l2sp, _ = _finetune_params("l2sp", 20)  # alpha 10
 
   def distance(tree):
-    backbone = {k: v for k, v in tree["params"].items() if k != models.HEAD}
-    base_backbone = {k: v for k, v in base["params"].items() if k != models.HEAD}
+    backbone = {k: v for k, v in tree["params"].items() if k != train.HEAD}
+    base_backbone = {k: v for k, v in base["params"].items() if k != train.HEAD}
     return float(optax.tree.norm(jax.tree.map(jnp.subtract, backbone, base_backbone)))
 
   assert distance(l2sp) < 0.9 * distance(full)
@@ -567,7 +565,7 @@ def test_baseline_errors_match_the_cached_checkpoint(tiny_run):
   for seed, info in zip((0, 1), results["base_models"], strict=True):
     path = runs.base_cache_dir(workdir, config, seed).absolute()
     assert info["path"] == str(path) and not info["loaded_from_cache"]
-    target = models.init_params(models.MLP(), jax.random.key(0))
+    target = train.init_params(train.MLP(), jax.random.key(0))
     with ocp.StandardCheckpointer() as checkpointer:
       params = checkpointer.restore(path / "params", target)
     data = input_pipeline.make_datasets(

@@ -1,5 +1,1 @@
-"""Configurations of the toy example: ``default`` (paper scale), ``quick`` (the
-demo) and ``study`` (the compute-matched frontier at three batch sizes).
-
-``default.Config`` holds every field; ``default.validate`` checks one.
-"""
+"""The toy example's configs: ``default`` (paper scale), ``quick``, ``study``."""
