@@ -18,6 +18,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 _OWN_CACHE = None
 if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
   _OWN_CACHE = tempfile.mkdtemp(prefix="optax-profit-jax-cache-")
@@ -42,3 +44,10 @@ jax.config.update(
 def pytest_unconfigure(config):
   if _OWN_CACHE is not None:
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def x64():
+  """Runs the test with float64 enabled (``jax.enable_x64``)."""
+  with jax.enable_x64(True):
+    yield

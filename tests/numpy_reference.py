@@ -174,14 +174,22 @@ def run_profit(
   return rec
 
 
-def run_on_batches(batches, n_ref: int, wd: float = 0.0, run=run_profit, **kwargs):
+def run_on_batches(
+  batches, n_ref: int, wd: float = 0.0, run=run_profit, per_call: int = 1, **kwargs
+):
   """``run`` in the tests' common scenario: from :func:`init_params`, call
-  ``i`` on batch ``i``, ``Adam(0.05, wd)`` as the main optimizer and
-  ``SGD(0.05)`` as the reference one; ``kwargs`` go to ``run``."""
+  ``i`` on the mean gradient of batches ``per_call * i`` to ``per_call * (i +
+  1) - 1`` (gradient accumulation), ``Adam(0.05, wd)`` as the main optimizer
+  and ``SGD(0.05)`` as the reference one; ``kwargs`` go to ``run``."""
+
+  def grad_at(theta, i):
+    gs = [grad(theta, batches[per_call * i + j]) for j in range(per_call)]
+    return {key: sum(g[key] for g in gs) / per_call for key in gs[0]}
+
   return run(
     init_params(),
-    lambda th, i: grad(th, batches[i]),
-    len(batches),
+    grad_at,
+    len(batches) // per_call,
     main=Adam(0.05, wd=wd),
     ref=SGD(0.05),
     n_ref=n_ref,

@@ -69,10 +69,8 @@ def assert_trajectories_close(trajectory, record, tol=TOL):
       )
 
 
-@pytest.fixture(autouse=True)
-def _x64():
-  with jax.enable_x64(True):
-    yield
+# float64, the NumPy reference's precision (the `x64` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def with_variant(tx, variant):

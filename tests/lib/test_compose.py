@@ -15,10 +15,8 @@ N_REF = 2
 NUM_CALLS = 5 * (N_REF + 1)
 
 
-@pytest.fixture(autouse=True)
-def _x64():
-  with jax.enable_x64(True):
-    yield
+# float64, the NumPy reference's precision (the `x64` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def np_clip(g, max_norm):
@@ -76,19 +74,7 @@ def test_multisteps_accumulates_before_profit():
   k = 2
   batches = ref_impl.make_batches(k * NUM_CALLS, seed=13)
   p0 = ref_impl.init_params()
-
-  def np_mean_grad(theta, i):
-    gs = [ref_impl.grad(theta, batches[k * i + j]) for j in range(k)]
-    return {key: sum(g[key] for g in gs) / k for key in gs[0]}
-
-  rec = ref_impl.run_profit(
-    p0,
-    np_mean_grad,
-    NUM_CALLS,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-  )
+  rec = ref_impl.run_on_batches(batches, N_REF, per_call=k)
   tx = optax.MultiSteps(  # float64 accumulator: its default is float32
     optax_profit.profit(optax.adam(0.05), ref=0.05, n_ref=N_REF),
     k,

@@ -24,10 +24,8 @@ N_REF = 2
 NUM_CALLS = 8
 
 
-@pytest.fixture(autouse=True)
-def _x64():
-  with jax.enable_x64(True):
-    yield
+# float64, the NumPy reference's precision (the `x64` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 class Model(eqx.Module):

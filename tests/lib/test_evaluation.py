@@ -19,10 +19,8 @@ WARMUP = 1
 NUM_CALLS = 10
 
 
-@pytest.fixture(autouse=True)
-def _x64():
-  with jax.enable_x64(True):
-    yield
+# float64, the NumPy reference's precision (the `x64` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def expected(rec, p0, n_ref=N_REF, warmup=WARMUP):
@@ -95,20 +93,7 @@ def test_eval_params_under_multisteps():
   """MultiSteps(profit, 2): profit sees the mean gradient of two batches."""
   batches = ref_impl.make_batches(2 * NUM_CALLS, seed=51)
   p0 = ref_impl.init_params()
-  mean_grad = lambda th, i: jax.tree.map(
-    lambda a, b: (a + b) / 2,
-    ref_impl.grad(th, batches[2 * i]),
-    ref_impl.grad(th, batches[2 * i + 1]),
-  )
-  rec = ref_impl.run_profit(
-    p0,
-    mean_grad,
-    NUM_CALLS,
-    main=ref_impl.Adam(0.05),
-    ref=ref_impl.SGD(0.05),
-    n_ref=N_REF,
-    warmup_steps=WARMUP,
-  )
+  rec = ref_impl.run_on_batches(batches, N_REF, per_call=2, warmup_steps=WARMUP)
   want, want_ended = expected(rec, p0)
   weights, ended = run(optax.MultiSteps(profit(), 2), batches, 2 * NUM_CALLS)
   # Outer call 2i+1 runs profit's call i; call 2i only accumulates. (The

@@ -22,11 +22,8 @@ from optax_profit import _train_step
 from tests import numpy_reference as ref_impl
 from tests.lib.test_algorithm import TOL, jax_loss
 
-
-@pytest.fixture(autouse=True)
-def _x64():
-  with jax.enable_x64(True):
-    yield
+# float64, the NumPy reference's precision (the `x64` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def stack(batches):

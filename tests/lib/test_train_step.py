@@ -16,10 +16,8 @@ def stack(batches):
   return jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
 
 
-@pytest.fixture(autouse=True)
-def _x64():
-  with jax.enable_x64(True):
-    yield
+# float64, the NumPy reference's precision (the `x64` fixture of conftest.py).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 @pytest.mark.parametrize("n_ref", [1, 3])
