@@ -133,6 +133,8 @@ def start_distributed(config: default.Config, args: argparse.Namespace) -> None:
     watchdog.cancel()
   if jax.process_count() == 1:
     return
+  # examples.common.runs.digest, written out: importing that module imports
+  # orbax and so JAX, which must come after --host-devices is applied.
   text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
   mine = {
     "config": hashlib.sha256(text.encode()).hexdigest(),
